@@ -1,0 +1,1 @@
+//! functions (filled by its issue).

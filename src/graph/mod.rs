@@ -1,0 +1,1 @@
+//! graph (filled by its issue).

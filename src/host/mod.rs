@@ -1,0 +1,1 @@
+//! host (filled by its issue).

@@ -1,0 +1,1 @@
+//! sim (filled by its issue).

@@ -1,0 +1,1 @@
+//! store (filled by its issue).
