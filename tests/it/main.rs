@@ -1,1 +1,8 @@
 //! Integration tests: one binary, one shared harness.
+
+mod config_files;
+mod functions_folders;
+mod harness;
+mod host_fixtures;
+mod host_protocol;
+mod serve_process;
