@@ -5,4 +5,5 @@ mod functions_folders;
 mod harness;
 mod host_fixtures;
 mod host_protocol;
+mod packaging;
 mod serve_process;
