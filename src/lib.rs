@@ -9,6 +9,7 @@ pub mod config;
 pub mod functions;
 pub mod graph;
 pub mod host;
+pub mod policy;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

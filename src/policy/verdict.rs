@@ -1,0 +1,335 @@
+//! Who is inactive, which flags hold them for people, and what dormant would
+//! do next. Pure: facts in, decision out.
+//!
+//! Two stages, so a scan enriches only users who are not plainly active
+//! (manager, mailbox kind, roles cost Graph calls):
+//! 1. [`classify`] looks at activity signals and the creation date only;
+//! 2. [`assess`] adds what enrichment found and gives the verdict.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+
+use super::activity::{LastActivity, ServiceUsage, SignIns, days_between, last_activity};
+use crate::config::{Policy, UserRef};
+
+/// What Graph says about a user, as far as the policy needs it.
+#[derive(Debug, Clone, Default)]
+pub struct Subject {
+    pub id: String,
+    pub upn: String,
+    pub is_guest: bool,
+    pub account_enabled: bool,
+    /// Null in Graph for users created before mid-2018: treated as old.
+    pub created: Option<DateTime<Utc>>,
+    /// `None` when Graph returned no `signInActivity` for the user.
+    pub sign_ins: Option<SignIns>,
+    /// `None` when the usage report is not a source or has no row.
+    pub usage: Option<ServiceUsage>,
+    pub licensed: bool,
+    pub on_premises_synced: bool,
+}
+
+/// What a scan looks up for users who are not plainly active.
+#[derive(Debug, Clone, Default)]
+pub struct Enrichment {
+    pub job_title: Option<String>,
+    pub mailbox: Option<MailboxPurpose>,
+    pub privileged_role: bool,
+    pub in_excluded_group: bool,
+    pub unmanaged_guest: bool,
+    /// When a person last re-enabled the account (audit log `Enable account`).
+    pub reenabled_at: Option<DateTime<Utc>>,
+}
+
+/// `mailboxSettings.userPurpose`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailboxPurpose {
+    User,
+    Shared,
+    Room,
+    Equipment,
+    Linked,
+    Others,
+}
+
+impl MailboxPurpose {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "user" => Self::User,
+            "shared" => Self::Shared,
+            "room" => Self::Room,
+            "equipment" => Self::Equipment,
+            "linked" => Self::Linked,
+            "others" => Self::Others,
+            _ => return None,
+        })
+    }
+}
+
+/// Stage one: what the activity signals alone say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    /// Created within `never_signed_in_grace_days`: too new to judge.
+    New,
+    Active {
+        last: LastActivity,
+        days: i64,
+    },
+    Inactive {
+        last: LastActivity,
+        days: i64,
+    },
+    /// Sign-in data exists but holds no trustworthy sign-in, and no service
+    /// was used.
+    NeverSignedIn,
+    /// No activity data at all. Never acted on: one real tool disabled
+    /// active guests because of a blank date.
+    Unknown,
+}
+
+impl Activity {
+    /// Plainly active users get no row, no enrichment, no case.
+    pub fn is_plainly_active(&self) -> bool {
+        matches!(self, Self::New | Self::Active { .. })
+    }
+
+    pub fn last(&self) -> Option<LastActivity> {
+        match self {
+            Self::Active { last, .. } | Self::Inactive { last, .. } => Some(*last),
+            _ => None,
+        }
+    }
+
+    pub fn days_inactive(&self) -> Option<i64> {
+        match self {
+            Self::Active { days, .. } | Self::Inactive { days, .. } => Some(*days),
+            _ => None,
+        }
+    }
+}
+
+pub fn classify(subject: &Subject, policy: &Policy, now: DateTime<Utc>) -> Activity {
+    let last = last_activity(subject.sign_ins.as_ref(), subject.usage.as_ref());
+    let new = subject
+        .created
+        .is_some_and(|c| days_between(c, now) < i64::from(policy.never_signed_in_grace_days));
+    match last {
+        Some(last) => {
+            let days = days_between(last.at, now).max(0);
+            if days < i64::from(policy.inactive_after_days) || new {
+                Activity::Active { last, days }
+            } else {
+                Activity::Inactive { last, days }
+            }
+        }
+        None if new => Activity::New,
+        None if subject.sign_ins.is_none() => Activity::Unknown,
+        None => Activity::NeverSignedIn,
+    }
+}
+
+/// CONTRACT `verdict`; `Active` never reaches the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Verdict {
+    Active,
+    Inactive,
+    NeverSignedIn,
+    Review,
+    Excluded,
+    Unknown,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Inactive => "inactive",
+            Self::NeverSignedIn => "never-signed-in",
+            Self::Review => "review",
+            Self::Excluded => "excluded",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// Verdicts a case may open for.
+    pub fn is_actionable(self) -> bool {
+        matches!(self, Self::Inactive | Self::NeverSignedIn)
+    }
+}
+
+/// CONTRACT `riskFlags`, in the CONTRACT's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RiskFlag {
+    Executive,
+    ServiceAccount,
+    SharedMailbox,
+    PrivilegedRole,
+    BreakGlass,
+    OnPremisesSynced,
+    NoSigninData,
+    LicensedNeverSignedIn,
+    Guest,
+    UnmanagedGuest,
+    RecentlyReenabled,
+}
+
+impl RiskFlag {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Executive => "executive",
+            Self::ServiceAccount => "service-account",
+            Self::SharedMailbox => "shared-mailbox",
+            Self::PrivilegedRole => "privileged-role",
+            Self::BreakGlass => "break-glass",
+            Self::OnPremisesSynced => "on-premises-synced",
+            Self::NoSigninData => "no-signin-data",
+            Self::LicensedNeverSignedIn => "licensed-never-signed-in",
+            Self::Guest => "guest",
+            Self::UnmanagedGuest => "unmanaged-guest",
+            Self::RecentlyReenabled => "recently-reenabled",
+        }
+    }
+
+    /// Flags that hold an otherwise inactive user for a person to decide.
+    pub fn holds_for_review(self) -> bool {
+        matches!(
+            self,
+            Self::Executive
+                | Self::ServiceAccount
+                | Self::SharedMailbox
+                | Self::PrivilegedRole
+                | Self::OnPremisesSynced
+                | Self::UnmanagedGuest
+                | Self::RecentlyReenabled
+        )
+    }
+}
+
+/// CONTRACT `recommendedAction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    None,
+    Notify,
+    Disable,
+    RemoveLicenses,
+    Delete,
+    ResetRedemption,
+    ManualReview,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Notify => "notify",
+            Self::Disable => "disable",
+            Self::RemoveLicenses => "remove-licenses",
+            Self::Delete => "delete",
+            Self::ResetRedemption => "reset-redemption",
+            Self::ManualReview => "manual-review",
+        }
+    }
+}
+
+/// The decision about one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assessment {
+    pub verdict: Verdict,
+    pub flags: BTreeSet<RiskFlag>,
+    /// What dormant would do next if no case were open yet. An open case's
+    /// own next step overrides it (the lifecycle knows).
+    pub action: Action,
+    pub last_activity: Option<LastActivity>,
+    pub days_inactive: Option<i64>,
+}
+
+fn named(list: &[UserRef], subject: &Subject) -> bool {
+    list.iter().any(|r| match r {
+        UserRef::ObjectId(id) => id.to_string().eq_ignore_ascii_case(&subject.id),
+        UserRef::Upn(upn) => upn.eq_ignore_ascii_case(&subject.upn),
+    })
+}
+
+/// Stage two. `activity` is what [`classify`] returned for `subject`.
+pub fn assess(
+    subject: &Subject,
+    activity: Activity,
+    enrichment: &Enrichment,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Assessment {
+    let mut flags = BTreeSet::new();
+    let break_glass = named(&policy.break_glass, subject);
+    let excluded =
+        break_glass || named(&policy.exclude_users, subject) || enrichment.in_excluded_group;
+    let mut flag = |cond: bool, f: RiskFlag| {
+        if cond {
+            flags.insert(f);
+        }
+    };
+    flag(break_glass, RiskFlag::BreakGlass);
+    flag(
+        enrichment
+            .job_title
+            .as_deref()
+            .is_some_and(|t| policy.executive_title_pattern.is_match(t)),
+        RiskFlag::Executive,
+    );
+    flag(
+        policy.service_account_upn_pattern.is_match(&subject.upn),
+        RiskFlag::ServiceAccount,
+    );
+    flag(
+        matches!(
+            enrichment.mailbox,
+            Some(MailboxPurpose::Shared | MailboxPurpose::Room | MailboxPurpose::Equipment)
+        ),
+        RiskFlag::SharedMailbox,
+    );
+    flag(enrichment.privileged_role, RiskFlag::PrivilegedRole);
+    flag(subject.on_premises_synced, RiskFlag::OnPremisesSynced);
+    flag(subject.sign_ins.is_none(), RiskFlag::NoSigninData);
+    flag(
+        activity == Activity::NeverSignedIn && subject.licensed,
+        RiskFlag::LicensedNeverSignedIn,
+    );
+    flag(subject.is_guest, RiskFlag::Guest);
+    flag(enrichment.unmanaged_guest, RiskFlag::UnmanagedGuest);
+    flag(
+        enrichment.reenabled_at.is_some_and(|t| {
+            let days = days_between(t, now);
+            (0..i64::from(policy.inactive_after_days)).contains(&days)
+        }),
+        RiskFlag::RecentlyReenabled,
+    );
+
+    let held = flags.iter().any(|f| f.holds_for_review());
+    let verdict = if excluded {
+        Verdict::Excluded
+    } else if activity == Activity::Unknown {
+        Verdict::Unknown
+    } else if held && (!activity.is_plainly_active() || enrichment.unmanaged_guest) {
+        Verdict::Review
+    } else {
+        match activity {
+            Activity::Inactive { .. } => Verdict::Inactive,
+            Activity::NeverSignedIn => Verdict::NeverSignedIn,
+            _ => Verdict::Active,
+        }
+    };
+    let action = match verdict {
+        Verdict::Active | Verdict::Excluded | Verdict::Unknown => Action::None,
+        Verdict::Review if enrichment.unmanaged_guest => Action::ResetRedemption,
+        Verdict::Review => Action::ManualReview,
+        // A case starts with telling people.
+        Verdict::Inactive | Verdict::NeverSignedIn => Action::Notify,
+    };
+    Assessment {
+        verdict,
+        flags,
+        action,
+        last_activity: activity.last(),
+        days_inactive: activity.days_inactive(),
+    }
+}

@@ -1,0 +1,434 @@
+//! Table-driven tests of every verdict rule, with dates around each boundary.
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+
+use super::activity::{ServiceUsage, SignIns, Source};
+use super::verdict::*;
+use crate::config::{Config, Policy, Sources, UserRef};
+
+const TENANT: &str = "8f0c2d2e-1111-4c4c-9d9d-123456789abc";
+const ID: &str = "5b3a1c2d-3333-4e4e-8f8f-0123456789ab";
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-22T02:00:00Z")
+        .expect("date")
+        .with_timezone(&Utc)
+}
+
+fn days_ago(n: i64) -> DateTime<Utc> {
+    now() - Duration::days(n)
+}
+
+fn date_days_ago(n: i64) -> NaiveDate {
+    days_ago(n).date_naive()
+}
+
+fn policy_with(env: &[(&str, &str)]) -> Policy {
+    let mut all = vec![("DORMANT_TENANT_ID".to_owned(), TENANT.to_owned())];
+    all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Config::load(&Sources::from_env(None, all))
+        .expect("test policy")
+        .policy
+}
+
+fn policy() -> Policy {
+    policy_with(&[])
+}
+
+fn member(last_success_days: Option<i64>) -> Subject {
+    Subject {
+        id: ID.into(),
+        upn: "jane.doe@contoso.com".into(),
+        is_guest: false,
+        account_enabled: true,
+        created: Some(days_ago(1000)),
+        sign_ins: Some(SignIns {
+            last_successful: last_success_days.map(days_ago),
+            ..SignIns::default()
+        }),
+        usage: None,
+        licensed: true,
+        on_premises_synced: false,
+    }
+}
+
+fn verdict_of(subject: &Subject, enrichment: &Enrichment, policy: &Policy) -> Assessment {
+    let activity = classify(subject, policy, now());
+    assess(subject, activity, enrichment, policy, now())
+}
+
+#[test]
+fn inactivity_threshold_boundaries() {
+    let p = policy(); // 90 days
+    for (days, want) in [
+        (0, Verdict::Active),
+        (89, Verdict::Active),
+        (90, Verdict::Inactive),
+        (91, Verdict::Inactive),
+        (2000, Verdict::Inactive),
+    ] {
+        let a = verdict_of(&member(Some(days)), &Enrichment::default(), &p);
+        assert_eq!(a.verdict, want, "{days} days");
+        assert_eq!(a.days_inactive, Some(days), "{days} days");
+    }
+    let p = policy_with(&[("DORMANT_POLICY__INACTIVE_AFTER_DAYS", "180")]);
+    assert_eq!(
+        verdict_of(&member(Some(179)), &Enrichment::default(), &p).verdict,
+        Verdict::Active
+    );
+    assert_eq!(
+        verdict_of(&member(Some(180)), &Enrichment::default(), &p).verdict,
+        Verdict::Inactive
+    );
+}
+
+#[test]
+fn inactive_users_are_recommended_to_be_notified_first() {
+    let a = verdict_of(&member(Some(400)), &Enrichment::default(), &policy());
+    assert_eq!(a.action, Action::Notify);
+    assert_eq!(
+        a.last_activity.map(|l| l.source),
+        Some(Source::SuccessfulSignIn)
+    );
+}
+
+#[test]
+fn failed_sign_ins_never_keep_an_account_alive() {
+    let mut s = member(Some(200));
+    s.sign_ins = Some(SignIns {
+        last_successful: Some(days_ago(200)),
+        last_interactive: Some(days_ago(0)),
+        last_non_interactive: Some(days_ago(1)),
+    });
+    let a = verdict_of(&s, &Enrichment::default(), &policy());
+    assert_eq!(a.verdict, Verdict::Inactive);
+    assert_eq!(a.days_inactive, Some(200));
+
+    // Attacked and never successfully signed in.
+    s.sign_ins = Some(SignIns {
+        last_successful: None,
+        last_interactive: Some(days_ago(0)),
+        last_non_interactive: None,
+    });
+    let a = verdict_of(&s, &Enrichment::default(), &policy());
+    assert_eq!(a.verdict, Verdict::NeverSignedIn);
+    assert!(a.flags.contains(&RiskFlag::LicensedNeverSignedIn));
+}
+
+#[test]
+fn no_sign_in_data_is_unknown_never_inactive() {
+    let mut s = member(None);
+    s.sign_ins = None;
+    let a = verdict_of(&s, &Enrichment::default(), &policy());
+    assert_eq!(a.verdict, Verdict::Unknown);
+    assert_eq!(a.action, Action::None);
+    assert!(a.flags.contains(&RiskFlag::NoSigninData));
+
+    // A guest with a blank date is the classic mistake: still unknown.
+    s.is_guest = true;
+    let a = verdict_of(&s, &Enrichment::default(), &policy());
+    assert_eq!(a.verdict, Verdict::Unknown);
+    assert!(a.flags.contains(&RiskFlag::Guest));
+}
+
+#[test]
+fn usage_report_speaks_for_users_without_sign_in_data() {
+    let mut s = member(None);
+    s.sign_ins = None;
+    s.usage = Some(ServiceUsage {
+        teams: Some(date_days_ago(3)),
+        ..ServiceUsage::default()
+    });
+    assert!(classify(&s, &policy(), now()).is_plainly_active());
+
+    s.usage = Some(ServiceUsage {
+        teams: Some(date_days_ago(120)),
+        ..ServiceUsage::default()
+    });
+    let a = verdict_of(&s, &Enrichment::default(), &policy());
+    assert_eq!(a.verdict, Verdict::Inactive);
+    assert!(a.flags.contains(&RiskFlag::NoSigninData));
+}
+
+#[test]
+fn usage_newer_than_sign_in_keeps_a_user_active() {
+    let mut s = member(Some(300));
+    s.usage = Some(ServiceUsage {
+        exchange: Some(date_days_ago(10)),
+        ..ServiceUsage::default()
+    });
+    let activity = classify(&s, &policy(), now());
+    assert!(activity.is_plainly_active());
+    assert_eq!(activity.last().map(|l| l.source), Some(Source::Exchange));
+}
+
+#[test]
+fn never_signed_in_and_the_creation_grace() {
+    let p = policy(); // grace 30 days
+    for (created, want) in [
+        (Some(0), None),
+        (Some(29), None),
+        (Some(30), Some(Verdict::NeverSignedIn)),
+        (Some(365), Some(Verdict::NeverSignedIn)),
+        (None, Some(Verdict::NeverSignedIn)),
+    ] {
+        let mut s = member(None);
+        s.created = created.map(days_ago);
+        let activity = classify(&s, &p, now());
+        match want {
+            None => assert_eq!(activity, Activity::New, "created {created:?}"),
+            Some(v) => {
+                assert_eq!(
+                    verdict_of(&s, &Enrichment::default(), &p).verdict,
+                    v,
+                    "created {created:?}"
+                )
+            }
+        }
+    }
+    let mut s = member(None);
+    s.licensed = false;
+    let a = verdict_of(&s, &Enrichment::default(), &p);
+    assert!(!a.flags.contains(&RiskFlag::LicensedNeverSignedIn));
+}
+
+#[test]
+fn a_new_user_with_an_old_imported_sign_in_is_not_inactive() {
+    let mut s = member(Some(400));
+    s.created = Some(days_ago(5));
+    assert!(classify(&s, &policy(), now()).is_plainly_active());
+}
+
+#[test]
+fn exclusions_win_over_everything() {
+    let by_upn = policy_with(&[("DORMANT_POLICY__EXCLUDE_USERS", "Jane.Doe@Contoso.com")]);
+    let a = verdict_of(&member(Some(400)), &Enrichment::default(), &by_upn);
+    assert_eq!((a.verdict, a.action), (Verdict::Excluded, Action::None));
+
+    let by_id = policy_with(&[("DORMANT_POLICY__EXCLUDE_USERS", ID)]);
+    assert_eq!(
+        verdict_of(&member(Some(400)), &Enrichment::default(), &by_id).verdict,
+        Verdict::Excluded
+    );
+
+    let group = Enrichment {
+        in_excluded_group: true,
+        ..Enrichment::default()
+    };
+    assert_eq!(
+        verdict_of(&member(Some(400)), &group, &policy()).verdict,
+        Verdict::Excluded
+    );
+
+    let bg = policy_with(&[("DORMANT_POLICY__BREAK_GLASS", ID)]);
+    let mut s = member(None);
+    s.sign_ins = None;
+    let a = verdict_of(&s, &Enrichment::default(), &bg);
+    assert_eq!(
+        a.verdict,
+        Verdict::Excluded,
+        "break-glass is never touched, even unknown"
+    );
+    assert!(a.flags.contains(&RiskFlag::BreakGlass));
+    assert!(
+        bg.break_glass
+            .contains(&UserRef::ObjectId(ID.parse().expect("uuid")))
+    );
+}
+
+#[test]
+fn risk_flags_hold_inactive_users_for_review() {
+    let p = policy();
+    let cases: Vec<(&str, Subject, Enrichment, RiskFlag)> = vec![
+        (
+            "executive title",
+            member(Some(400)),
+            Enrichment {
+                job_title: Some("Chief Financial Officer".into()),
+                ..Enrichment::default()
+            },
+            RiskFlag::Executive,
+        ),
+        (
+            "service account UPN",
+            Subject {
+                upn: "svc-backup@contoso.com".into(),
+                ..member(Some(400))
+            },
+            Enrichment::default(),
+            RiskFlag::ServiceAccount,
+        ),
+        (
+            "shared mailbox",
+            member(Some(400)),
+            Enrichment {
+                mailbox: Some(MailboxPurpose::Shared),
+                ..Enrichment::default()
+            },
+            RiskFlag::SharedMailbox,
+        ),
+        (
+            "room mailbox",
+            member(None),
+            Enrichment {
+                mailbox: Some(MailboxPurpose::Room),
+                ..Enrichment::default()
+            },
+            RiskFlag::SharedMailbox,
+        ),
+        (
+            "privileged role",
+            member(Some(400)),
+            Enrichment {
+                privileged_role: true,
+                ..Enrichment::default()
+            },
+            RiskFlag::PrivilegedRole,
+        ),
+        (
+            "on-premises synced",
+            Subject {
+                on_premises_synced: true,
+                ..member(Some(400))
+            },
+            Enrichment::default(),
+            RiskFlag::OnPremisesSynced,
+        ),
+        (
+            "re-enabled by a person 10 days ago",
+            member(Some(400)),
+            Enrichment {
+                reenabled_at: Some(days_ago(10)),
+                ..Enrichment::default()
+            },
+            RiskFlag::RecentlyReenabled,
+        ),
+    ];
+    for (name, subject, enrichment, flag) in cases {
+        let a = verdict_of(&subject, &enrichment, &p);
+        assert_eq!(a.verdict, Verdict::Review, "{name}");
+        assert_eq!(a.action, Action::ManualReview, "{name}");
+        assert!(a.flags.contains(&flag), "{name}: {:?}", a.flags);
+    }
+}
+
+#[test]
+fn a_flag_does_not_drag_an_active_user_into_the_report() {
+    let e = Enrichment {
+        job_title: Some("CEO".into()),
+        ..Enrichment::default()
+    };
+    assert_eq!(
+        verdict_of(&member(Some(3)), &e, &policy()).verdict,
+        Verdict::Active
+    );
+}
+
+#[test]
+fn re_enablement_long_ago_does_not_hold() {
+    let e = Enrichment {
+        reenabled_at: Some(days_ago(90)),
+        ..Enrichment::default()
+    };
+    let a = verdict_of(&member(Some(400)), &e, &policy());
+    assert_eq!(a.verdict, Verdict::Inactive);
+    assert!(!a.flags.contains(&RiskFlag::RecentlyReenabled));
+}
+
+#[test]
+fn executive_pattern_is_configurable_and_case_insensitive() {
+    let p = policy_with(&[("DORMANT_POLICY__EXECUTIVE_TITLE_PATTERN", "(?i)^head of")]);
+    let e = Enrichment {
+        job_title: Some("HEAD OF SALES".into()),
+        ..Enrichment::default()
+    };
+    assert_eq!(
+        verdict_of(&member(Some(400)), &e, &p).verdict,
+        Verdict::Review
+    );
+    let e = Enrichment {
+        job_title: Some("Chief Executive Officer".into()),
+        ..Enrichment::default()
+    };
+    assert_eq!(
+        verdict_of(&member(Some(400)), &e, &p).verdict,
+        Verdict::Inactive
+    );
+}
+
+#[test]
+fn unmanaged_guests_are_reset_even_when_active() {
+    let mut s = member(Some(5));
+    s.is_guest = true;
+    let e = Enrichment {
+        unmanaged_guest: true,
+        ..Enrichment::default()
+    };
+    let a = verdict_of(&s, &e, &policy());
+    assert_eq!(
+        (a.verdict, a.action),
+        (Verdict::Review, Action::ResetRedemption)
+    );
+    assert!(a.flags.contains(&RiskFlag::UnmanagedGuest) && a.flags.contains(&RiskFlag::Guest));
+}
+
+#[test]
+fn guests_follow_the_same_inactivity_rules() {
+    let mut s = member(Some(120));
+    s.is_guest = true;
+    let a = verdict_of(&s, &Enrichment::default(), &policy());
+    assert_eq!(a.verdict, Verdict::Inactive);
+    assert!(a.flags.contains(&RiskFlag::Guest));
+}
+
+#[test]
+fn names_match_the_contract() {
+    let verdicts: Vec<_> = [
+        Verdict::Inactive,
+        Verdict::NeverSignedIn,
+        Verdict::Review,
+        Verdict::Excluded,
+        Verdict::Unknown,
+    ]
+    .iter()
+    .map(|v| v.as_str())
+    .collect();
+    assert_eq!(
+        verdicts,
+        [
+            "inactive",
+            "never-signed-in",
+            "review",
+            "excluded",
+            "unknown"
+        ]
+    );
+    let actions: Vec<_> = [
+        Action::None,
+        Action::Notify,
+        Action::Disable,
+        Action::RemoveLicenses,
+        Action::Delete,
+        Action::ResetRedemption,
+        Action::ManualReview,
+    ]
+    .iter()
+    .map(|a| a.as_str())
+    .collect();
+    assert_eq!(
+        actions,
+        [
+            "none",
+            "notify",
+            "disable",
+            "remove-licenses",
+            "delete",
+            "reset-redemption",
+            "manual-review"
+        ]
+    );
+    assert_eq!(
+        RiskFlag::LicensedNeverSignedIn.as_str(),
+        "licensed-never-signed-in"
+    );
+}
