@@ -10,6 +10,7 @@ pub mod functions;
 pub mod graph;
 pub mod host;
 pub mod policy;
+pub mod report;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -1,0 +1,111 @@
+//! `summary.json` (CONTRACT): the run in one small document.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryQuota {
+    pub used: u64,
+    pub total: u64,
+}
+
+impl DirectoryQuota {
+    /// B2C guidance: alert above 90 % of the directory quota.
+    pub fn is_near_limit(&self) -> bool {
+        self.total > 0 && self.used.saturating_mul(100) > self.total.saturating_mul(90)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub run_id: String,
+    pub tenant_kind: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub mode: String,
+    pub scanned: u64,
+    pub by_verdict: BTreeMap<String, u64>,
+    pub actions_planned: u64,
+    pub actions_enqueued: u64,
+    pub quarantined: bool,
+    pub directory_quota: Option<DirectoryQuota>,
+    pub graph_requests: u64,
+    pub throttled: u64,
+    /// Why the run quarantined itself, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// Things an operator should know (quota near its limit, a source that
+    /// could not be read). Never personal data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_keys_are_all_present() {
+        let s = Summary {
+            run_id: "20261122T020000Z-a1b2c3".into(),
+            tenant_kind: "b2c".into(),
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            mode: "report".into(),
+            scanned: 10,
+            by_verdict: BTreeMap::from([("inactive".to_owned(), 3)]),
+            actions_planned: 3,
+            actions_enqueued: 0,
+            quarantined: false,
+            directory_quota: None,
+            graph_requests: 5,
+            throttled: 0,
+            quarantine_reason: None,
+            dry_run: false,
+            warnings: vec![],
+        };
+        let v = serde_json::to_value(&s).expect("json");
+        for key in [
+            "runId",
+            "tenantKind",
+            "startedAt",
+            "finishedAt",
+            "mode",
+            "scanned",
+            "byVerdict",
+            "actionsPlanned",
+            "actionsEnqueued",
+            "quarantined",
+            "directoryQuota",
+            "graphRequests",
+            "throttled",
+        ] {
+            assert!(v.get(key).is_some(), "{key} missing");
+        }
+        assert!(v["directoryQuota"].is_null());
+    }
+
+    #[test]
+    fn quota_warning_above_ninety_percent() {
+        assert!(
+            !DirectoryQuota {
+                used: 900,
+                total: 1000
+            }
+            .is_near_limit()
+        );
+        assert!(
+            DirectoryQuota {
+                used: 901,
+                total: 1000
+            }
+            .is_near_limit()
+        );
+        assert!(!DirectoryQuota { used: 0, total: 0 }.is_near_limit());
+    }
+}
