@@ -9,6 +9,8 @@ pub mod config;
 pub mod functions;
 pub mod graph;
 pub mod host;
+pub mod ids;
+pub mod lifecycle;
 pub mod policy;
 pub mod report;
 pub mod sim;
