@@ -13,6 +13,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod policy;
 pub mod report;
+pub mod scan;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -1,0 +1,5 @@
+//! The nightly inactivity scan.
+
+pub mod partition;
+
+pub use partition::Partition;
