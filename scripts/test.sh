@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# Runs every test. Installs the pinned Azurite from npm the first time
-# (tools/azurite/package-lock.json); the tests start and stop it themselves.
+# Runs every test. Installs what the tests need the first time: the pinned
+# Azurite from npm (tools/azurite/package-lock.json; the tests start and stop
+# it themselves) and Debian's chromium for the HTML report check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f tools/azurite/package-lock.json ] && [ ! -x tools/azurite/node_modules/.bin/azurite ]; then
   npm ci --prefix tools/azurite --no-audit --no-fund --loglevel=error
+fi
+# The HTML report is checked in Debian's headless Chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
 fi
 cargo test --locked "$@"

@@ -6,4 +6,5 @@ mod harness;
 mod host_fixtures;
 mod host_protocol;
 mod packaging;
+mod report_html;
 mod serve_process;
