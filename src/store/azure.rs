@@ -1,0 +1,597 @@
+//! Azure backend on the official 1.x crates.
+//!
+//! Clients are built per call from shared `ClientOptions` (one transport, so
+//! one connection pool): the crates' own `blob_client()` helpers percent-encode
+//! `/` inside blob names, so blob URLs are built here segment by segment.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use azure_core::credentials::TokenCredential;
+use azure_core::error::ErrorKind;
+use azure_core::http::headers::HeaderName;
+use azure_core::http::policies::Policy;
+use azure_core::http::{
+    ClientOptions, HttpClientOptions, RequestContent, Transport, Url, new_http_client,
+};
+use azure_storage_blob::models::{
+    AppendBlobClientCreateOptions, BlobContainerClientListBlobsOptions,
+    BlockBlobClientCommitBlockListOptions, BlockBlobClientUploadOptions, BlockLookupList,
+};
+use azure_storage_blob::{BlobClient, BlobClientOptions, BlobContainerClient, BlobContainerClientOptions};
+use azure_storage_queue::models::{
+    QueueClientReceiveMessagesOptions, QueueClientSendMessageOptions, QueueMessage,
+};
+use azure_storage_queue::{QueueClient, QueueClientOptions};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+
+use super::config::{AccountConnection, trim_trailing_slash};
+use super::error::{ConflictKind, Result, StoreError};
+use super::shared_key::SharedKeyPolicy;
+use super::{BlobInfo, BlobPage, ETag, Precondition, ReceivedMessage, SendOptions, Blob};
+
+pub(crate) struct AzureStore {
+    blob_endpoint: Url,
+    queue_endpoint: Url,
+    credential: Option<Arc<dyn TokenCredential>>,
+    options: ClientOptions,
+}
+
+impl std::fmt::Debug for AzureStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureStore")
+            .field("blob_endpoint", &self.blob_endpoint.as_str())
+            .field("queue_endpoint", &self.queue_endpoint.as_str())
+            .field(
+                "auth",
+                &if self.credential.is_some() {
+                    "token"
+                } else {
+                    "shared-key"
+                },
+            )
+            .finish()
+    }
+}
+
+fn base_options() -> ClientOptions {
+    ClientOptions {
+        // Storage clients turn off automatic decompression (ranged downloads
+        // need the raw bytes); keep that when supplying our own transport.
+        transport: Some(Transport::new(new_http_client(Some(HttpClientOptions {
+            automatic_decompression: false,
+            ..Default::default()
+        })))),
+        ..Default::default()
+    }
+}
+
+impl AzureStore {
+    pub fn with_shared_key(conn: AccountConnection) -> Result<Self> {
+        let mut options = base_options();
+        let policy: Arc<dyn Policy> = Arc::new(SharedKeyPolicy::new(conn.account, conn.key));
+        options.per_try_policies.push(policy);
+        tracing::debug!(
+            blob = %conn.blob_endpoint,
+            queue = %conn.queue_endpoint,
+            "storage: account key (Shared Key) authorization"
+        );
+        Ok(Self {
+            blob_endpoint: trim_trailing_slash(conn.blob_endpoint),
+            queue_endpoint: trim_trailing_slash(conn.queue_endpoint),
+            credential: None,
+            options,
+        })
+    }
+
+    pub fn with_token(
+        blob: Url,
+        queue: Url,
+        credential: Arc<dyn TokenCredential>,
+    ) -> Result<Self> {
+        Ok(Self {
+            blob_endpoint: trim_trailing_slash(blob),
+            queue_endpoint: trim_trailing_slash(queue),
+            credential: Some(credential),
+            options: base_options(),
+        })
+    }
+
+    fn url(base: &Url, segments: &[&str]) -> Url {
+        let mut url = base.clone();
+        {
+            let mut path = url
+                .path_segments_mut()
+                .expect("service endpoints are http(s) URLs, which can be a base");
+            path.pop_if_empty();
+            for s in segments {
+                for part in s.split('/') {
+                    path.push(part);
+                }
+            }
+        }
+        url
+    }
+
+    fn container(&self, container: &str) -> Result<BlobContainerClient> {
+        let url = Self::url(&self.blob_endpoint, &[container]);
+        BlobContainerClient::new(
+            url,
+            self.credential.clone(),
+            Some(BlobContainerClientOptions {
+                client_options: self.options.clone(),
+                ..Default::default()
+            }),
+        )
+        .map_err(|e| map_err(&format!("container {container}"), e))
+    }
+
+    fn blob(&self, container: &str, name: &str) -> Result<BlobClient> {
+        let url = Self::url(&self.blob_endpoint, &[container, name]);
+        BlobClient::new(
+            url,
+            self.credential.clone(),
+            Some(BlobClientOptions {
+                client_options: self.options.clone(),
+                ..Default::default()
+            }),
+        )
+        .map_err(|e| map_err(&what(container, name), e))
+    }
+
+    fn queue(&self, queue: &str) -> Result<QueueClient> {
+        let url = Self::url(&self.queue_endpoint, &[queue]);
+        QueueClient::new(
+            url,
+            self.credential.clone(),
+            Some(QueueClientOptions {
+                client_options: self.options.clone(),
+                ..Default::default()
+            }),
+        )
+        .map_err(|e| map_err(&format!("queue {queue}"), e))
+    }
+
+    pub async fn ensure_container(&self, container: &str) -> Result<()> {
+        match self.container(container)?.create(None).await {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e).as_deref() == Some("ContainerAlreadyExists") => Ok(()),
+            Err(e) => Err(map_err(&format!("container {container}"), e)),
+        }
+    }
+
+    pub async fn ensure_queue(&self, queue: &str) -> Result<()> {
+        // 201 created, 204 already there with the same metadata; 409 only if
+        // someone set different metadata, which still means it exists.
+        match self.queue(queue)?.create(None).await {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e).as_deref() == Some("QueueAlreadyExists") => Ok(()),
+            Err(e) => Err(map_err(&format!("queue {queue}"), e)),
+        }
+    }
+
+    pub async fn put(
+        &self,
+        container: &str,
+        name: &str,
+        body: Bytes,
+        precondition: Precondition,
+    ) -> Result<ETag> {
+        let (if_match, if_none_match) = conditions(&precondition);
+        let options = BlockBlobClientUploadOptions {
+            if_match,
+            if_none_match,
+            ..Default::default()
+        };
+        let result = self
+            .blob(container, name)?
+            .upload(body.into(), Some(options))
+            .await
+            .map_err(|e| map_err(&what(container, name), e))?;
+        result
+            .etag
+            .map(|e| ETag(e.to_string()))
+            .ok_or_else(|| missing_etag(container, name))
+    }
+
+    pub fn upload(
+        &self,
+        container: &str,
+        name: &str,
+        precondition: Precondition,
+    ) -> Result<AzureUpload> {
+        Ok(AzureUpload {
+            client: self.blob(container, name)?,
+            what: what(container, name),
+            precondition,
+            block_ids: Vec::new(),
+            nonce: uuid::Uuid::new_v4().simple().to_string(),
+        })
+    }
+
+    pub async fn get(&self, container: &str, name: &str) -> Result<Blob> {
+        let w = what(container, name);
+        let result = self
+            .blob(container, name)?
+            .download(None)
+            .await
+            .map_err(|e| map_err(&w, e))?;
+        let etag = result
+            .properties
+            .etag
+            .clone()
+            .map(|e| ETag(e.to_string()))
+            .ok_or_else(|| missing_etag(container, name))?;
+        let body = result.body.collect().await.map_err(|e| map_err(&w, e))?;
+        Ok(Blob { body, etag })
+    }
+
+    pub async fn list_page(
+        &self,
+        container: &str,
+        prefix: &str,
+        marker: Option<String>,
+        max_results: Option<u32>,
+    ) -> Result<BlobPage> {
+        let w = format!("listing of {container}");
+        let options = BlobContainerClientListBlobsOptions {
+            prefix: (!prefix.is_empty()).then(|| prefix.to_owned()),
+            marker,
+            maxresults: max_results.map(|m| m as i32),
+            ..Default::default()
+        };
+        let mut pages = self
+            .container(container)?
+            .list_blobs(Some(options))
+            .map_err(|e| map_err(&w, e))?
+            .into_pages();
+        let Some(page) = pages.next().await else {
+            return Ok(BlobPage {
+                items: Vec::new(),
+                next_marker: None,
+            });
+        };
+        let page = page
+            .map_err(|e| map_err(&w, e))?
+            .into_model()
+            .map_err(|e| map_err(&w, e))?;
+        let mut items = Vec::with_capacity(page.blob_items.len());
+        for item in page.blob_items {
+            let (Some(name), Some(props)) = (item.name, item.properties) else {
+                continue;
+            };
+            let Some(etag) = props.etag else {
+                continue;
+            };
+            items.push(BlobInfo {
+                name,
+                size: props.content_length.unwrap_or(0),
+                etag: ETag(etag.to_string()),
+                last_modified: props
+                    .last_modified
+                    .map(to_chrono)
+                    .unwrap_or(DateTime::UNIX_EPOCH),
+            });
+        }
+        Ok(BlobPage {
+            items,
+            next_marker: page.next_marker.filter(|m| !m.is_empty()),
+        })
+    }
+
+    pub async fn delete(&self, container: &str, name: &str) -> Result<()> {
+        self.blob(container, name)?
+            .delete(None)
+            .await
+            .map(|_| ())
+            .map_err(|e| map_err(&what(container, name), e))
+    }
+
+    /// Append Block, creating the append blob on first use. Creation is
+    /// create-only (`If-None-Match: *`) so two first writers cannot truncate
+    /// each other's records.
+    pub async fn append(&self, container: &str, name: &str, body: Bytes) -> Result<()> {
+        let w = what(container, name);
+        let client = self.blob(container, name)?.append_blob_client();
+        let len = body.len() as u64;
+        match client
+            .append_block(body.clone().into(), len, None)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if error_code(&e).as_deref() == Some("BlobNotFound") => {}
+            Err(e) => return Err(map_err(&w, e)),
+        }
+        let create = AppendBlobClientCreateOptions {
+            if_none_match: Some("*".into()),
+            ..Default::default()
+        };
+        match client.create(Some(create)).await {
+            Ok(_) => {}
+            // Someone else created it first: fine, append to theirs.
+            Err(e) => match map_err(&w, e) {
+                StoreError::Conflict { .. } => {}
+                other => return Err(other),
+            },
+        }
+        client
+            .append_block(body.into(), len, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| map_err(&w, e))
+    }
+
+    pub async fn send(&self, queue: &str, text: &str, options: SendOptions) -> Result<String> {
+        let w = format!("queue {queue}");
+        let message = QueueMessage {
+            message_text: Some(text.to_owned()),
+        };
+        let content: RequestContent<QueueMessage, _> = message
+            .try_into()
+            .map_err(|e| map_err(&w, e))?;
+        let send_options = QueueClientSendMessageOptions {
+            visibility_timeout: options.initial_delay.map(|d| secs(d, 0)),
+            message_time_to_live: options.ttl.map(|d| secs(d, 1)),
+            ..Default::default()
+        };
+        let sent = self
+            .queue(queue)?
+            .send_message(content, Some(send_options))
+            .await
+            .map_err(|e| map_err(&w, e))?
+            .into_model()
+            .map_err(|e| map_err(&w, e))?;
+        sent.items
+            .and_then(|items| items.into_iter().next())
+            .and_then(|m| m.message_id)
+            .ok_or_else(|| StoreError::permanent(w, "the service returned no message id"))
+    }
+
+    pub async fn receive(
+        &self,
+        queue: &str,
+        max: u32,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>> {
+        let w = format!("queue {queue}");
+        let options = QueueClientReceiveMessagesOptions {
+            number_of_messages: Some(max as i32),
+            // The service wants 1 s .. 7 days here.
+            visibility_timeout: Some(secs(visibility, 1)),
+            ..Default::default()
+        };
+        let received = self
+            .queue(queue)?
+            .receive_messages(Some(options))
+            .await
+            .map_err(|e| map_err(&w, e))?
+            .into_model()
+            .map_err(|e| map_err(&w, e))?;
+        let mut out = Vec::new();
+        for m in received.items.unwrap_or_default() {
+            let (Some(id), Some(pop_receipt)) = (m.message_id, m.pop_receipt) else {
+                continue;
+            };
+            out.push(ReceivedMessage {
+                id,
+                pop_receipt,
+                text: m.message_text.unwrap_or_default(),
+                dequeue_count: m.dequeue_count.unwrap_or(1).clamp(0, u32::MAX as i64) as u32,
+                inserted_at: m.insertion_time.map(to_chrono).unwrap_or_else(Utc::now),
+                next_visible_at: m.time_next_visible.map(to_chrono).unwrap_or_else(Utc::now),
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn delete_message(&self, queue: &str, id: &str, pop_receipt: &str) -> Result<()> {
+        self.queue(queue)?
+            .delete_message(id, pop_receipt, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| map_err(&format!("message {id} in queue {queue}"), e))
+    }
+
+    pub async fn update_visibility(
+        &self,
+        queue: &str,
+        id: &str,
+        pop_receipt: &str,
+        visibility: Duration,
+    ) -> Result<String> {
+        let w = format!("message {id} in queue {queue}");
+        let rsp = self
+            .queue(queue)?
+            .update_message(id, pop_receipt, secs(visibility, 0), None)
+            .await
+            .map_err(|e| map_err(&w, e))?;
+        rsp.headers()
+            .get_optional_str(&HeaderName::from_static("x-ms-popreceipt"))
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError::permanent(w, "the service returned no pop receipt"))
+    }
+}
+
+/// A block blob being staged. Block ids carry a per-upload nonce so two
+/// uploads racing to the same name cannot commit each other's blocks.
+pub(crate) struct AzureUpload {
+    client: BlobClient,
+    what: String,
+    precondition: Precondition,
+    block_ids: Vec<Vec<u8>>,
+    nonce: String,
+}
+
+impl std::fmt::Debug for AzureUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureUpload")
+            .field("blob", &self.what)
+            .field("blocks", &self.block_ids.len())
+            .finish()
+    }
+}
+
+impl AzureUpload {
+    pub async fn stage(&mut self, block: Bytes) -> Result<()> {
+        // Ids must all have the same length within a blob: fixed-width index.
+        let id = format!("{}-{:08}", self.nonce, self.block_ids.len()).into_bytes();
+        let len = block.len() as u64;
+        self.client
+            .block_blob_client()
+            .stage_block(&id, len, block.into(), None)
+            .await
+            .map_err(|e| map_err(&self.what, e))?;
+        self.block_ids.push(id);
+        Ok(())
+    }
+
+    pub async fn commit(self) -> Result<ETag> {
+        let (if_match, if_none_match) = conditions(&self.precondition);
+        let list = BlockLookupList {
+            latest: Some(self.block_ids),
+            ..Default::default()
+        };
+        let content: RequestContent<BlockLookupList, _> =
+            list.try_into().map_err(|e| map_err(&self.what, e))?;
+        let options = BlockBlobClientCommitBlockListOptions {
+            if_match,
+            if_none_match,
+            ..Default::default()
+        };
+        let rsp = self
+            .client
+            .block_blob_client()
+            .commit_block_list(content, Some(options))
+            .await
+            .map_err(|e| map_err(&self.what, e))?;
+        rsp.headers()
+            .get_optional_str(&HeaderName::from_static("etag"))
+            .map(|e| ETag(e.to_owned()))
+            .ok_or_else(|| StoreError::permanent(self.what, "the service returned no ETag"))
+    }
+}
+
+fn conditions(
+    p: &Precondition,
+) -> (
+    Option<azure_core::http::Etag>,
+    Option<azure_core::http::Etag>,
+) {
+    match p {
+        Precondition::None => (None, None),
+        Precondition::IfMatch(tag) => (Some(tag.0.as_str().into()), None),
+        Precondition::IfNoneMatch => (None, Some("*".into())),
+    }
+}
+
+fn what(container: &str, name: &str) -> String {
+    format!("blob {container}/{name}")
+}
+
+fn missing_etag(container: &str, name: &str) -> StoreError {
+    StoreError::permanent(what(container, name), "the service returned no ETag")
+}
+
+/// Seconds for the service, rounded up so a sub-second delay is not lost.
+fn secs(d: Duration, min: i32) -> i32 {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    i32::try_from(s).unwrap_or(i32::MAX).max(min)
+}
+
+fn to_chrono(t: time::OffsetDateTime) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond()).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+fn error_code(e: &azure_core::Error) -> Option<String> {
+    match e.kind() {
+        ErrorKind::HttpResponse { error_code, .. } => error_code.clone(),
+        _ => None,
+    }
+}
+
+/// Maps an SDK error to the store's kinds. Only the status and the service's
+/// error code reach the message: Azure's 403 body quotes the string it
+/// signed, and nothing from a response body belongs in our logs.
+fn map_err(what: &str, e: azure_core::Error) -> StoreError {
+    let what = what.to_owned();
+    match e.kind() {
+        ErrorKind::HttpResponse {
+            status, error_code, ..
+        } => {
+            let status = u16::from(*status);
+            let code = error_code.clone().unwrap_or_default();
+            match (status, code.as_str()) {
+                (404, _) | (400, "PopReceiptMismatch") => StoreError::NotFound { what },
+                (412, _) => StoreError::Conflict {
+                    what,
+                    kind: ConflictKind::PreconditionFailed,
+                },
+                (409, "BlockCountExceedsLimit") => StoreError::Conflict {
+                    what,
+                    kind: ConflictKind::AppendBlobFull,
+                },
+                (409, c) if c.ends_with("AlreadyExists") => StoreError::Conflict {
+                    what,
+                    kind: ConflictKind::AlreadyExists,
+                },
+                (409, c) => StoreError::Conflict {
+                    what,
+                    kind: ConflictKind::Other(c.to_owned()),
+                },
+                (408 | 429 | 500..=599, _) => StoreError::Transient {
+                    what,
+                    detail: format!("HTTP {status} {code}").trim_end().to_owned(),
+                },
+                (403, _) => StoreError::Permanent {
+                    what,
+                    detail: format!(
+                        "HTTP 403 {code}: authorization refused (check the account key, or the identity's Storage Blob/Queue Data role)"
+                    ),
+                },
+                _ => StoreError::Permanent {
+                    what,
+                    detail: format!("HTTP {status} {code}").trim_end().to_owned(),
+                },
+            }
+        }
+        ErrorKind::Connection | ErrorKind::Io => StoreError::Transient {
+            what,
+            detail: format!("connection failed: {e}"),
+        },
+        ErrorKind::Credential => StoreError::Permanent {
+            what,
+            detail: "could not get a token for storage from the credential".to_owned(),
+        },
+        _ => StoreError::Permanent {
+            what,
+            detail: e.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_slashes_in_blob_names_and_encode_the_rest() {
+        let base = Url::parse("http://127.0.0.1:10000/devstoreaccount1").expect("url");
+        let u = AzureStore::url(&base, &["dormant-reports", "latest/report 1.html"]);
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:10000/devstoreaccount1/dormant-reports/latest/report%201.html"
+        );
+        let base = Url::parse("https://a.blob.core.windows.net/").expect("url");
+        let u = AzureStore::url(&base, &["c"]);
+        assert_eq!(u.as_str(), "https://a.blob.core.windows.net/c");
+    }
+
+    #[test]
+    fn seconds_round_up() {
+        assert_eq!(secs(Duration::from_millis(1500), 0), 2);
+        assert_eq!(secs(Duration::ZERO, 1), 1);
+        assert_eq!(secs(Duration::from_secs(30), 1), 30);
+    }
+}

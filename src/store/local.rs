@@ -1,0 +1,673 @@
+//! The embedded local store: a directory the CLI can use without Azure.
+//!
+//! Layout under the root (`DORMANT_STORE_DIR`):
+//! - `<container>/<blob/name/with/slashes>`: each container is a folder and a
+//!   blob is a plain file, so `dormant-reports/latest/report.html` can be
+//!   opened directly;
+//! - `_queues/<queue>/<id>.json`: one file per message (`_` cannot start a
+//!   container name, so the two never collide);
+//! - `.dormant/tmp/` temp files and `.dormant/locks/` lock files.
+//!
+//! Crash safety: every whole-blob write and every message update is "write a
+//! temp file, fsync, rename over the target, fsync the folder", so a reader
+//! sees the old or the new content, never half. Appends are one `O_APPEND`
+//! write followed by fsync.
+//!
+//! Concurrency across processes (a CLI worker and a scan at once): every
+//! mutation of a container or queue holds an exclusive `flock` on that
+//! container's or queue's lock file, so check-then-write is atomic.
+//!
+//! ETags are a SHA-256 of the content (strong and stable: equal bytes, equal
+//! tag, and no reuse after a delete). Computing one reads the file, which is
+//! fine at CLI scale; listings of very large blobs pay for it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::error::{ConflictKind, Result, StoreError};
+use super::{Blob, BlobInfo, BlobPage, ETag, Precondition, ReceivedMessage, SendOptions};
+
+/// Tuning for the local store.
+#[derive(Debug, Clone, Default)]
+pub struct LocalOptions {
+    /// Refuse appends that would grow a file beyond this many bytes, with
+    /// `Conflict { kind: AppendBlobFull }`: the local stand-in for Azure's
+    /// 50,000-block append blob limit, so the audit log's rollover works (and
+    /// is tested) the same way on both backends. `None`: no limit.
+    pub append_limit_bytes: Option<u64>,
+}
+
+/// Azure's default message time-to-live, kept locally too.
+const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug)]
+pub(crate) struct LocalStore {
+    root: Arc<PathBuf>,
+    options: LocalOptions,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        StoreError::permanent("local store", format!("blocking task failed: {e}"))
+    })?
+}
+
+/// An exclusive `flock` released on drop (closing the file releases it).
+struct Lock(#[allow(dead_code)] File);
+
+fn lock(path: &Path) -> Result<Lock> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| StoreError::io(format!("lock {}", path.display()), &e))?;
+    file.lock()
+        .map_err(|e| StoreError::io(format!("lock {}", path.display()), &e))?;
+    Ok(Lock(file))
+}
+
+fn etag_of_bytes(data: &[u8]) -> ETag {
+    etag_of_digest(Sha256::digest(data).as_slice())
+}
+
+fn etag_of_digest(digest: &[u8]) -> ETag {
+    ETag(format!("\"{}\"", hex::encode(&digest[..16])))
+}
+
+/// ETag of a file, or `None` if it does not exist.
+fn etag_of_file(path: &Path) -> std::io::Result<Option<ETag>> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(Some(etag_of_digest(hasher.finalize().as_slice())))
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn check_precondition(what: &str, current: Option<&ETag>, p: &Precondition) -> Result<()> {
+    match (p, current) {
+        (Precondition::None, _) => Ok(()),
+        (Precondition::IfNoneMatch, Some(_)) => {
+            Err(StoreError::conflict(what, ConflictKind::AlreadyExists))
+        }
+        (Precondition::IfNoneMatch, None) => Ok(()),
+        (Precondition::IfMatch(want), Some(have)) if want == have => Ok(()),
+        (Precondition::IfMatch(_), _) => {
+            Err(StoreError::conflict(what, ConflictKind::PreconditionFailed))
+        }
+    }
+}
+
+/// Renames `tmp` over `target` (creating parent folders) and makes it durable.
+fn commit_file(tmp: &Path, target: &Path) -> std::io::Result<()> {
+    let parent = target.parent().expect("blob paths sit inside a container folder");
+    fs::create_dir_all(parent)?;
+    fs::rename(tmp, target)?;
+    sync_dir(parent)
+}
+
+impl LocalStore {
+    pub fn open(root: PathBuf, options: LocalOptions) -> Result<Self> {
+        for sub in [".dormant/tmp", ".dormant/locks", "_queues"] {
+            let p = root.join(sub);
+            fs::create_dir_all(&p)
+                .map_err(|e| StoreError::io(format!("local store at {}", root.display()), &e))?;
+        }
+        Ok(Self {
+            root: Arc::new(root),
+            options,
+        })
+    }
+
+    fn container_dir(&self, container: &str) -> PathBuf {
+        self.root.join(container)
+    }
+
+    fn blob_path(&self, container: &str, name: &str) -> PathBuf {
+        let mut p = self.container_dir(container);
+        for seg in name.split('/') {
+            p.push(seg);
+        }
+        p
+    }
+
+    fn tmp_path(root: &Path) -> PathBuf {
+        root.join(".dormant/tmp")
+            .join(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    fn container_lock(root: &Path, container: &str) -> PathBuf {
+        root.join(".dormant/locks").join(format!("c-{container}.lock"))
+    }
+
+    fn queue_dir(root: &Path, queue: &str) -> PathBuf {
+        root.join("_queues").join(queue)
+    }
+
+    fn queue_lock(root: &Path, queue: &str) -> PathBuf {
+        root.join(".dormant/locks").join(format!("q-{queue}.lock"))
+    }
+
+    fn require_container(&self, container: &str) -> Result<()> {
+        if self.container_dir(container).is_dir() {
+            Ok(())
+        } else {
+            Err(StoreError::not_found(format!("container {container}")))
+        }
+    }
+
+    pub async fn ensure_container(&self, container: &str) -> Result<()> {
+        let dir = self.container_dir(container);
+        let what = format!("container {container}");
+        blocking(move || fs::create_dir_all(&dir).map_err(|e| StoreError::io(what, &e))).await
+    }
+
+    pub async fn ensure_queue(&self, queue: &str) -> Result<()> {
+        let dir = Self::queue_dir(&self.root, queue);
+        let what = format!("queue {queue}");
+        blocking(move || fs::create_dir_all(&dir).map_err(|e| StoreError::io(what, &e))).await
+    }
+
+    pub async fn put(
+        &self,
+        container: &str,
+        name: &str,
+        body: Bytes,
+        precondition: Precondition,
+    ) -> Result<ETag> {
+        self.require_container(container)?;
+        let root = Arc::clone(&self.root);
+        let target = self.blob_path(container, name);
+        let lock_path = Self::container_lock(&root, container);
+        let what = what(container, name);
+        blocking(move || {
+            let tmp = Self::tmp_path(&root);
+            let io = |e: std::io::Error| StoreError::io(what.clone(), &e);
+            let result = (|| {
+                let mut f = File::create(&tmp).map_err(io)?;
+                f.write_all(&body).map_err(io)?;
+                f.sync_all().map_err(io)?;
+                drop(f);
+                let _guard = lock(&lock_path)?;
+                let current = etag_of_file(&target).map_err(io)?;
+                check_precondition(&what, current.as_ref(), &precondition)?;
+                commit_file(&tmp, &target).map_err(io)?;
+                Ok(etag_of_bytes(&body))
+            })();
+            if result.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            result
+        })
+        .await
+    }
+
+    pub async fn upload(
+        &self,
+        container: &str,
+        name: &str,
+        precondition: Precondition,
+    ) -> Result<LocalUpload> {
+        self.require_container(container)?;
+        let tmp = Self::tmp_path(&self.root);
+        let what = what(container, name);
+        let file = {
+            let tmp = tmp.clone();
+            let what = what.clone();
+            blocking(move || File::create(&tmp).map_err(|e| StoreError::io(what, &e))).await?
+        };
+        Ok(LocalUpload {
+            file: Some(file),
+            hasher: Some(Sha256::new()),
+            tmp,
+            target: self.blob_path(container, name),
+            lock_path: Self::container_lock(&self.root, container),
+            what,
+            precondition,
+            committed: false,
+        })
+    }
+
+    pub async fn get(&self, container: &str, name: &str) -> Result<Blob> {
+        let path = self.blob_path(container, name);
+        let what = what(container, name);
+        blocking(move || {
+            // Renames are atomic, so the open file is one version, whole.
+            let body = fs::read(&path).map_err(|e| StoreError::io(what, &e))?;
+            let etag = etag_of_bytes(&body);
+            Ok(Blob {
+                body: Bytes::from(body),
+                etag,
+            })
+        })
+        .await
+    }
+
+    pub async fn list_page(
+        &self,
+        container: &str,
+        prefix: &str,
+        marker: Option<String>,
+        max_results: Option<u32>,
+    ) -> Result<BlobPage> {
+        self.require_container(container)?;
+        let dir = self.container_dir(container);
+        let prefix = prefix.to_owned();
+        let what = format!("listing of {container}");
+        blocking(move || {
+            let io = |e: std::io::Error| StoreError::io(what.clone(), &e);
+            let mut names = Vec::new();
+            walk(&dir, "", &mut names).map_err(io)?;
+            names.retain(|(n, _)| {
+                n.starts_with(&prefix) && marker.as_ref().is_none_or(|m| n.as_str() > m.as_str())
+            });
+            names.sort_by(|a, b| a.0.cmp(&b.0));
+            let max = max_results.map_or(usize::MAX, |m| m as usize);
+            let more = names.len() > max;
+            names.truncate(max);
+            let mut items = Vec::with_capacity(names.len());
+            for (name, path) in names {
+                let meta = match fs::metadata(&path) {
+                    Ok(m) => m,
+                    // Deleted between the walk and now: not part of the listing.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io(e)),
+                };
+                let Some(etag) = etag_of_file(&path).map_err(io)? else {
+                    continue;
+                };
+                items.push(BlobInfo {
+                    name,
+                    size: meta.len(),
+                    etag,
+                    last_modified: meta
+                        .modified()
+                        .map(DateTime::<Utc>::from)
+                        .unwrap_or(DateTime::UNIX_EPOCH),
+                });
+            }
+            let next_marker = if more {
+                items.last().map(|i| i.name.clone())
+            } else {
+                None
+            };
+            Ok(BlobPage { items, next_marker })
+        })
+        .await
+    }
+
+    pub async fn delete(&self, container: &str, name: &str) -> Result<()> {
+        self.require_container(container)?;
+        let path = self.blob_path(container, name);
+        let dir = self.container_dir(container);
+        let lock_path = Self::container_lock(&self.root, container);
+        let what = what(container, name);
+        blocking(move || {
+            let _guard = lock(&lock_path)?;
+            fs::remove_file(&path).map_err(|e| StoreError::io(what.clone(), &e))?;
+            // Prune folders the blob leaves empty, as Azure has no folders.
+            let mut parent = path.parent().map(Path::to_path_buf);
+            while let Some(p) = parent {
+                if p == dir || fs::remove_dir(&p).is_err() {
+                    break;
+                }
+                parent = p.parent().map(Path::to_path_buf);
+            }
+            if let Some(p) = path.parent() {
+                let _ = sync_dir(p.exists().then_some(p).unwrap_or(&dir));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn append(&self, container: &str, name: &str, body: Bytes) -> Result<()> {
+        self.require_container(container)?;
+        let path = self.blob_path(container, name);
+        let lock_path = Self::container_lock(&self.root, container);
+        let limit = self.options.append_limit_bytes;
+        let what = what(container, name);
+        blocking(move || {
+            let io = |e: std::io::Error| StoreError::io(what.clone(), &e);
+            let _guard = lock(&lock_path)?;
+            let parent = path.parent().expect("blob paths sit inside a container folder");
+            fs::create_dir_all(parent).map_err(io)?;
+            let created = !path.exists();
+            let mut f = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&path)
+                .map_err(io)?;
+            if let Some(limit) = limit {
+                let len = f.metadata().map_err(io)?.len();
+                if len + body.len() as u64 > limit {
+                    return Err(StoreError::conflict(what.clone(), ConflictKind::AppendBlobFull));
+                }
+            }
+            // One write under the lock: records never interleave.
+            f.write_all(&body).map_err(io)?;
+            f.sync_data().map_err(io)?;
+            if created {
+                sync_dir(parent).map_err(io)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn send(&self, queue: &str, text: &str, options: SendOptions) -> Result<String> {
+        let root = Arc::clone(&self.root);
+        let queue = queue.to_owned();
+        let text = text.to_owned();
+        blocking(move || {
+            let dir = Self::queue_dir(&root, &queue);
+            let what = format!("queue {queue}");
+            if !dir.is_dir() {
+                return Err(StoreError::not_found(what));
+            }
+            let now = Utc::now();
+            // Sortable ids: insertion order is file-name order.
+            let id = format!(
+                "{:016x}-{}",
+                now.timestamp_micros(),
+                uuid::Uuid::new_v4().simple()
+            );
+            let message = StoredMessage {
+                id: id.clone(),
+                text,
+                inserted_at: now,
+                expires_at: after(now, options.ttl.unwrap_or(DEFAULT_TTL)),
+                next_visible_at: after(now, options.initial_delay.unwrap_or_default()),
+                dequeue_count: 0,
+                pop_receipt: None,
+            };
+            // A new file needs no lock: nobody else can know its name yet.
+            write_message(&root, &dir, &message).map_err(|e| StoreError::io(what.clone(), &e))?;
+            sync_dir(&dir).map_err(|e| StoreError::io(what, &e))?;
+            Ok(id)
+        })
+        .await
+    }
+
+    pub async fn receive(
+        &self,
+        queue: &str,
+        max: u32,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>> {
+        let root = Arc::clone(&self.root);
+        let queue = queue.to_owned();
+        blocking(move || {
+            let dir = Self::queue_dir(&root, &queue);
+            let what = format!("queue {queue}");
+            let io = |e: std::io::Error| StoreError::io(what.clone(), &e);
+            if !dir.is_dir() {
+                return Err(StoreError::not_found(what.clone()));
+            }
+            let _guard = lock(&Self::queue_lock(&root, &queue))?;
+            let now = Utc::now();
+            let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+                .map_err(io)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect();
+            files.sort();
+            let mut out = Vec::new();
+            for path in files {
+                if out.len() >= max as usize {
+                    break;
+                }
+                let Some(mut m) = read_message(&path) else {
+                    continue;
+                };
+                if m.expires_at <= now {
+                    let _ = fs::remove_file(&path);
+                    continue;
+                }
+                if m.next_visible_at > now {
+                    continue;
+                }
+                m.dequeue_count = m.dequeue_count.saturating_add(1);
+                m.pop_receipt = Some(uuid::Uuid::new_v4().simple().to_string());
+                m.next_visible_at = after(now, visibility);
+                write_message(&root, &dir, &m).map_err(io)?;
+                out.push(ReceivedMessage {
+                    id: m.id,
+                    pop_receipt: m.pop_receipt.unwrap_or_default(),
+                    text: m.text,
+                    dequeue_count: m.dequeue_count,
+                    inserted_at: m.inserted_at,
+                    next_visible_at: m.next_visible_at,
+                });
+            }
+            if !out.is_empty() {
+                sync_dir(&dir).map_err(io)?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn delete_message(&self, queue: &str, id: &str, pop_receipt: &str) -> Result<()> {
+        let root = Arc::clone(&self.root);
+        let queue = queue.to_owned();
+        let id = id.to_owned();
+        let pop_receipt = pop_receipt.to_owned();
+        blocking(move || {
+            let what = format!("message {id} in queue {queue}");
+            let dir = Self::queue_dir(&root, &queue);
+            let path = message_path(&dir, &id).ok_or_else(|| StoreError::not_found(&what))?;
+            let _guard = lock(&Self::queue_lock(&root, &queue))?;
+            match read_message(&path) {
+                Some(m) if m.pop_receipt.as_deref() == Some(pop_receipt.as_str()) => {
+                    fs::remove_file(&path).map_err(|e| StoreError::io(what.clone(), &e))?;
+                    sync_dir(&dir).map_err(|e| StoreError::io(what, &e))
+                }
+                _ => Err(StoreError::not_found(what)),
+            }
+        })
+        .await
+    }
+
+    pub async fn update_visibility(
+        &self,
+        queue: &str,
+        id: &str,
+        pop_receipt: &str,
+        visibility: Duration,
+    ) -> Result<String> {
+        let root = Arc::clone(&self.root);
+        let queue = queue.to_owned();
+        let id = id.to_owned();
+        let pop_receipt = pop_receipt.to_owned();
+        blocking(move || {
+            let what = format!("message {id} in queue {queue}");
+            let dir = Self::queue_dir(&root, &queue);
+            let path = message_path(&dir, &id).ok_or_else(|| StoreError::not_found(&what))?;
+            let _guard = lock(&Self::queue_lock(&root, &queue))?;
+            match read_message(&path) {
+                Some(mut m) if m.pop_receipt.as_deref() == Some(pop_receipt.as_str()) => {
+                    let receipt = uuid::Uuid::new_v4().simple().to_string();
+                    m.pop_receipt = Some(receipt.clone());
+                    m.next_visible_at = after(Utc::now(), visibility);
+                    write_message(&root, &dir, &m)
+                        .and_then(|()| sync_dir(&dir))
+                        .map_err(|e| StoreError::io(what, &e))?;
+                    Ok(receipt)
+                }
+                _ => Err(StoreError::not_found(what)),
+            }
+        })
+        .await
+    }
+}
+
+/// A streaming upload into a temp file, renamed into place at commit.
+#[derive(Debug)]
+pub(crate) struct LocalUpload {
+    file: Option<File>,
+    hasher: Option<Sha256>,
+    tmp: PathBuf,
+    target: PathBuf,
+    lock_path: PathBuf,
+    what: String,
+    precondition: Precondition,
+    committed: bool,
+}
+
+impl LocalUpload {
+    pub async fn stage(&mut self, block: Bytes) -> Result<()> {
+        let (Some(mut file), Some(mut hasher)) = (self.file.take(), self.hasher.take()) else {
+            return Err(StoreError::permanent(
+                self.what.clone(),
+                "upload already failed",
+            ));
+        };
+        let what = self.what.clone();
+        let (file, hasher) = blocking(move || {
+            file.write_all(&block)
+                .map_err(|e| StoreError::io(what, &e))?;
+            hasher.update(&block);
+            Ok((file, hasher))
+        })
+        .await?;
+        self.file = Some(file);
+        self.hasher = Some(hasher);
+        Ok(())
+    }
+
+    pub async fn commit(mut self) -> Result<ETag> {
+        let (Some(file), Some(hasher)) = (self.file.take(), self.hasher.take()) else {
+            return Err(StoreError::permanent(
+                self.what.clone(),
+                "upload already failed",
+            ));
+        };
+        let tmp = self.tmp.clone();
+        let target = self.target.clone();
+        let lock_path = self.lock_path.clone();
+        let what = self.what.clone();
+        let precondition = self.precondition.clone();
+        let etag = blocking(move || {
+            let io = |e: std::io::Error| StoreError::io(what.clone(), &e);
+            file.sync_all().map_err(io)?;
+            drop(file);
+            let _guard = lock(&lock_path)?;
+            let current = etag_of_file(&target).map_err(io)?;
+            check_precondition(&what, current.as_ref(), &precondition)?;
+            commit_file(&tmp, &target).map_err(io)?;
+            Ok(etag_of_digest(hasher.finalize().as_slice()))
+        })
+        .await?;
+        self.committed = true;
+        Ok(etag)
+    }
+}
+
+impl Drop for LocalUpload {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredMessage {
+    id: String,
+    text: String,
+    inserted_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    next_visible_at: DateTime<Utc>,
+    dequeue_count: u32,
+    pop_receipt: Option<String>,
+}
+
+/// The message file for an id, refusing ids that could leave the folder.
+fn message_path(dir: &Path, id: &str) -> Option<PathBuf> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    ok.then(|| dir.join(format!("{id}.json")))
+}
+
+fn read_message(path: &Path) -> Option<StoredMessage> {
+    let data = fs::read(path).ok()?;
+    match serde_json::from_slice(&data) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "skipping unreadable local queue message");
+            None
+        }
+    }
+}
+
+fn write_message(root: &Path, dir: &Path, m: &StoredMessage) -> std::io::Result<()> {
+    let tmp = LocalStore::tmp_path(root);
+    let data = serde_json::to_vec(m).map_err(std::io::Error::other)?;
+    let mut f = File::create(&tmp)?;
+    f.write_all(&data)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, dir.join(format!("{}.json", m.id))).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+/// `at + d`, saturating instead of panicking on absurd durations.
+fn after(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| at.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn what(container: &str, name: &str) -> String {
+    format!("blob {container}/{name}")
+}
+
+/// Collects `(blob name, path)` for every file under `dir`.
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue; // not a name this store wrote
+        };
+        let full = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            walk(&entry.path(), &full, out)?;
+        } else if ty.is_file() {
+            out.push((full, entry.path()));
+        }
+    }
+    Ok(())
+}
