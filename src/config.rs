@@ -19,12 +19,16 @@ use serde::{Deserialize, Deserializer};
 use url::Url;
 use uuid::Uuid;
 
+use crate::store::{
+    BLOB_URI_SETTING, CONNECTION_SETTING, DEFAULT_STORE_DIR, QUEUE_URI_SETTING, STORE_DIR_SETTING,
+    StorageConfig,
+};
+
 /// Environment variables that start with `DORMANT_` but are not settings.
 const NOT_SETTINGS: &[&str] = &["DORMANT_CONFIG", "DORMANT_SIM_TRUTH", "DORMANT_TEST"];
 
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
-pub const DEFAULT_STORE_DIR: &str = "./dormant-data";
 
 const DEFAULT_EXECUTIVE_TITLE: &str = r"(?i)\b(chief|ceo|cfo|cto|coo|ciso|cio|president|vice[- ]president|vp|evp|svp|general counsel|board|chair(man|woman|person)?|founder|partner)\b";
 const DEFAULT_SERVICE_ACCOUNT_UPN: &str =
@@ -199,18 +203,6 @@ pub struct Gdpr {
     pub max_auth_age_secs: u64,
 }
 
-/// Storage settings as given; the store turns them into clients.
-#[derive(Debug, Clone)]
-pub enum StorageSettings {
-    /// `AzureWebJobsStorage` (includes `UseDevelopmentStorage=true`).
-    ConnectionString(SecretString),
-    /// `AzureWebJobsStorage__blobServiceUri` / `__queueServiceUri`, with the
-    /// managed identity.
-    ManagedIdentity { blob: Url, queue: Url },
-    /// The embedded local directory store (CLI).
-    Local(PathBuf),
-}
-
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -225,7 +217,7 @@ pub struct Config {
     pub graph_url: Url,
     pub authority_host: Url,
     pub ca_file: Option<PathBuf>,
-    pub storage: StorageSettings,
+    pub storage: StorageConfig,
     pub gdpr: Option<Gdpr>,
     pub policy: Policy,
 }
@@ -796,59 +788,38 @@ fn check_ca_file(path: &Path, p: &mut Vec<ConfigProblem>) {
     }
 }
 
+/// Storage as the Functions host chooses it (the store's own rules), with
+/// `store_dir` from the file as the fallback for `DORMANT_STORE_DIR`.
 fn storage_settings(
     raw: &RawConfig,
     sources: &Sources,
     p: &mut Vec<ConfigProblem>,
-) -> StorageSettings {
-    if let Some(cs) = sources.var("AzureWebJobsStorage") {
-        return StorageSettings::ConnectionString(SecretString::from(cs.to_owned()));
-    }
-    let blob = sources.var("AzureWebJobsStorage__blobServiceUri");
-    let queue = sources.var("AzureWebJobsStorage__queueServiceUri");
-    match (blob, queue) {
-        (Some(b), Some(q)) => {
-            let mut parse = |name: &str, v: &str| match Url::parse(v) {
-                Ok(u) if u.scheme() == "https" || is_loopback(&u) => Some(u),
-                _ => {
-                    p.push(ConfigProblem {
-                        key: "storage".into(),
-                        env: name.into(),
-                        problem: "is not an https:// service URI".into(),
-                        fix:
-                            "use https://<account>.blob.core.windows.net / .queue.core.windows.net"
-                                .into(),
-                    });
-                    None
-                }
+) -> StorageConfig {
+    let lookup = |key: &str| match sources.var(key) {
+        Some(v) => Some(v.to_owned()),
+        None if key == STORE_DIR_SETTING => raw.store_dir.clone(),
+        None => None,
+    };
+    match StorageConfig::from_lookup(lookup) {
+        Ok(storage) => storage,
+        Err(e) => {
+            let env = if sources.var(CONNECTION_SETTING).is_some() {
+                CONNECTION_SETTING
+            } else if sources.var(BLOB_URI_SETTING).is_some()
+                && sources.var(QUEUE_URI_SETTING).is_none()
+            {
+                QUEUE_URI_SETTING
+            } else {
+                BLOB_URI_SETTING
             };
-            let b = parse("AzureWebJobsStorage__blobServiceUri", b);
-            let q = parse("AzureWebJobsStorage__queueServiceUri", q);
-            match (b, q) {
-                (Some(blob), Some(queue)) => StorageSettings::ManagedIdentity { blob, queue },
-                _ => StorageSettings::Local(PathBuf::from(DEFAULT_STORE_DIR)),
-            }
-        }
-        (Some(_), None) | (None, Some(_)) => {
             p.push(ConfigProblem {
                 key: "storage".into(),
-                env: if blob.is_some() {
-                    "AzureWebJobsStorage__queueServiceUri".into()
-                } else {
-                    "AzureWebJobsStorage__blobServiceUri".into()
-                },
-                problem: "managed-identity storage needs both the blob and the queue service URI"
-                    .into(),
-                fix: "set both AzureWebJobsStorage__blobServiceUri and AzureWebJobsStorage__queueServiceUri".into(),
+                env: env.into(),
+                problem: e.to_string(),
+                fix: "give a storage connection string (UseDevelopmentStorage=true for Azurite), or both managed-identity service URIs, or neither to use the local store".into(),
             });
-            StorageSettings::Local(PathBuf::from(DEFAULT_STORE_DIR))
+            StorageConfig::Local(PathBuf::from(DEFAULT_STORE_DIR))
         }
-        (None, None) => StorageSettings::Local(PathBuf::from(
-            raw.store_dir
-                .as_deref()
-                .filter(|s| !s.trim().is_empty())
-                .unwrap_or(DEFAULT_STORE_DIR),
-        )),
     }
 }
 
@@ -1236,7 +1207,7 @@ mod tests {
         assert_eq!(p.quarantine.max_new_cases, 500);
         assert_eq!(p.quarantine.max_percent, 5.0);
         assert!(
-            matches!(c.storage, StorageSettings::Local(ref d) if d == Path::new(DEFAULT_STORE_DIR))
+            matches!(c.storage, StorageConfig::Local(ref d) if d == Path::new(DEFAULT_STORE_DIR))
         );
         assert!(c.gdpr.is_none());
     }
@@ -1514,7 +1485,7 @@ mod tests {
     #[test]
     fn storage_settings_follow_the_functions_conventions() {
         let c = load(&[("AzureWebJobsStorage", "UseDevelopmentStorage=true")]).expect("loads");
-        assert!(matches!(c.storage, StorageSettings::ConnectionString(_)));
+        assert!(matches!(c.storage, StorageConfig::ConnectionString(_)));
         let c = load(&[
             (
                 "AzureWebJobsStorage__blobServiceUri",
@@ -1526,7 +1497,7 @@ mod tests {
             ),
         ])
         .expect("loads");
-        assert!(matches!(c.storage, StorageSettings::ManagedIdentity { .. }));
+        assert!(matches!(c.storage, StorageConfig::ManagedIdentity { .. }));
         let err = load(&[(
             "AzureWebJobsStorage__blobServiceUri",
             "https://acct.blob.core.windows.net",
@@ -1534,7 +1505,7 @@ mod tests {
         .expect_err("half a managed identity");
         assert_eq!(err.0[0].env, "AzureWebJobsStorage__queueServiceUri");
         let c = load(&[("DORMANT_STORE_DIR", "/tmp/x")]).expect("loads");
-        assert!(matches!(c.storage, StorageSettings::Local(ref d) if d == Path::new("/tmp/x")));
+        assert!(matches!(c.storage, StorageConfig::Local(ref d) if d == Path::new("/tmp/x")));
     }
 
     #[test]

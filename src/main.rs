@@ -94,7 +94,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         };
         tracing::info!(port = app.port(), "dormant serve listening");
-        let ctx = Arc::new(AppContext { config });
+        let ctx = match AppContext::build(config) {
+            Ok(ctx) => Arc::new(ctx),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
         match app.serve(functions::catalog(ctx), shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

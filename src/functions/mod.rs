@@ -6,15 +6,82 @@
 
 use std::sync::Arc;
 
-use crate::config::Config;
-use crate::host::Functions;
+use anyhow::Context as _;
+use azure_core::credentials::TokenCredential;
+use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId};
 
-/// What every function needs, built once per process.
+use crate::config::Config;
+use crate::host::{FailureRecorder, Functions, PermanentFailure};
+use crate::store::audit::{AuditLog, AuditRecord, Outcome};
+use crate::store::{StorageConfig, Store};
+
+/// The Functions host's setting for a user-assigned identity on an
+/// identity-based storage connection.
+const STORAGE_CLIENT_ID_SETTING: &str = "AzureWebJobsStorage__clientId";
+
+/// What every function needs, built once per process. Building does no
+/// network I/O, so `dormant serve` answers the host's readiness probe at once.
 pub struct AppContext {
     pub config: Config,
+    pub store: Store,
+    pub audit: AuditLog,
+}
+
+impl AppContext {
+    pub fn build(config: Config) -> anyhow::Result<Self> {
+        let credential: Option<Arc<dyn TokenCredential>> = match &config.storage {
+            StorageConfig::ManagedIdentity { .. } => {
+                let user_assigned_id = std::env::var(STORAGE_CLIENT_ID_SETTING)
+                    .ok()
+                    .filter(|v| !v.trim().is_empty())
+                    .map(UserAssignedId::ClientId);
+                let credential =
+                    ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+                        user_assigned_id,
+                        ..Default::default()
+                    }))
+                    .context("creating the managed identity credential for storage")?;
+                Some(credential)
+            }
+            _ => None,
+        };
+        let store = Store::connect(&config.storage, credential).context("connecting storage")?;
+        let audit = AuditLog::new(store.clone());
+        Ok(Self {
+            config,
+            store,
+            audit,
+        })
+    }
+
+    /// Records a permanent failure in the audit log before the host is told
+    /// the invocation is done.
+    pub fn failure_recorder(&self) -> FailureRecorder {
+        let audit = self.audit.clone();
+        Arc::new(move |failure: PermanentFailure| {
+            let audit = audit.clone();
+            Box::pin(async move {
+                audit
+                    .record(&failure_record(&failure))
+                    .await
+                    .context("writing the audit record of a permanent failure")
+            })
+        })
+    }
+}
+
+/// The audit line of a refused invocation: codes and opaque ids only.
+pub fn failure_record(failure: &PermanentFailure) -> AuditRecord {
+    let mut record = AuditRecord::new(failure.code.clone(), Outcome::Failed);
+    record.error = Some(failure.message.clone());
+    record.detail = Some(match (&failure.message_id, failure.dequeue_count) {
+        (Some(id), Some(n)) => format!("{} message {id} delivery {n}", failure.function),
+        _ => failure.function.to_owned(),
+    });
+    record
 }
 
 /// Every function dormant serves, registered on the router.
-pub fn catalog(_ctx: Arc<AppContext>) -> Functions {
-    Functions::new()
+pub fn catalog(ctx: Arc<AppContext>) -> Functions {
+    Functions::new().on_permanent_failure(ctx.failure_recorder())
 }

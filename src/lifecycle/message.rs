@@ -8,9 +8,6 @@ use serde_json::Value;
 
 use crate::ids::{ObjectId, RunId, is_token_id};
 
-pub const ACTIONS_QUEUE: &str = "dormant-actions";
-pub const ERASURES_QUEUE: &str = "dormant-erasures";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ActionKind {

@@ -2,4 +2,4 @@
 
 pub mod message;
 
-pub use message::{ACTIONS_QUEUE, ActionKind, ActionMessage, ERASURES_QUEUE, MessageError};
+pub use message::{ActionKind, ActionMessage, MessageError};

@@ -18,7 +18,9 @@ use azure_storage_blob::models::{
     AppendBlobClientCreateOptions, BlobContainerClientListBlobsOptions,
     BlockBlobClientCommitBlockListOptions, BlockBlobClientUploadOptions, BlockLookupList,
 };
-use azure_storage_blob::{BlobClient, BlobClientOptions, BlobContainerClient, BlobContainerClientOptions};
+use azure_storage_blob::{
+    BlobClient, BlobClientOptions, BlobContainerClient, BlobContainerClientOptions,
+};
 use azure_storage_queue::models::{
     QueueClientReceiveMessagesOptions, QueueClientSendMessageOptions, QueueMessage,
 };
@@ -30,7 +32,7 @@ use futures::StreamExt as _;
 use super::config::{AccountConnection, trim_trailing_slash};
 use super::error::{ConflictKind, Result, StoreError};
 use super::shared_key::SharedKeyPolicy;
-use super::{BlobInfo, BlobPage, ETag, Precondition, ReceivedMessage, SendOptions, Blob};
+use super::{Blob, BlobInfo, BlobPage, ETag, Precondition, ReceivedMessage, SendOptions};
 
 pub(crate) struct AzureStore {
     blob_endpoint: Url,
@@ -86,11 +88,7 @@ impl AzureStore {
         })
     }
 
-    pub fn with_token(
-        blob: Url,
-        queue: Url,
-        credential: Arc<dyn TokenCredential>,
-    ) -> Result<Self> {
+    pub fn with_token(blob: Url, queue: Url, credential: Arc<dyn TokenCredential>) -> Result<Self> {
         Ok(Self {
             blob_endpoint: trim_trailing_slash(blob),
             queue_endpoint: trim_trailing_slash(queue),
@@ -296,10 +294,7 @@ impl AzureStore {
         let w = what(container, name);
         let client = self.blob(container, name)?.append_blob_client();
         let len = body.len() as u64;
-        match client
-            .append_block(body.clone().into(), len, None)
-            .await
-        {
+        match client.append_block(body.clone().into(), len, None).await {
             Ok(_) => return Ok(()),
             Err(e) if error_code(&e).as_deref() == Some("BlobNotFound") => {}
             Err(e) => return Err(map_err(&w, e)),
@@ -328,9 +323,8 @@ impl AzureStore {
         let message = QueueMessage {
             message_text: Some(text.to_owned()),
         };
-        let content: RequestContent<QueueMessage, _> = message
-            .try_into()
-            .map_err(|e| map_err(&w, e))?;
+        let content: RequestContent<QueueMessage, _> =
+            message.try_into().map_err(|e| map_err(&w, e))?;
         let send_options = QueueClientSendMessageOptions {
             visibility_timeout: options.initial_delay.map(|d| secs(d, 0)),
             message_time_to_live: options.ttl.map(|d| secs(d, 1)),

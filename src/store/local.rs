@@ -54,12 +54,10 @@ pub(crate) struct LocalStore {
     options: LocalOptions,
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        StoreError::permanent("local store", format!("blocking task failed: {e}"))
-    })?
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::permanent("local store", format!("blocking task failed: {e}")))?
 }
 
 /// An exclusive `flock` released on drop (closing the file releases it).
@@ -124,7 +122,9 @@ fn check_precondition(what: &str, current: Option<&ETag>, p: &Precondition) -> R
 
 /// Renames `tmp` over `target` (creating parent folders) and makes it durable.
 fn commit_file(tmp: &Path, target: &Path) -> std::io::Result<()> {
-    let parent = target.parent().expect("blob paths sit inside a container folder");
+    let parent = target
+        .parent()
+        .expect("blob paths sit inside a container folder");
     fs::create_dir_all(parent)?;
     fs::rename(tmp, target)?;
     sync_dir(parent)
@@ -161,7 +161,8 @@ impl LocalStore {
     }
 
     fn container_lock(root: &Path, container: &str) -> PathBuf {
-        root.join(".dormant/locks").join(format!("c-{container}.lock"))
+        root.join(".dormant/locks")
+            .join(format!("c-{container}.lock"))
     }
 
     fn queue_dir(root: &Path, queue: &str) -> PathBuf {
@@ -354,7 +355,9 @@ impl LocalStore {
         blocking(move || {
             let io = |e: std::io::Error| StoreError::io(what.clone(), &e);
             let _guard = lock(&lock_path)?;
-            let parent = path.parent().expect("blob paths sit inside a container folder");
+            let parent = path
+                .parent()
+                .expect("blob paths sit inside a container folder");
             fs::create_dir_all(parent).map_err(io)?;
             let created = !path.exists();
             let mut f = OpenOptions::new()
@@ -365,7 +368,10 @@ impl LocalStore {
             if let Some(limit) = limit {
                 let len = f.metadata().map_err(io)?.len();
                 if len + body.len() as u64 > limit {
-                    return Err(StoreError::conflict(what.clone(), ConflictKind::AppendBlobFull));
+                    return Err(StoreError::conflict(
+                        what.clone(),
+                        ConflictKind::AppendBlobFull,
+                    ));
                 }
             }
             // One write under the lock: records never interleave.

@@ -31,12 +31,17 @@ fn folders() -> BTreeMap<String, Value> {
 }
 
 fn served() -> BTreeMap<&'static str, TriggerKind> {
+    let dir = tempfile::tempdir().expect("tempdir");
     let config = Config::load(&Sources::from_env(
         None,
-        vec![("DORMANT_TENANT_ID".into(), TENANT.into())],
+        vec![
+            ("DORMANT_TENANT_ID".into(), TENANT.into()),
+            ("DORMANT_STORE_DIR".into(), dir.path().display().to_string()),
+        ],
     ))
     .expect("config");
-    catalog(Arc::new(AppContext { config })).catalog().clone()
+    let ctx = AppContext::build(config).expect("context");
+    catalog(Arc::new(ctx)).catalog().clone()
 }
 
 #[test]

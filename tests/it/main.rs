@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one shared harness.
 
+mod audit_wiring;
 mod config_files;
 mod functions_folders;
 mod harness;
