@@ -83,9 +83,8 @@ impl AuditRecord {
     /// The record as one JSON line, newline included. JSON escapes control
     /// characters, so a record can never span two lines.
     pub fn to_line(&self) -> Result<Vec<u8>> {
-        let mut line = serde_json::to_vec(self).map_err(|e| {
-            StoreError::permanent("audit record", format!("cannot serialize: {e}"))
-        })?;
+        let mut line = serde_json::to_vec(self)
+            .map_err(|e| StoreError::permanent("audit record", format!("cannot serialize: {e}")))?;
         line.push(b'\n');
         Ok(line)
     }

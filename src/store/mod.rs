@@ -269,9 +269,7 @@ impl Store {
         }
         let inner = match &self.backend {
             Backend::Azure(a) => WriterInner::Azure(a.upload(container, name, precondition)?),
-            Backend::Local(l) => {
-                WriterInner::Local(l.upload(container, name, precondition).await?)
-            }
+            Backend::Local(l) => WriterInner::Local(l.upload(container, name, precondition).await?),
         };
         Ok(BlobWriter {
             inner,
@@ -411,8 +409,14 @@ impl Store {
         visibility: Duration,
     ) -> Result<String> {
         match &self.backend {
-            Backend::Azure(a) => a.update_visibility(queue, id, pop_receipt, visibility).await,
-            Backend::Local(l) => l.update_visibility(queue, id, pop_receipt, visibility).await,
+            Backend::Azure(a) => {
+                a.update_visibility(queue, id, pop_receipt, visibility)
+                    .await
+            }
+            Backend::Local(l) => {
+                l.update_visibility(queue, id, pop_receipt, visibility)
+                    .await
+            }
         }
     }
 }
@@ -502,7 +506,9 @@ fn validate_blob_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 1024
         && !name.chars().any(|c| c.is_control() || c == '\\')
-        && name.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
+        && name
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..");
     if ok {
         Ok(())
     } else {

@@ -142,7 +142,12 @@ fn canonicalized_headers(headers: &[(String, String)]) -> String {
     let mut ms: Vec<(&str, String)> = headers
         .iter()
         .filter(|(n, _)| n.starts_with("x-ms-"))
-        .map(|(n, v)| (n.as_str(), v.split_whitespace().collect::<Vec<_>>().join(" ")))
+        .map(|(n, v)| {
+            (
+                n.as_str(),
+                v.split_whitespace().collect::<Vec<_>>().join(" "),
+            )
+        })
         .collect();
     ms.sort_by(|a, b| a.0.cmp(b.0));
     ms.iter().map(|(n, v)| format!("{n}:{v}\n")).collect()

@@ -1,1 +1,4 @@
 //! Integration tests: one binary, one shared harness.
+
+mod azurite;
+mod store;
