@@ -592,6 +592,67 @@ mod tests {
         assert_eq!(u.as_str(), "https://a.blob.core.windows.net/c");
     }
 
+    use azure_core::http::StatusCode;
+
+    fn http(status: StatusCode, code: Option<&str>) -> azure_core::Error {
+        ErrorKind::HttpResponse {
+            status,
+            error_code: code.map(str::to_owned),
+            raw_response: None,
+        }
+        .into_error()
+    }
+
+    #[test]
+    fn service_errors_map_to_store_kinds() {
+        let m = |s, c| map_err("blob c/x", http(s, c));
+        assert!(m(StatusCode::NotFound, Some("BlobNotFound")).is_not_found());
+        assert!(m(StatusCode::BadRequest, Some("PopReceiptMismatch")).is_not_found());
+        assert!(matches!(
+            m(StatusCode::PreconditionFailed, Some("ConditionNotMet")),
+            StoreError::Conflict {
+                kind: ConflictKind::PreconditionFailed,
+                ..
+            }
+        ));
+        assert!(matches!(
+            m(StatusCode::Conflict, Some("BlobAlreadyExists")),
+            StoreError::Conflict {
+                kind: ConflictKind::AlreadyExists,
+                ..
+            }
+        ));
+        assert!(matches!(
+            m(StatusCode::Conflict, Some("BlockCountExceedsLimit")),
+            StoreError::Conflict {
+                kind: ConflictKind::AppendBlobFull,
+                ..
+            }
+        ));
+        for s in [
+            StatusCode::ServiceUnavailable,
+            StatusCode::InternalServerError,
+            StatusCode::TooManyRequests,
+            StatusCode::RequestTimeout,
+        ] {
+            assert!(m(s, Some("ServerBusy")).is_transient(), "{s:?}");
+        }
+        let forbidden = m(StatusCode::Forbidden, Some("AuthenticationFailed"));
+        assert!(matches!(forbidden, StoreError::Permanent { .. }));
+        assert!(forbidden.to_string().contains("403"));
+        let reset = map_err(
+            "queue q",
+            azure_core::Error::with_message(ErrorKind::Connection, "connection reset"),
+        );
+        assert!(reset.is_transient());
+        let io = map_err(
+            "queue q",
+            azure_core::Error::with_message(ErrorKind::Io, "timed out"),
+        );
+        assert!(io.is_transient());
+        assert!(!map_err("q", http(StatusCode::BadRequest, Some("InvalidInput"))).is_transient());
+    }
+
     #[test]
     fn etags_are_quoted_once() {
         assert_eq!(etag("0x8D1").0, "\"0x8D1\"");

@@ -140,6 +140,7 @@ impl LocalStore {
             fs::create_dir_all(&p)
                 .map_err(|e| StoreError::io(format!("local store at {}", root.display()), &e))?;
         }
+        remove_stale_temp_files(&root.join(".dormant/tmp"));
         Ok(Self {
             root: Arc::new(root),
             options,
@@ -645,6 +646,24 @@ fn write_message(root: &Path, dir: &Path, m: &StoredMessage) -> std::io::Result<
     fs::rename(&tmp, dir.join(format!("{}.json", m.id))).inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
     })
+}
+
+/// Temp files left by a crash mid-write are never renamed into place; sweep
+/// the ones old enough that no live writer can still own them.
+fn remove_stale_temp_files(tmp_dir: &Path) {
+    let Ok(entries) = fs::read_dir(tmp_dir) else {
+        return;
+    };
+    let cutoff = std::time::SystemTime::now() - Duration::from_secs(24 * 3600);
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < cutoff);
+        if old {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// `at + d`, saturating instead of panicking on absurd durations.
