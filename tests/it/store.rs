@@ -59,6 +59,7 @@ both_backends!(
     ensure_is_idempotent,
     put_get_list_delete,
     etag_conflict_does_not_overwrite,
+    racing_conditional_writers_have_one_winner,
     create_only_conflicts,
     streaming_upload_many_blocks,
     streaming_upload_respects_preconditions,
@@ -198,6 +199,70 @@ mod cases {
         assert_eq!(now.etag, e2);
     }
 
+    /// Eight writers read the same ETag and race: exactly one wins and the
+    /// blob holds the winner's body (check-then-write is atomic).
+    pub async fn racing_conditional_writers_have_one_winner(store: Store) {
+        let c = unique("c");
+        store.ensure_container(&c).await.expect("container");
+        let base = store
+            .put(
+                &c,
+                "checkpoint.json",
+                Bytes::from_static(b"0"),
+                Precondition::None,
+            )
+            .await
+            .expect("put");
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (store, c, base) = (store.clone(), c.clone(), base.clone());
+            tasks.push(tokio::spawn(async move {
+                let body = Bytes::from(format!("writer-{i}"));
+                store
+                    .put(
+                        &c,
+                        "checkpoint.json",
+                        body.clone(),
+                        Precondition::IfMatch(base),
+                    )
+                    .await
+                    .map(|_| body)
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await.expect("task") {
+                Ok(body) => winners.push(body),
+                Err(e) => assert!(e.is_conflict(), "losers see Conflict: {e:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one conditional writer wins");
+        let now = store.get(&c, "checkpoint.json").await.expect("get");
+        assert_eq!(now.body, winners[0]);
+
+        // Create-only races too: one creator.
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (store, c) = (store.clone(), c.clone());
+            tasks.push(tokio::spawn(async move {
+                store
+                    .put(
+                        &c,
+                        "run.lock",
+                        Bytes::from(format!("{i}")),
+                        Precondition::IfNoneMatch,
+                    )
+                    .await
+                    .is_ok()
+            }));
+        }
+        let mut created = 0;
+        for t in tasks {
+            created += usize::from(t.await.expect("task"));
+        }
+        assert_eq!(created, 1);
+    }
+
     pub async fn create_only_conflicts(store: Store) {
         let c = unique("c");
         store.ensure_container(&c).await.expect("container");
@@ -247,6 +312,19 @@ mod cases {
         assert_eq!(got.body.len(), body.len());
         assert!(got.body.as_ref() == body.as_slice(), "byte-exact");
         assert_eq!(got.etag, etag);
+
+        // An abandoned upload changes nothing.
+        let mut w = store
+            .upload_with_block_size(&c, "run/inactive-users.csv", Precondition::None, 1024)
+            .await
+            .expect("upload");
+        w.write(&[b'z'; 3000]).await.expect("write");
+        drop(w);
+        let still = store.get(&c, "run/inactive-users.csv").await.expect("get");
+        assert!(
+            still.body.as_ref() == body.as_slice(),
+            "dropped writer left the blob alone"
+        );
 
         // An empty upload is a valid, empty blob.
         let w = store
