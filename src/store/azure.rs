@@ -64,7 +64,6 @@ fn base_options() -> ClientOptions {
         // need the raw bytes); keep that when supplying our own transport.
         transport: Some(Transport::new(new_http_client(Some(HttpClientOptions {
             automatic_decompression: false,
-            ..Default::default()
         })))),
         ..Default::default()
     }
@@ -190,7 +189,7 @@ impl AzureStore {
             .map_err(|e| map_err(&what(container, name), e))?;
         result
             .etag
-            .map(|e| ETag(e.to_string()))
+            .map(|e| etag(e.as_ref()))
             .ok_or_else(|| missing_etag(container, name))
     }
 
@@ -220,7 +219,7 @@ impl AzureStore {
             .properties
             .etag
             .clone()
-            .map(|e| ETag(e.to_string()))
+            .map(|e| etag(e.as_ref()))
             .ok_or_else(|| missing_etag(container, name))?;
         let body = result.body.collect().await.map_err(|e| map_err(&w, e))?;
         Ok(Blob { body, etag })
@@ -260,13 +259,13 @@ impl AzureStore {
             let (Some(name), Some(props)) = (item.name, item.properties) else {
                 continue;
             };
-            let Some(etag) = props.etag else {
+            let Some(tag) = props.etag else {
                 continue;
             };
             items.push(BlobInfo {
                 name,
                 size: props.content_length.unwrap_or(0),
-                etag: ETag(etag.to_string()),
+                etag: etag(tag.as_ref()),
                 last_modified: props
                     .last_modified
                     .map(to_chrono)
@@ -462,7 +461,7 @@ impl AzureUpload {
             .map_err(|e| map_err(&self.what, e))?;
         rsp.headers()
             .get_optional_str(&HeaderName::from_static("etag"))
-            .map(|e| ETag(e.to_owned()))
+            .map(etag)
             .ok_or_else(|| StoreError::permanent(self.what, "the service returned no ETag"))
     }
 }
@@ -477,6 +476,17 @@ fn conditions(
         Precondition::None => (None, None),
         Precondition::IfMatch(tag) => (Some(tag.0.as_str().into()), None),
         Precondition::IfNoneMatch => (None, Some("*".into())),
+    }
+}
+
+/// Headers quote ETags (`"0x8D…"`), listing XML does not (`0x8D…`): keep
+/// one form, quoted, so a listed ETag can be compared and used in `If-Match`.
+fn etag(raw: &str) -> ETag {
+    let raw = raw.trim();
+    if raw.starts_with('"') || raw.starts_with("W/") {
+        ETag(raw.to_owned())
+    } else {
+        ETag(format!("\"{raw}\""))
     }
 }
 
@@ -580,6 +590,73 @@ mod tests {
         let base = Url::parse("https://a.blob.core.windows.net/").expect("url");
         let u = AzureStore::url(&base, &["c"]);
         assert_eq!(u.as_str(), "https://a.blob.core.windows.net/c");
+    }
+
+    use azure_core::http::StatusCode;
+
+    fn http(status: StatusCode, code: Option<&str>) -> azure_core::Error {
+        ErrorKind::HttpResponse {
+            status,
+            error_code: code.map(str::to_owned),
+            raw_response: None,
+        }
+        .into_error()
+    }
+
+    #[test]
+    fn service_errors_map_to_store_kinds() {
+        let m = |s, c| map_err("blob c/x", http(s, c));
+        assert!(m(StatusCode::NotFound, Some("BlobNotFound")).is_not_found());
+        assert!(m(StatusCode::BadRequest, Some("PopReceiptMismatch")).is_not_found());
+        assert!(matches!(
+            m(StatusCode::PreconditionFailed, Some("ConditionNotMet")),
+            StoreError::Conflict {
+                kind: ConflictKind::PreconditionFailed,
+                ..
+            }
+        ));
+        assert!(matches!(
+            m(StatusCode::Conflict, Some("BlobAlreadyExists")),
+            StoreError::Conflict {
+                kind: ConflictKind::AlreadyExists,
+                ..
+            }
+        ));
+        assert!(matches!(
+            m(StatusCode::Conflict, Some("BlockCountExceedsLimit")),
+            StoreError::Conflict {
+                kind: ConflictKind::AppendBlobFull,
+                ..
+            }
+        ));
+        for s in [
+            StatusCode::ServiceUnavailable,
+            StatusCode::InternalServerError,
+            StatusCode::TooManyRequests,
+            StatusCode::RequestTimeout,
+        ] {
+            assert!(m(s, Some("ServerBusy")).is_transient(), "{s:?}");
+        }
+        let forbidden = m(StatusCode::Forbidden, Some("AuthenticationFailed"));
+        assert!(matches!(forbidden, StoreError::Permanent { .. }));
+        assert!(forbidden.to_string().contains("403"));
+        let reset = map_err(
+            "queue q",
+            azure_core::Error::with_message(ErrorKind::Connection, "connection reset"),
+        );
+        assert!(reset.is_transient());
+        let io = map_err(
+            "queue q",
+            azure_core::Error::with_message(ErrorKind::Io, "timed out"),
+        );
+        assert!(io.is_transient());
+        assert!(!map_err("q", http(StatusCode::BadRequest, Some("InvalidInput"))).is_transient());
+    }
+
+    #[test]
+    fn etags_are_quoted_once() {
+        assert_eq!(etag("0x8D1").0, "\"0x8D1\"");
+        assert_eq!(etag("\"0x8D1\"").0, "\"0x8D1\"");
     }
 
     #[test]

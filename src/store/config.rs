@@ -411,11 +411,15 @@ mod tests {
 
         let cfg = StorageConfig::from_lookup(lookup(&[(CONNECTION_SETTING, "  ")]))
             .expect("blank counts as unset");
-        assert!(matches!(cfg, StorageConfig::Local(p) if p == PathBuf::from(DEFAULT_STORE_DIR)));
+        assert!(
+            matches!(cfg, StorageConfig::Local(p) if p == std::path::Path::new(DEFAULT_STORE_DIR))
+        );
 
         let cfg = StorageConfig::from_lookup(lookup(&[(STORE_DIR_SETTING, "/var/dormant")]))
             .expect("valid");
-        assert!(matches!(cfg, StorageConfig::Local(p) if p == PathBuf::from("/var/dormant")));
+        assert!(
+            matches!(cfg, StorageConfig::Local(p) if p == std::path::Path::new("/var/dormant"))
+        );
     }
 
     #[test]

@@ -70,6 +70,9 @@ fn lock(path: &Path) -> Result<Lock> {
         .write(true)
         .open(path)
         .map_err(|e| StoreError::io(format!("lock {}", path.display()), &e))?;
+    // std's `File::lock` (flock on Unix, LockFileEx on Windows) is stable
+    // since 1.89; the crate's rust-version (1.88) should move up to match.
+    #[allow(clippy::incompatible_msrv)]
     file.lock()
         .map_err(|e| StoreError::io(format!("lock {}", path.display()), &e))?;
     Ok(Lock(file))
@@ -137,6 +140,7 @@ impl LocalStore {
             fs::create_dir_all(&p)
                 .map_err(|e| StoreError::io(format!("local store at {}", root.display()), &e))?;
         }
+        remove_stale_temp_files(&root.join(".dormant/tmp"));
         Ok(Self {
             root: Arc::new(root),
             options,
@@ -339,7 +343,7 @@ impl LocalStore {
                 parent = p.parent().map(Path::to_path_buf);
             }
             if let Some(p) = path.parent() {
-                let _ = sync_dir(p.exists().then_some(p).unwrap_or(&dir));
+                let _ = sync_dir(if p.exists() { p } else { &dir });
             }
             Ok(())
         })
@@ -642,6 +646,24 @@ fn write_message(root: &Path, dir: &Path, m: &StoredMessage) -> std::io::Result<
     fs::rename(&tmp, dir.join(format!("{}.json", m.id))).inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
     })
+}
+
+/// Temp files left by a crash mid-write are never renamed into place; sweep
+/// the ones old enough that no live writer can still own them.
+fn remove_stale_temp_files(tmp_dir: &Path) {
+    let Ok(entries) = fs::read_dir(tmp_dir) else {
+        return;
+    };
+    let cutoff = std::time::SystemTime::now() - Duration::from_secs(24 * 3600);
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < cutoff);
+        if old {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// `at + d`, saturating instead of panicking on absurd durations.

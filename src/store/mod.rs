@@ -362,6 +362,9 @@ impl Store {
     }
 
     /// Sends a message and returns its id. The text must be at most 64 KiB.
+    /// The text is stored as given: a Functions queue trigger reading this
+    /// queue needs `"extensions": {"queues": {"messageEncoding": "none"}}` in
+    /// host.json, since it expects base64 otherwise.
     pub async fn send(&self, queue: &str, text: &str, options: SendOptions) -> Result<String> {
         if text.len() > MAX_MESSAGE_BYTES {
             return Err(StoreError::permanent(
@@ -522,6 +525,48 @@ fn validate_blob_name(name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct NoToken;
+
+    #[async_trait::async_trait]
+    impl TokenCredential for NoToken {
+        async fn get_token(
+            &self,
+            _scopes: &[&str],
+            _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+            Err(azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Credential,
+                "no token in unit tests",
+            ))
+        }
+    }
+
+    fn identity_config() -> StorageConfig {
+        StorageConfig::ManagedIdentity {
+            blob: url::Url::parse("https://acme.blob.core.windows.net").expect("url"),
+            queue: url::Url::parse("https://acme.queue.core.windows.net").expect("url"),
+        }
+    }
+
+    #[test]
+    fn managed_identity_needs_a_credential() {
+        let err = Store::connect(&identity_config(), None).expect_err("no credential");
+        assert!(matches!(err, StoreError::Config(_)), "{err}");
+        let store = Store::connect(&identity_config(), Some(Arc::new(NoToken))).expect("store");
+        assert_eq!(store.kind(), "azure");
+    }
+
+    /// A credential that cannot produce a token is a permanent failure that
+    /// says so (nothing is sent without a token).
+    #[tokio::test]
+    async fn missing_token_is_permanent() {
+        let store = Store::connect(&identity_config(), Some(Arc::new(NoToken))).expect("store");
+        let err = store.get("dormant-state", "x").await.expect_err("no token");
+        assert!(matches!(err, StoreError::Permanent { .. }), "{err:?}");
+        assert!(err.to_string().contains("token"), "{err}");
+    }
 
     #[test]
     fn resource_names() {

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one shared harness.
 
 mod audit_wiring;
+mod azurite;
 mod config_files;
 mod functions_folders;
 mod harness;
@@ -9,3 +10,4 @@ mod host_protocol;
 mod packaging;
 mod report_html;
 mod serve_process;
+mod store;

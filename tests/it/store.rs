@@ -1,0 +1,868 @@
+//! One behavioural suite for the store, run against both backends: the local
+//! directory store (a temp dir) and Azure for real (Azurite, which checks
+//! Shared Key signatures). Every case takes a `Store` and unique names, so
+//! cases run in parallel.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dormant::store::audit::{AuditLog, AuditRecord, Outcome};
+use dormant::store::{
+    ConflictKind, LocalOptions, Precondition, SendOptions, StorageConfig, Store, StoreError,
+};
+use secrecy::SecretString;
+
+use crate::azurite::azurite;
+
+/// A fresh local store; keep the `TempDir` alive for the test.
+pub fn local_store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::local(dir.path()).expect("local store");
+    (store, dir)
+}
+
+/// A store on the shared Azurite, through the connection-string path.
+pub fn azurite_store() -> Store {
+    let config = StorageConfig::ConnectionString(SecretString::from(azurite().connection_string()));
+    Store::connect(&config, None).expect("azurite store")
+}
+
+/// A name no other test uses (valid for containers and queues).
+pub fn unique(tag: &str) -> String {
+    format!(
+        "t{tag}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..20]
+    )
+}
+
+macro_rules! both_backends {
+    ($($case:ident),* $(,)?) => {
+        $(
+            mod $case {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn local() {
+                    let (store, _dir) = super::local_store();
+                    super::cases::$case(store).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn azurite() {
+                    super::cases::$case(super::azurite_store()).await;
+                }
+            }
+        )*
+    };
+}
+
+both_backends!(
+    ensure_is_idempotent,
+    put_get_list_delete,
+    etag_conflict_does_not_overwrite,
+    racing_conditional_writers_have_one_winner,
+    create_only_conflicts,
+    streaming_upload_many_blocks,
+    streaming_upload_respects_preconditions,
+    concurrent_appends_lose_nothing,
+    listing_across_pages,
+    not_found_is_typed,
+    queue_send_receive_visibility_delete,
+    queue_delay_and_update_visibility,
+    queue_concurrent_receivers_share_without_duplicates,
+    audit_log_round_trip,
+);
+
+mod cases {
+    use super::*;
+
+    pub async fn ensure_is_idempotent(store: Store) {
+        store.ensure_defaults().await.expect("first");
+        store.ensure_defaults().await.expect("second");
+        let c = unique("c");
+        store.ensure_container(&c).await.expect("container");
+        store.ensure_container(&c).await.expect("container again");
+        let q = unique("q");
+        store.ensure_queue(&q).await.expect("queue");
+        store.ensure_queue(&q).await.expect("queue again");
+        let bad = store
+            .ensure_container("Bad_Name")
+            .await
+            .expect_err("invalid");
+        assert!(matches!(bad, StoreError::Permanent { .. }), "{bad}");
+    }
+
+    pub async fn put_get_list_delete(store: Store) {
+        let c = unique("c");
+        store.ensure_container(&c).await.expect("container");
+        let e1 = store
+            .put(
+                &c,
+                "latest/report.html",
+                Bytes::from_static(b"<html>1</html>"),
+                Precondition::None,
+            )
+            .await
+            .expect("put");
+        let got = store.get(&c, "latest/report.html").await.expect("get");
+        assert_eq!(got.body.as_ref(), b"<html>1</html>");
+        assert_eq!(got.etag, e1);
+
+        let e2 = store
+            .put(
+                &c,
+                "latest/report.html",
+                Bytes::from_static(b"<html>22</html>"),
+                Precondition::None,
+            )
+            .await
+            .expect("overwrite");
+        assert_ne!(e1, e2, "a new body gets a new ETag");
+        store
+            .put(
+                &c,
+                "other.txt",
+                Bytes::from_static(b"x"),
+                Precondition::None,
+            )
+            .await
+            .expect("put other");
+
+        let listed = store.list(&c, "latest/").await.expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].name, "latest/report.html");
+        assert_eq!(listed[0].size, 15);
+        assert_eq!(listed[0].etag, e2);
+        let age = chrono::Utc::now() - listed[0].last_modified;
+        assert!(
+            age.num_seconds().abs() < 300,
+            "last-modified is recent: {age}"
+        );
+        assert_eq!(store.list(&c, "").await.expect("list all").len(), 2);
+
+        store
+            .delete(&c, "latest/report.html")
+            .await
+            .expect("delete");
+        assert!(
+            store
+                .get(&c, "latest/report.html")
+                .await
+                .expect_err("gone")
+                .is_not_found()
+        );
+        assert_eq!(store.list(&c, "").await.expect("list").len(), 1);
+    }
+
+    pub async fn etag_conflict_does_not_overwrite(store: Store) {
+        let c = unique("c");
+        store.ensure_container(&c).await.expect("container");
+        let e1 = store
+            .put(
+                &c,
+                "case.json",
+                Bytes::from_static(b"v1"),
+                Precondition::None,
+            )
+            .await
+            .expect("put");
+        let e2 = store
+            .put(
+                &c,
+                "case.json",
+                Bytes::from_static(b"v2"),
+                Precondition::IfMatch(e1.clone()),
+            )
+            .await
+            .expect("matching ETag wins");
+        let err = store
+            .put(
+                &c,
+                "case.json",
+                Bytes::from_static(b"stale"),
+                Precondition::IfMatch(e1),
+            )
+            .await
+            .expect_err("stale ETag must fail");
+        assert!(
+            matches!(
+                &err,
+                StoreError::Conflict {
+                    kind: ConflictKind::PreconditionFailed,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(!err.is_transient());
+        let now = store.get(&c, "case.json").await.expect("get");
+        assert_eq!(now.body.as_ref(), b"v2", "the losing write changed nothing");
+        assert_eq!(now.etag, e2);
+    }
+
+    /// Eight writers read the same ETag and race: exactly one wins and the
+    /// blob holds the winner's body (check-then-write is atomic).
+    pub async fn racing_conditional_writers_have_one_winner(store: Store) {
+        let c = unique("c");
+        store.ensure_container(&c).await.expect("container");
+        let base = store
+            .put(
+                &c,
+                "checkpoint.json",
+                Bytes::from_static(b"0"),
+                Precondition::None,
+            )
+            .await
+            .expect("put");
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (store, c, base) = (store.clone(), c.clone(), base.clone());
+            tasks.push(tokio::spawn(async move {
+                let body = Bytes::from(format!("writer-{i}"));
+                store
+                    .put(
+                        &c,
+                        "checkpoint.json",
+                        body.clone(),
+                        Precondition::IfMatch(base),
+                    )
+                    .await
+                    .map(|_| body)
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await.expect("task") {
+                Ok(body) => winners.push(body),
+                Err(e) => assert!(e.is_conflict(), "losers see Conflict: {e:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one conditional writer wins");
+        let now = store.get(&c, "checkpoint.json").await.expect("get");
+        assert_eq!(now.body, winners[0]);
+
+        // Create-only races too: one creator.
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (store, c) = (store.clone(), c.clone());
+            tasks.push(tokio::spawn(async move {
+                store
+                    .put(
+                        &c,
+                        "run.lock",
+                        Bytes::from(format!("{i}")),
+                        Precondition::IfNoneMatch,
+                    )
+                    .await
+                    .is_ok()
+            }));
+        }
+        let mut created = 0;
+        for t in tasks {
+            created += usize::from(t.await.expect("task"));
+        }
+        assert_eq!(created, 1);
+    }
+
+    pub async fn create_only_conflicts(store: Store) {
+        let c = unique("c");
+        store.ensure_container(&c).await.expect("container");
+        store
+            .put(
+                &c,
+                "lock",
+                Bytes::from_static(b"first"),
+                Precondition::IfNoneMatch,
+            )
+            .await
+            .expect("create");
+        let err = store
+            .put(
+                &c,
+                "lock",
+                Bytes::from_static(b"second"),
+                Precondition::IfNoneMatch,
+            )
+            .await
+            .expect_err("exists");
+        assert!(err.is_conflict(), "{err:?}");
+        assert_eq!(
+            store.get(&c, "lock").await.expect("get").body.as_ref(),
+            b"first"
+        );
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| ((i * 31 + i / 7) % 251) as u8).collect()
+    }
+
+    pub async fn streaming_upload_many_blocks(store: Store) {
+        let c = unique("c");
+        store.ensure_container(&c).await.expect("container");
+        // 1 KiB blocks, ~40 of them, written in odd-sized pieces.
+        let body = pattern(40 * 1024 + 123);
+        let mut w = store
+            .upload_with_block_size(&c, "run/inactive-users.csv", Precondition::None, 1024)
+            .await
+            .expect("upload");
+        for piece in body.chunks(777) {
+            w.write(piece).await.expect("write");
+        }
+        let etag = w.finish().await.expect("finish");
+        let got = store.get(&c, "run/inactive-users.csv").await.expect("get");
+        assert_eq!(got.body.len(), body.len());
+        assert!(got.body.as_ref() == body.as_slice(), "byte-exact");
+        assert_eq!(got.etag, etag);
+
+        // An abandoned upload changes nothing.
+        let mut w = store
+            .upload_with_block_size(&c, "run/inactive-users.csv", Precondition::None, 1024)
+            .await
+            .expect("upload");
+        w.write(&[b'z'; 3000]).await.expect("write");
+        drop(w);
+        let still = store.get(&c, "run/inactive-users.csv").await.expect("get");
+        assert!(
+            still.body.as_ref() == body.as_slice(),
+            "dropped writer left the blob alone"
+        );
+
+        // An empty upload is a valid, empty blob.
+        let w = store
+            .upload_with_block_size(&c, "empty.csv", Precondition::None, 1024)
+            .await
+            .expect("upload");
+        w.finish().await.expect("finish empty");
+        assert!(
+            store
+                .get(&c, "empty.csv")
+                .await
+                .expect("get")
+                .body
+                .is_empty()
+        );
+    }
+
+    pub async fn streaming_upload_respects_preconditions(store: Store) {
+        let c = unique("c");
+        store.ensure_container(&c).await.expect("container");
+        let e1 = store
+            .put(
+                &c,
+                "summary.json",
+                Bytes::from_static(b"old"),
+                Precondition::None,
+            )
+            .await
+            .expect("put");
+        let mut w = store
+            .upload_with_block_size(&c, "summary.json", Precondition::IfNoneMatch, 4)
+            .await
+            .expect("upload");
+        w.write(b"new new new").await.expect("write");
+        assert!(w.finish().await.expect_err("exists").is_conflict());
+
+        let mut w = store
+            .upload_with_block_size(&c, "summary.json", Precondition::IfMatch(e1.clone()), 4)
+            .await
+            .expect("upload");
+        w.write(b"newer").await.expect("write");
+        // Someone else writes in between: our commit must lose.
+        store
+            .put(
+                &c,
+                "summary.json",
+                Bytes::from_static(b"theirs"),
+                Precondition::None,
+            )
+            .await
+            .expect("put");
+        let err = w.finish().await.expect_err("stale");
+        assert!(err.is_conflict(), "{err:?}");
+        assert_eq!(
+            store
+                .get(&c, "summary.json")
+                .await
+                .expect("get")
+                .body
+                .as_ref(),
+            b"theirs"
+        );
+    }
+
+    pub async fn concurrent_appends_lose_nothing(store: Store) {
+        let c = unique("c");
+        store.ensure_container(&c).await.expect("container");
+        let mut tasks = Vec::new();
+        for t in 0..16 {
+            let store = store.clone();
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..8 {
+                    let line = Bytes::from(format!("{{\"t\":{t},\"i\":{i}}}\n"));
+                    store
+                        .append(&c, "2026-11-22.jsonl", line)
+                        .await
+                        .expect("append");
+                }
+                let batch: Vec<Bytes> = (100..103)
+                    .map(|i| Bytes::from(format!("{{\"t\":{t},\"i\":{i}}}\n")))
+                    .collect();
+                store
+                    .append_batch(&c, "2026-11-22.jsonl", &batch)
+                    .await
+                    .expect("batch");
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let body = store.get(&c, "2026-11-22.jsonl").await.expect("get").body;
+        let text = std::str::from_utf8(&body).expect("utf8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 16 * 11, "every line, none torn");
+        let unique_lines: BTreeSet<&str> = lines.iter().copied().collect();
+        assert_eq!(unique_lines.len(), 16 * 11);
+        for t in 0..16 {
+            let pos: Vec<usize> = (100..103)
+                .map(|i| {
+                    let want = format!("{{\"t\":{t},\"i\":{i}}}");
+                    lines
+                        .iter()
+                        .position(|l| *l == want)
+                        .expect("batched line present")
+                })
+                .collect();
+            assert!(
+                pos[1] == pos[0] + 1 && pos[2] == pos[1] + 1,
+                "a batch stays contiguous"
+            );
+        }
+    }
+
+    pub async fn listing_across_pages(store: Store) {
+        let c = unique("c");
+        store.ensure_container(&c).await.expect("container");
+        for i in 0..7 {
+            store
+                .put(
+                    &c,
+                    &format!("runs/r{i}/summary.json"),
+                    Bytes::from(vec![b'x'; i]),
+                    Precondition::None,
+                )
+                .await
+                .expect("put");
+        }
+        store
+            .put(
+                &c,
+                "zzz-outside",
+                Bytes::from_static(b"o"),
+                Precondition::None,
+            )
+            .await
+            .expect("put");
+        let mut names = Vec::new();
+        let mut marker = None;
+        let mut pages = 0;
+        loop {
+            let page = store
+                .list_page(&c, "runs/", marker, Some(3))
+                .await
+                .expect("page");
+            assert!(page.items.len() <= 3);
+            pages += 1;
+            names.extend(page.items.into_iter().map(|b| b.name));
+            match page.next_marker {
+                Some(m) => marker = Some(m),
+                None => break,
+            }
+        }
+        assert!(
+            pages >= 3,
+            "7 names at 3 per page take 3 pages, got {pages}"
+        );
+        let want: Vec<String> = (0..7).map(|i| format!("runs/r{i}/summary.json")).collect();
+        assert_eq!(names, want);
+        let all = store.list(&c, "runs/").await.expect("list");
+        assert_eq!(all.iter().map(|b| b.size).sum::<u64>(), 21);
+    }
+
+    pub async fn not_found_is_typed(store: Store) {
+        let c = unique("c");
+        let missing = unique("m");
+        store.ensure_container(&c).await.expect("container");
+        assert!(
+            store
+                .get(&c, "nope")
+                .await
+                .expect_err("blob")
+                .is_not_found()
+        );
+        assert!(
+            store
+                .delete(&c, "nope")
+                .await
+                .expect_err("delete")
+                .is_not_found()
+        );
+        assert!(
+            store
+                .get(&missing, "x")
+                .await
+                .expect_err("container")
+                .is_not_found()
+        );
+        assert!(
+            store
+                .put(&missing, "x", Bytes::from_static(b"x"), Precondition::None)
+                .await
+                .expect_err("put into missing container")
+                .is_not_found()
+        );
+        assert!(
+            store
+                .send(&missing, "x", SendOptions::default())
+                .await
+                .expect_err("queue")
+                .is_not_found()
+        );
+        let q = unique("q");
+        store.ensure_queue(&q).await.expect("queue");
+        let err = store
+            .delete_message(&q, "00000000-0000-0000-0000-000000000000", "receipt")
+            .await
+            .expect_err("message");
+        assert!(err.is_not_found(), "{err:?}");
+    }
+
+    pub async fn queue_send_receive_visibility_delete(store: Store) {
+        let q = unique("q");
+        store.ensure_queue(&q).await.expect("queue");
+        let text_a = r#"{"v":1,"kind":"disable","user":"u-1","note":"<&>"}"#;
+        let id_a = store
+            .send(&q, text_a, SendOptions::default())
+            .await
+            .expect("send a");
+        let id_b = store
+            .send(&q, "b", SendOptions::default())
+            .await
+            .expect("send b");
+        assert_ne!(id_a, id_b);
+
+        let got = store
+            .receive(&q, 10, Duration::from_secs(2))
+            .await
+            .expect("receive");
+        assert_eq!(got.len(), 2);
+        let a = got.iter().find(|m| m.id == id_a).expect("a received");
+        assert_eq!(a.text, text_a, "text round-trips, XML characters included");
+        assert_eq!(a.dequeue_count, 1);
+        assert!((chrono::Utc::now() - a.inserted_at).num_seconds().abs() < 300);
+        let b = got
+            .iter()
+            .find(|m| m.id == id_b)
+            .expect("b received")
+            .clone();
+
+        assert!(
+            store
+                .receive(&q, 10, Duration::from_secs(2))
+                .await
+                .expect("again")
+                .is_empty(),
+            "received messages are invisible"
+        );
+        store
+            .delete_message(&q, &a.id, &a.pop_receipt)
+            .await
+            .expect("delete a");
+
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        let again = store
+            .receive(&q, 10, Duration::from_secs(30))
+            .await
+            .expect("after timeout");
+        assert_eq!(again.len(), 1, "only b comes back");
+        assert_eq!(again[0].id, id_b);
+        assert_eq!(again[0].dequeue_count, 2);
+        let stale = store
+            .delete_message(&q, &b.id, &b.pop_receipt)
+            .await
+            .expect_err("the old pop receipt is stale");
+        assert!(stale.is_not_found(), "{stale:?}");
+        store
+            .delete_message(&q, &again[0].id, &again[0].pop_receipt)
+            .await
+            .expect("delete b");
+        assert!(
+            store
+                .receive(&q, 10, Duration::from_secs(1))
+                .await
+                .expect("empty")
+                .is_empty()
+        );
+    }
+
+    pub async fn queue_delay_and_update_visibility(store: Store) {
+        let q = unique("q");
+        store.ensure_queue(&q).await.expect("queue");
+        store
+            .send(
+                &q,
+                "later",
+                SendOptions {
+                    initial_delay: Some(Duration::from_secs(2)),
+                    ttl: Some(Duration::from_secs(3600)),
+                },
+            )
+            .await
+            .expect("send");
+        assert!(
+            store
+                .receive(&q, 1, Duration::from_secs(30))
+                .await
+                .expect("now")
+                .is_empty(),
+            "a delayed message is not visible yet"
+        );
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        let got = store
+            .receive(&q, 1, Duration::from_secs(60))
+            .await
+            .expect("later");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].text, "later");
+
+        // Release it at once: it is visible again, with a fresh count.
+        let receipt = store
+            .update_visibility(&q, &got[0].id, &got[0].pop_receipt, Duration::ZERO)
+            .await
+            .expect("update");
+        assert_ne!(receipt, got[0].pop_receipt);
+        let again = store
+            .receive(&q, 1, Duration::from_secs(60))
+            .await
+            .expect("again");
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].dequeue_count, 2);
+        store
+            .delete_message(&q, &again[0].id, &again[0].pop_receipt)
+            .await
+            .expect("delete");
+    }
+
+    pub async fn queue_concurrent_receivers_share_without_duplicates(store: Store) {
+        let q = unique("q");
+        store.ensure_queue(&q).await.expect("queue");
+        for i in 0..24 {
+            store
+                .send(&q, &format!("m{i}"), SendOptions::default())
+                .await
+                .expect("send");
+        }
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let store = store.clone();
+            let q = q.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                loop {
+                    let got = store
+                        .receive(&q, 5, Duration::from_secs(60))
+                        .await
+                        .expect("receive");
+                    if got.is_empty() {
+                        return seen;
+                    }
+                    for m in got {
+                        store
+                            .delete_message(&q, &m.id, &m.pop_receipt)
+                            .await
+                            .expect("delete");
+                        seen.push(m.text);
+                    }
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.expect("task"));
+        }
+        let set: BTreeSet<String> = all.iter().cloned().collect();
+        assert_eq!(all.len(), 24, "each message handed out once");
+        assert_eq!(set.len(), 24);
+    }
+
+    pub async fn audit_log_round_trip(store: Store) {
+        let c = unique("a");
+        // The container is created on first write if missing.
+        let log = AuditLog::in_container(store.clone(), c.clone());
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 22).expect("date");
+        let at = day.and_hms_opt(2, 0, 0).expect("time").and_utc();
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut r = AuditRecord::new("disable", Outcome::Done);
+                r.time = at;
+                r.user = Some(format!("user-{i}"));
+                r.run = Some("20261122T020000Z-abcd".into());
+                log.record(&r).await.expect("record");
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let mut next_day = AuditRecord::new("gdpr-erase", Outcome::Accepted);
+        next_day.time = at + chrono::Duration::days(1);
+        next_day.request_id = Some("req-1".into());
+        let mut failed = AuditRecord::new("delete", Outcome::Failed);
+        failed.time = at;
+        failed.error = Some("graph-503".into());
+        log.record_batch(&[next_day.clone(), failed.clone()])
+            .await
+            .expect("batch");
+
+        let records = log.read_day(day).await.expect("read");
+        assert_eq!(records.len(), 11);
+        let users: BTreeSet<_> = records.iter().filter_map(|r| r.user.clone()).collect();
+        assert_eq!(users.len(), 10);
+        assert!(records.contains(&failed));
+        let tomorrow = log
+            .read_day(day.succ_opt().expect("next"))
+            .await
+            .expect("read");
+        assert_eq!(tomorrow, vec![next_day]);
+        let names: Vec<String> = store
+            .list(&c, "")
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        assert_eq!(names, vec!["2026-11-22.jsonl", "2026-11-23.jsonl"]);
+    }
+}
+
+/// The local store's stand-in for Azure's 50,000-block limit sends the log
+/// on to numbered siblings, and `read_day` reads them all, in order.
+#[tokio::test]
+async fn audit_rolls_over_to_siblings_when_a_day_is_full() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::local_with(
+        dir.path(),
+        LocalOptions {
+            append_limit_bytes: Some(300),
+        },
+    )
+    .expect("store");
+    let log = AuditLog::new(store.clone());
+    let at = chrono::NaiveDate::from_ymd_opt(2026, 11, 22)
+        .expect("date")
+        .and_hms_opt(3, 0, 0)
+        .expect("time")
+        .and_utc();
+    for i in 0..12 {
+        let mut r = AuditRecord::new("notify", Outcome::Done);
+        r.time = at;
+        r.case = Some(format!("case-{i:02}"));
+        log.record(&r).await.expect("record");
+    }
+    let names: Vec<String> = store
+        .list("dormant-audit", "")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert!(names.len() >= 3, "rolled over: {names:?}");
+    assert!(names.contains(&"2026-11-22.jsonl".to_owned()));
+    assert!(names.contains(&"2026-11-22.1.jsonl".to_owned()));
+    let back = log.read_day(at.date_naive()).await.expect("read");
+    let cases: Vec<String> = back.into_iter().filter_map(|r| r.case).collect();
+    let want: Vec<String> = (0..12).map(|i| format!("case-{i:02}")).collect();
+    assert_eq!(cases, want, "all records, in write order across siblings");
+    // A fresh log (a new process) finds its way past the full blobs too.
+    let fresh = AuditLog::new(store.clone());
+    let mut r = AuditRecord::new("notify", Outcome::Done);
+    r.time = at;
+    r.case = Some("case-12".into());
+    fresh.record(&r).await.expect("record");
+    assert_eq!(
+        fresh.read_day(at.date_naive()).await.expect("read").len(),
+        13
+    );
+}
+
+/// Two store handles on one directory behave like two processes: each
+/// message goes to exactly one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_queue_is_shared_by_two_handles_on_one_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Store::local(dir.path()).expect("a");
+    let b = Store::local(dir.path()).expect("b");
+    a.ensure_queue("dormant-actions").await.expect("queue");
+    for i in 0..10 {
+        a.send("dormant-actions", &format!("m{i}"), SendOptions::default())
+            .await
+            .expect("send");
+    }
+    let (ra, rb) = tokio::join!(
+        a.receive("dormant-actions", 32, Duration::from_secs(60)),
+        b.receive("dormant-actions", 32, Duration::from_secs(60)),
+    );
+    let (ra, rb) = (ra.expect("a"), rb.expect("b"));
+    assert_eq!(ra.len() + rb.len(), 10);
+    let ids: BTreeSet<_> = ra.iter().chain(rb.iter()).map(|m| m.id.clone()).collect();
+    assert_eq!(ids.len(), 10);
+    // The report path the CLI prints is a plain file.
+    a.ensure_container("dormant-reports").await.expect("c");
+    a.put(
+        "dormant-reports",
+        "latest/report.html",
+        Bytes::from_static(b"<html/>"),
+        Precondition::None,
+    )
+    .await
+    .expect("put");
+    assert!(
+        dir.path()
+            .join("dormant-reports/latest/report.html")
+            .is_file()
+    );
+}
+
+/// Azurite checks signatures: a wrong key is a typed, permanent failure and
+/// the key never shows up in the message.
+#[tokio::test]
+async fn azurite_rejects_a_wrong_key_as_permanent_without_echoing_it() {
+    let wrong = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmcta2V5LXdyb25nLWtleQ==";
+    let config = StorageConfig::ConnectionString(SecretString::from(
+        azurite().connection_string_with_key(wrong),
+    ));
+    let store = Store::connect(&config, None).expect("store");
+    let err = store
+        .ensure_container(&unique("c"))
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, StoreError::Permanent { .. }), "{err:?}");
+    assert!(!err.is_transient());
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains(wrong), "{shown}");
+    assert!(shown.contains("403"), "{shown}");
+}
+
+/// `UseDevelopmentStorage=true` signs with the well-known key; against the
+/// test Azurite (other ports) only the parse is checked, and the config's
+/// Debug output hides the connection string.
+#[test]
+fn development_storage_config_parses_and_hides_secrets() {
+    let cfg = StorageConfig::from_lookup(|k| {
+        (k == "AzureWebJobsStorage").then(|| "UseDevelopmentStorage=true".to_owned())
+    })
+    .expect("valid");
+    assert!(!format!("{cfg:?}").contains("UseDevelopmentStorage"));
+    let store = Store::connect(&cfg, None).expect("store");
+    assert_eq!(store.kind(), "azure");
+}
