@@ -1,1 +1,2 @@
 //! Integration tests: one binary, one shared harness.
+mod graph;
