@@ -61,6 +61,8 @@ impl TokenProvider for StaticToken {
 /// Credential material that may come from Key Vault.
 #[derive(Clone)]
 enum Material {
+    /// Managed and workload identity carry no material of ours.
+    None,
     Secret(SecretString),
     Certificate(Arc<CertificateAssertion>),
 }
@@ -271,9 +273,8 @@ impl EntraTokenProvider {
                     CertificateAssertion::from_pem(pem.expose_secret(), client_id, audience)?,
                 )))
             }
-            // Managed and workload identity carry no material of ours.
             CredentialKind::ManagedIdentity | CredentialKind::WorkloadIdentity => {
-                Ok(Material::Secret(SecretString::from(String::new())))
+                Ok(Material::None)
             }
         }
     }

@@ -297,7 +297,11 @@ impl GraphClient {
                     if attempt >= MAX_ATTEMPTS || !budget.allows(*retry_after) {
                         return Err(error);
                     }
-                    // The paused bucket makes `acquire` wait out Retry-After.
+                    // The paused bucket makes `acquire` wait out Retry-After;
+                    // a request outside every budget waits on its own.
+                    if req.class.cost(self.inner.tenant_kind).0.is_empty() {
+                        tokio::time::sleep(*retry_after).await;
+                    }
                 }
                 GraphError::Transient(_) => {
                     let delay = hint.unwrap_or_default().max(pacer.backoff(attempt));

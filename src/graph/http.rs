@@ -19,6 +19,9 @@ pub fn build_http_client(ca_file: Option<&Path>) -> Result<reqwest::Client, Grap
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(20))
+        // A stalled connection (also mid-way through a streamed report) fails
+        // after a minute without bytes instead of hanging the scan.
+        .read_timeout(Duration::from_secs(60))
         .pool_idle_timeout(Duration::from_secs(60))
         .user_agent(concat!("dormant/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = ca_file {

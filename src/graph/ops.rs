@@ -63,12 +63,14 @@ impl GraphClient {
         if let Some(e) = &query.expand {
             pairs.push(("$expand", e));
         }
-        if query.count {
+        // B2C has no `$count` (nor advanced queries): never ask for it there.
+        let count = query.count && self.tenant_kind() != super::settings::TenantKind::B2c;
+        if count {
             pairs.push(("$count", "true"));
         }
         let url = self.url_with_query(&["users"], &pairs);
         let mut listing = self.listing(url, RequestClass::ReadList, "/users");
-        listing.eventual_consistency = query.count;
+        listing.eventual_consistency = count;
         listing
     }
 

@@ -198,7 +198,7 @@ impl Bucket {
 /// Counters for the scan summary (`graphRequests`, `throttled`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PacerStats {
-    /// HTTP requests sent (every attempt, every page, `$batch` items counted once each).
+    /// HTTP requests sent (every attempt and every page; a `$batch` call counts once).
     pub requests: u64,
     /// 429 answers, top-level or inside a `$batch`.
     pub throttled: u64,

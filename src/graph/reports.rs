@@ -132,9 +132,10 @@ impl GraphClient {
 
     /// `GET /admin/reportSettings`.
     pub async fn report_settings(&self) -> Result<ReportSettings, GraphError> {
+        // A settings read, not a report: it does not spend the 14-per-10-min report budget.
         self.get_json(
             self.url(&["admin", "reportSettings"]),
-            RequestClass::Report,
+            RequestClass::ReadOne,
             "/admin/reportSettings",
         )
         .await

@@ -817,3 +817,155 @@ impl azure_core::credentials::TokenCredential for FakeKvCredential {
         ))
     }
 }
+
+#[tokio::test]
+async fn connection_resets_truncated_bodies_and_timeouts_are_retried() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let c = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                let _ = sock.read(&mut buf).await;
+                match n {
+                    // Reset: close without an answer.
+                    0 => drop(sock),
+                    // Truncated: promise 100 bytes, send 11, close.
+                    1 => {
+                        let _ = sock
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"id\":\"u1\"}")
+                            .await;
+                        drop(sock);
+                    }
+                    // Too slow: past the per-attempt timeout.
+                    2 => {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        drop(sock);
+                    }
+                    _ => {
+                        let _ = sock
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"id\":\"u1\"}")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    let mut s = settings_for(&base);
+    s.request_timeout = Duration::from_secs(1);
+    let mut pc = PacerConfig::from_settings(&s);
+    pc.base_backoff = Duration::from_millis(10);
+    pc.max_backoff = Duration::from_millis(50);
+    let client = GraphClient::with_parts(
+        &s,
+        build_http_client(None).expect("client"),
+        Arc::new(StaticToken(SecretString::from("t".to_string()))),
+        Arc::new(Pacer::new(pc)),
+    );
+    assert_eq!(client.get_user("u1", &[]).await.expect("user").id, "u1");
+    assert_eq!(connections.load(Ordering::SeqCst), 4);
+    assert_eq!(client.stats().retries, 3);
+}
+
+/// Certificate and workload-identity credentials over HTTPS: both send a
+/// client assertion to `{authority}/{tenant}/oauth2/v2.0/token`.
+#[tokio::test]
+async fn certificate_and_workload_identity_credentials_send_client_assertions() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let assertions = Arc::new(Mutex::new(Vec::<String>::new()));
+    let a = assertions.clone();
+    let (server, ca) = serve_tls(
+        move |s, _| {
+            if s.uri.ends_with("/oauth2/v2.0/token") {
+                let form: std::collections::HashMap<String, String> =
+                    url::form_urlencoded::parse(&s.body).into_owned().collect();
+                assert_eq!(
+                    form.get("client_assertion_type").map(String::as_str),
+                    Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+                );
+                assert!(form.get("scope").is_some_and(|s| s.ends_with("/.default")));
+                a.lock()
+                    .expect("lock")
+                    .push(form.get("client_assertion").cloned().unwrap_or_default());
+                return reply(
+                    200,
+                    r#"{"token_type":"Bearer","expires_in":3599,"access_token":"graph-token"}"#,
+                );
+            }
+            if s.authorization.as_deref() == Some("Bearer graph-token") {
+                return reply(200, r#"{"id":"u1"}"#);
+            }
+            reply(401, "{}")
+        },
+        dir.path(),
+    )
+    .await;
+    let http = build_http_client(Some(&ca)).expect("client");
+
+    // Certificate from a PEM file (the Key Vault path reads the same PEM).
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("rsa");
+    let cert = rcgen::CertificateParams::new(vec!["dormant".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let pem_path = dir.path().join("app.pem");
+    std::fs::write(&pem_path, format!("{}{}", key.serialize_pem(), cert.pem())).expect("write");
+    let mut s = settings_for(&server.base);
+    s.credential = CredentialKind::ClientCertificate;
+    s.client_id = Some("app-id".into());
+    s.client_certificate_path = Some(pem_path);
+    let tokens =
+        Arc::new(EntraTokenProvider::new(s.clone(), http.clone(), None).expect("provider"));
+    let client = GraphClient::with_parts(
+        &s,
+        http.clone(),
+        tokens,
+        Arc::new(Pacer::new(PacerConfig::from_settings(&s))),
+    );
+    assert_eq!(client.get_user("u1", &[]).await.expect("user").id, "u1");
+    let jwt = assertions.lock().expect("lock")[0].clone();
+    let claims = jwt.split('.').nth(1).expect("claims");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .expect("b64"),
+    )
+    .expect("json");
+    assert_eq!(
+        claims["aud"],
+        format!("{}/contoso.onmicrosoft.com/oauth2/v2.0/token", server.base)
+    );
+    assert_eq!(claims["iss"], "app-id");
+
+    // Workload identity: the federated token file is the assertion.
+    let token_file = dir.path().join("federated-token");
+    std::fs::write(&token_file, "federated.jwt.value").expect("write");
+    let mut s = settings_for(&server.base);
+    s.credential = CredentialKind::WorkloadIdentity;
+    s.client_id = Some("app-id".into());
+    s.federated_token_file = Some(token_file);
+    let tokens =
+        Arc::new(EntraTokenProvider::new(s.clone(), http.clone(), None).expect("provider"));
+    let client = GraphClient::with_parts(
+        &s,
+        http,
+        tokens,
+        Arc::new(Pacer::new(PacerConfig::from_settings(&s))),
+    );
+    assert_eq!(client.get_user("u1", &[]).await.expect("user").id, "u1");
+    assert_eq!(assertions.lock().expect("lock")[1], "federated.jwt.value");
+    assert_eq!(
+        server.count("/contoso.onmicrosoft.com/oauth2/v2.0/token"),
+        2
+    );
+}
