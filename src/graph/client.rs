@@ -219,6 +219,18 @@ impl GraphClient {
         url
     }
 
+    /// A URL relative to the version root (`/users/{id}?$select=…`), the form
+    /// `$batch` items need; segments encoded as in [`url`](Self::url).
+    pub fn batch_path(&self, segments: &[&str], query: &[(&str, &str)]) -> String {
+        let url = self.url_with_query(segments, query);
+        let root = self.inner.version_root.path().trim_end_matches('/');
+        let path = url.path().strip_prefix(root).unwrap_or(url.path());
+        match url.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        }
+    }
+
     /// The `$batch` endpoint.
     pub(crate) fn batch_url(&self) -> Url {
         self.url(&["$batch"])
@@ -244,6 +256,11 @@ impl GraphClient {
 
     /// The request loop. Paces, authenticates, retries transient failures and
     /// 429s within the pacer's bounded time, refreshes the token once on 401.
+    ///
+    /// Writes are resent after a connection failure too: every dormant
+    /// operation is idempotent (disable, revoke, remove a license, delete,
+    /// restore, purge, reset redemption), and a resend of a delete that had
+    /// landed answers 404, which callers treat as done.
     pub(crate) async fn send(&self, req: GraphRequest) -> Result<GraphResponse, GraphError> {
         let pacer = &self.inner.pacer;
         let budget = pacer.retry_budget();

@@ -103,6 +103,34 @@ impl GraphClient {
             .await
     }
 
+    /// Many users by id through `$batch` (20 per call), one result per id in
+    /// order; a missing user is `Err(GraphError::NotFound)`. For re-reading the
+    /// users of a run right before a destructive step.
+    pub async fn get_users(
+        &self,
+        ids: &[String],
+        select: &[&str],
+    ) -> Result<Vec<Result<User, GraphError>>, GraphError> {
+        let select = select.join(",");
+        let items: Vec<super::batch::BatchItem> = ids
+            .iter()
+            .map(|id| {
+                let query: Vec<(&str, &str)> = if select.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![("$select", select.as_str())]
+                };
+                super::batch::BatchItem::get(self.batch_path(&["users", id], &query))
+            })
+            .collect();
+        Ok(self
+            .batch(&items)
+            .await?
+            .into_iter()
+            .map(|r| r.and_then(|resp| resp.json::<User>()))
+            .collect())
+    }
+
     /// `PATCH /users/{id} {"accountEnabled": …}`.
     pub async fn set_account_enabled(&self, id: &str, enabled: bool) -> Result<(), GraphError> {
         self.write(

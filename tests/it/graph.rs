@@ -969,3 +969,38 @@ async fn certificate_and_workload_identity_credentials_send_client_assertions() 
         2
     );
 }
+
+#[tokio::test]
+async fn get_users_reads_many_by_id_through_batch() {
+    let server = serve(|s, _| {
+        let req: serde_json::Value = serde_json::from_slice(&s.body).unwrap_or_default();
+        let responses: Vec<serde_json::Value> = req["requests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|it| {
+                let url = it["url"].as_str().unwrap_or_default();
+                let id = url.trim_start_matches("/users/").split('?').next().unwrap_or_default();
+                assert!(url.ends_with("?%24select=id%2CaccountEnabled"), "{url}");
+                if id == "gone" {
+                    serde_json::json!({"id": it["id"], "status": 404, "body": {"error": {"code": "Request_ResourceNotFound", "message": "x"}}})
+                } else {
+                    serde_json::json!({"id": it["id"], "status": 200, "body": {"id": id, "accountEnabled": true}})
+                }
+            })
+            .collect();
+        reply(200, &serde_json::json!({ "responses": responses }).to_string())
+    })
+    .await;
+    let client = static_client(&server.base);
+    let ids: Vec<String> = vec!["a".into(), "gone".into(), "c".into()];
+    let users = client
+        .get_users(&ids, &["id", "accountEnabled"])
+        .await
+        .expect("batch");
+    assert_eq!(users[0].as_ref().expect("a").id, "a");
+    assert_eq!(users[1].as_ref().expect_err("gone"), &GraphError::NotFound);
+    assert_eq!(users[2].as_ref().expect("c").account_enabled, Some(true));
+    assert_eq!(server.seen()[0].uri, "/v1.0/$batch");
+}
