@@ -124,6 +124,26 @@ impl EntraTokenProvider {
                 "DORMANT_CLIENT_ID is required for this credential".into(),
             ));
         }
+        let has_vault = settings.keyvault_url.is_some();
+        match settings.credential {
+            CredentialKind::ClientSecret
+                if settings.client_secret.is_none()
+                    && !(has_vault && settings.client_secret_name.is_some()) =>
+            {
+                return Err(GraphError::Auth(
+                    "client-secret credential needs DORMANT_CLIENT_SECRET, or DORMANT_KEYVAULT_URL with DORMANT_CLIENT_SECRET_NAME".into(),
+                ));
+            }
+            CredentialKind::ClientCertificate
+                if settings.client_certificate_path.is_none()
+                    && !(has_vault && settings.client_certificate_name.is_some()) =>
+            {
+                return Err(GraphError::Auth(
+                    "client-certificate credential needs DORMANT_KEYVAULT_URL with DORMANT_CLIENT_CERT_NAME, or a certificate file".into(),
+                ));
+            }
+            _ => {}
+        }
         if settings.authority_host.scheme() != "https" {
             return Err(GraphError::Auth(
                 "DORMANT_AUTHORITY_HOST must use https".into(),
@@ -655,6 +675,24 @@ mod tests {
         let http = reqwest::Client::new();
         assert!(EntraTokenProvider::new(s.clone(), http.clone(), None).is_err());
         s.client_id = Some("app".into());
-        assert!(EntraTokenProvider::new(s, http, None).is_ok());
+        assert!(
+            EntraTokenProvider::new(s.clone(), http.clone(), None).is_err(),
+            "no secret anywhere"
+        );
+        s.client_secret = Some(SecretString::from("x".to_string()));
+        assert!(EntraTokenProvider::new(s.clone(), http.clone(), None).is_ok());
+        s.client_secret = None;
+        s.keyvault_url = Some(url::Url::parse("https://kv.vault.azure.net").expect("url"));
+        s.client_secret_name = Some("dormant-secret".into());
+        assert!(EntraTokenProvider::new(s.clone(), http.clone(), None).is_ok());
+        s.credential = CredentialKind::ClientCertificate;
+        assert!(EntraTokenProvider::new(s.clone(), http.clone(), None).is_err());
+        s.client_certificate_name = Some("dormant-cert".into());
+        assert!(EntraTokenProvider::new(s.clone(), http.clone(), None).is_ok());
+        s.authority_host = url::Url::parse("http://login.example").expect("url");
+        assert!(
+            EntraTokenProvider::new(s, http, None).is_err(),
+            "https only"
+        );
     }
 }

@@ -277,7 +277,6 @@ impl GraphClient {
                 status = tracing::field::Empty,
             );
             let outcome = self.attempt(&req).instrument(span.clone()).await;
-            pacer.count_request();
             let (error, hint) = match outcome {
                 Attempt::Done(resp) => {
                     span.record("status", resp.status);
@@ -361,7 +360,9 @@ impl GraphClient {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.clone());
         }
-        let response = match builder.send().await {
+        let sent = builder.send().await;
+        self.inner.pacer.count_request();
+        let response = match sent {
             Ok(r) => r,
             Err(e) => {
                 return Attempt::Failed {
