@@ -884,8 +884,27 @@ async fn certificate_and_workload_identity_credentials_send_client_assertions() 
     let dir = tempfile::tempdir().expect("tempdir");
     let assertions = Arc::new(Mutex::new(Vec::<String>::new()));
     let a = assertions.clone();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("rsa");
+    let cert = rcgen::CertificateParams::new(vec!["dormant".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let pem = format!("{}{}", key.serialize_pem(), cert.pem());
+    let kv_pem = pem.clone();
     let (server, ca) = serve_tls(
-        move |s, _| {
+        move |s, base| {
+            if s.uri.starts_with("/secrets/app-cert") {
+                if s.authorization.is_none() {
+                    let challenge = format!(
+                        "Bearer authorization=\"{base}/kv-tenant\", resource=\"https://vault.azure.net\""
+                    );
+                    return reply_with(401, &[("www-authenticate", &challenge)], "");
+                }
+                return reply(
+                    200,
+                    &serde_json::json!({"value": kv_pem, "contentType": "application/x-pem-file", "kid": format!("{base}/keys/app-cert/1")}).to_string(),
+                );
+            }
             if s.uri.ends_with("/oauth2/v2.0/token") {
                 let form: std::collections::HashMap<String, String> =
                     url::form_urlencoded::parse(&s.body).into_owned().collect();
@@ -912,14 +931,9 @@ async fn certificate_and_workload_identity_credentials_send_client_assertions() 
     .await;
     let http = build_http_client(Some(&ca)).expect("client");
 
-    // Certificate from a PEM file (the Key Vault path reads the same PEM).
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("rsa");
-    let cert = rcgen::CertificateParams::new(vec!["dormant".to_string()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("cert");
+    // Certificate from a PEM file.
     let pem_path = dir.path().join("app.pem");
-    std::fs::write(&pem_path, format!("{}{}", key.serialize_pem(), cert.pem())).expect("write");
+    std::fs::write(&pem_path, &pem).expect("write");
     let mut s = settings_for(&server.base);
     s.credential = CredentialKind::ClientCertificate;
     s.client_id = Some("app-id".into());
