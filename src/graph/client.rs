@@ -13,6 +13,7 @@ use reqwest::header::HeaderMap;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,7 +51,7 @@ pub(crate) struct GraphRequest {
     pub body: Option<Bytes>,
     pub class: RequestClass,
     /// Path with ids replaced by placeholders, for logs (`/users/{id}`): no PII.
-    pub template: &'static str,
+    pub template: Cow<'static, str>,
     pub headers: Vec<(&'static str, String)>,
     pub authenticated: bool,
     /// Hand 3xx back to the caller instead of failing (the usage report).
@@ -60,13 +61,18 @@ pub(crate) struct GraphRequest {
 }
 
 impl GraphRequest {
-    pub fn new(method: Method, url: Url, class: RequestClass, template: &'static str) -> Self {
+    pub fn new(
+        method: Method,
+        url: Url,
+        class: RequestClass,
+        template: impl Into<Cow<'static, str>>,
+    ) -> Self {
         Self {
             method,
             url,
             body: None,
             class,
-            template,
+            template: template.into(),
             headers: Vec::new(),
             authenticated: true,
             accept_redirect: false,
@@ -85,7 +91,7 @@ impl GraphRequest {
 
 /// A successful answer, body read in full.
 #[derive(Debug, Clone)]
-pub(crate) struct GraphResponse {
+pub struct GraphResponse {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -104,15 +110,18 @@ impl GraphResponse {
 }
 
 /// A listing to page through: the first URL and how its pages are paced.
-/// Save it with a page's `next_link` to resume a scan.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serializable: save it with a page's `next_link` to resume a scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Listing {
     /// Absolute URL of the first page.
     pub first: String,
     pub class: RequestClass,
     /// Sends `ConsistencyLevel: eventual` (needed by `$count` and advanced filters).
+    #[serde(default)]
     pub eventual_consistency: bool,
-    pub template: &'static str,
+    /// Path template for logs (`/users`), never ids.
+    pub template: String,
 }
 
 /// One page of a collection.
@@ -272,7 +281,7 @@ impl GraphClient {
             let span = tracing::debug_span!(
                 "graph.request",
                 method = %req.method,
-                path = req.template,
+                path = %req.template,
                 attempt,
                 status = tracing::field::Empty,
             );
@@ -435,8 +444,9 @@ impl GraphClient {
         }
     }
 
-    /// GET a JSON object.
-    pub(crate) async fn get_json<T: DeserializeOwned>(
+    /// GET a JSON object through the request loop (pacing, retries, token):
+    /// the escape hatch for a read without its own method.
+    pub async fn get_json<T: DeserializeOwned>(
         &self,
         url: Url,
         class: RequestClass,
@@ -447,8 +457,9 @@ impl GraphClient {
             .json()
     }
 
-    /// A write with an optional JSON body; the answer body is returned raw.
-    pub(crate) async fn write<B: Serialize>(
+    /// A write with an optional JSON body through the request loop; the
+    /// answer is returned raw.
+    pub async fn write<B: Serialize>(
         &self,
         method: Method,
         url: Url,
@@ -473,7 +484,7 @@ impl GraphClient {
             GraphError::permanent(0, "InvalidNextLink", format!("not an absolute URL: {e}"))
         })?;
         self.check_same_origin(&url)?;
-        let mut req = GraphRequest::new(Method::GET, url, listing.class, listing.template);
+        let mut req = GraphRequest::new(Method::GET, url, listing.class, listing.template.clone());
         if listing.eventual_consistency {
             req.headers
                 .push(("ConsistencyLevel", "eventual".to_string()));
@@ -531,12 +542,12 @@ impl GraphClient {
     }
 
     /// Builds a [`Listing`] from a first URL.
-    pub fn listing(&self, first: Url, class: RequestClass, template: &'static str) -> Listing {
+    pub fn listing(&self, first: Url, class: RequestClass, template: &str) -> Listing {
         Listing {
             first: first.to_string(),
             class,
             eventual_consistency: false,
-            template,
+            template: template.to_string(),
         }
     }
 }
@@ -631,6 +642,21 @@ mod tests {
             c.check_same_origin(&Url::parse("http://graph.microsoft.com/v1.0/users").expect("url"))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn listing_survives_a_checkpoint() {
+        let c = client("https://graph.microsoft.com");
+        let mut l = c.listing(
+            c.url_with_query(&["users"], &[("$top", "120")]),
+            RequestClass::ReadList,
+            "/users",
+        );
+        l.eventual_consistency = true;
+        let saved = serde_json::to_string(&l).expect("ser");
+        assert!(saved.contains("\"class\":\"read-list\""));
+        let back: Listing = serde_json::from_str(&saved).expect("de");
+        assert_eq!(back, l);
     }
 
     #[test]

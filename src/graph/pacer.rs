@@ -70,7 +70,8 @@ impl Budget {
 pub struct RequestCost(pub Vec<(Budget, u32)>);
 
 /// The kind of a Graph request, for pacing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum RequestClass {
     /// GET of one object: about 1 resource unit.
     ReadOne,
