@@ -36,18 +36,32 @@ pub struct User {
 }
 
 /// `signInActivity`: absent for users who never signed in; lags up to 24 h.
+/// Dates before 2000 (Graph's `0001-01-01T00:00:00Z` "no value" sentinel)
+/// read as `None`: a placeholder must never look like a very old sign-in.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct SignInActivity {
     /// Last interactive sign-in, **successful or failed** (kept since 2020-04).
+    #[serde(deserialize_with = "real_date")]
     pub last_sign_in_date_time: Option<DateTime<Utc>>,
     pub last_sign_in_request_id: Option<String>,
     /// Last non-interactive sign-in, successful or failed (since 2020-05).
+    #[serde(deserialize_with = "real_date")]
     pub last_non_interactive_sign_in_date_time: Option<DateTime<Utc>>,
     pub last_non_interactive_sign_in_request_id: Option<String>,
     /// Last successful sign-in of any kind (since 2023-12-01, not back-filled).
+    #[serde(deserialize_with = "real_date")]
     pub last_successful_sign_in_date_time: Option<DateTime<Utc>>,
     pub last_successful_sign_in_request_id: Option<String>,
+}
+
+fn real_date<'de, D>(d: D) -> Result<Option<DateTime<Utc>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use chrono::Datelike;
+    let v: Option<DateTime<Utc>> = Option::deserialize(d)?;
+    Ok(v.filter(|t| t.year() >= 2000))
 }
 
 /// `objectIdentity` (B2C local accounts, federated and guest identities).
@@ -395,6 +409,17 @@ mod tests {
         for u in &page.value {
             let _ = roundtrip::<User>(&serde_json::to_string(u).expect("ser"));
         }
+    }
+
+    #[test]
+    fn sentinel_sign_in_dates_read_as_none() {
+        let s: SignInActivity = serde_json::from_str(
+            r#"{"lastSignInDateTime":"0001-01-01T00:00:00Z","lastNonInteractiveSignInDateTime":null,"lastSuccessfulSignInDateTime":"2024-01-02T03:04:05Z"}"#,
+        )
+        .expect("parses");
+        assert_eq!(s.last_sign_in_date_time, None);
+        assert_eq!(s.last_non_interactive_sign_in_date_time, None);
+        assert!(s.last_successful_sign_in_date_time.is_some());
     }
 
     #[test]

@@ -560,6 +560,33 @@ async fn report_settings_guard_restores_on_error_and_is_a_no_op_when_names_are_v
 }
 
 #[tokio::test]
+async fn a_dropped_guard_shouts_and_restores_in_the_background() {
+    let concealed = Arc::new(Mutex::new(true));
+    let c = concealed.clone();
+    let server = serve(move |s, _| {
+        if s.method == "PATCH" {
+            let v: serde_json::Value = serde_json::from_slice(&s.body).unwrap_or_default();
+            *c.lock().expect("lock") = v["displayConcealedNames"].as_bool().unwrap_or(true);
+            return reply(204, "");
+        }
+        let now = *c.lock().expect("lock");
+        reply(200, &format!(r#"{{"displayConcealedNames":{now}}}"#))
+    })
+    .await;
+    let client = static_client(&server.base);
+    let guard = client.reveal_report_names().await.expect("guard");
+    assert!(!*concealed.lock().expect("lock"));
+    drop(guard);
+    for _ in 0..100 {
+        if *concealed.lock().expect("lock") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(*concealed.lock().expect("lock"), "fallback restore ran");
+}
+
+#[tokio::test]
 async fn report_settings_guard_restores_when_the_work_panics() {
     let concealed = Arc::new(Mutex::new(true));
     let c = concealed.clone();
