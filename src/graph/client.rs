@@ -317,15 +317,17 @@ impl GraphClient {
             };
             match &error {
                 GraphError::Throttled { retry_after } => {
-                    pacer.throttled(req.class, *retry_after);
+                    // Never less than our own backoff: `Retry-After: 0` must not spin.
+                    let pause = (*retry_after).max(pacer.backoff(attempt));
+                    pacer.throttled(req.class, pause);
                     tracing::warn!(parent: &span, retry_after_ms = retry_after.as_millis() as u64, "throttled by Graph");
-                    if attempt >= MAX_ATTEMPTS || !budget.allows(*retry_after) {
+                    if attempt >= MAX_ATTEMPTS || !budget.allows(pause) {
                         return Err(error);
                     }
                     // The paused bucket makes `acquire` wait out Retry-After;
                     // a request outside every budget waits on its own.
                     if req.class.cost(self.inner.tenant_kind).0.is_empty() {
-                        tokio::time::sleep(*retry_after).await;
+                        tokio::time::sleep(pause).await;
                     }
                 }
                 GraphError::Transient(_) => {

@@ -1045,3 +1045,20 @@ async fn get_users_reads_many_by_id_through_batch() {
     assert_eq!(users[2].as_ref().expect("c").account_enabled, Some(true));
     assert_eq!(server.seen()[0].uri, "/v1.0/$batch");
 }
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_retry_budget_is_returned_as_throttled() {
+    let server = serve(|_, _| reply_with(429, &[("retry-after", "3600")], "{}")).await;
+    let client = static_client(&server.base);
+    let start = Instant::now();
+    let err = client.get_user("u1", &[]).await.expect_err("throttled");
+    assert_eq!(
+        err,
+        GraphError::Throttled {
+            retry_after: Duration::from_secs(3600)
+        }
+    );
+    assert!(err.is_transient());
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(server.seen().len(), 1);
+}
