@@ -191,7 +191,9 @@ impl GraphClient {
         self.inner.tenant_kind
     }
 
-    pub(crate) fn http(&self) -> &reqwest::Client {
+    /// The shared HTTP client (same roots, same pool); hand it to other Azure
+    /// SDK clients with [`http::sdk_transport`](super::http::sdk_transport).
+    pub fn http(&self) -> &reqwest::Client {
         &self.inner.http
     }
 
