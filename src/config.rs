@@ -92,8 +92,11 @@ fn problem(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> Con
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Workforce (Entra ID) or Azure AD B2C: B2C has its own request budget
+/// (200 requests/s per tenant) and no `$count`/`$search`/`ne`/`not`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TenantKind {
+    #[default]
     Workforce,
     B2c,
 }
@@ -107,8 +110,10 @@ impl TenantKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How dormant proves who it is to Entra ID (`DORMANT_CREDENTIAL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CredentialKind {
+    #[default]
     ManagedIdentity,
     ClientSecret,
     ClientCertificate,
@@ -217,6 +222,10 @@ pub struct Config {
     pub graph_url: Url,
     pub authority_host: Url,
     pub ca_file: Option<PathBuf>,
+    /// Share (0, 1] of the app's per-tenant Graph budget this deployment
+    /// may use: several instances, or another tool on the same app
+    /// registration, share it.
+    pub graph_budget_share: f64,
     pub storage: StorageConfig,
     pub gdpr: Option<Gdpr>,
     pub policy: Policy,
@@ -290,6 +299,8 @@ struct RawConfig {
     authority_host: Option<String>,
     #[serde(default, deserialize_with = "text")]
     ca_file: Option<String>,
+    #[serde(default)]
+    graph_budget_share: Option<f64>,
     #[serde(default, deserialize_with = "text")]
     store_dir: Option<String>,
     #[serde(default, deserialize_with = "text")]
@@ -730,6 +741,15 @@ fn validate(raw: RawConfig, sources: &Sources) -> Result<Config, ConfigError> {
         check_ca_file(path, &mut p);
     }
 
+    let graph_budget_share = raw.graph_budget_share.unwrap_or(0.5);
+    if !(graph_budget_share > 0.0 && graph_budget_share <= 1.0) {
+        p.push(problem(
+            "graph_budget_share",
+            format!("{graph_budget_share} is not a share in (0, 1]"),
+            "use 0.5 (the default) or the fraction of the app's Graph budget this deployment may use",
+        ));
+    }
+
     let storage = storage_settings(&raw, sources, &mut p);
     let gdpr = gdpr_settings(&raw, &mut p);
     let policy = policy(raw.policy, tenant_kind, &mut p);
@@ -749,6 +769,7 @@ fn validate(raw: RawConfig, sources: &Sources) -> Result<Config, ConfigError> {
         graph_url: graph_url.expect("problems would have returned"),
         authority_host: authority_host.expect("problems would have returned"),
         ca_file,
+        graph_budget_share,
         storage,
         gdpr,
         policy: policy.expect("problems would have returned"),
@@ -1301,6 +1322,11 @@ mod tests {
             ),
             (&[("DORMANT_AUTHORITY_HOST", "::")], "authority_host"),
             (&[("DORMANT_CA_FILE", "/nonexistent/ca.pem")], "ca_file"),
+            (
+                &[("DORMANT_GRAPH_BUDGET_SHARE", "1.5")],
+                "graph_budget_share",
+            ),
+            (&[("DORMANT_GRAPH_BUDGET_SHARE", "0")], "graph_budget_share"),
             (
                 &[("DORMANT_GDPR_ISSUER", "https://issuer")],
                 "gdpr_audience",

@@ -4,6 +4,7 @@ mod audit_wiring;
 mod azurite;
 mod config_files;
 mod functions_folders;
+mod graph;
 mod harness;
 mod host_fixtures;
 mod host_protocol;
