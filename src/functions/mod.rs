@@ -4,6 +4,8 @@
 //! `catalog()` is the single list the router serves; a test checks it
 //! against the `functions/*/function.json` folders the host reads.
 
+pub mod user_actions;
+
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -25,6 +27,7 @@ pub struct AppContext {
     pub config: Config,
     pub store: Store,
     pub audit: AuditLog,
+    storage_ready: tokio::sync::OnceCell<()>,
 }
 
 impl AppContext {
@@ -51,7 +54,18 @@ impl AppContext {
             config,
             store,
             audit,
+            storage_ready: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// Creates dormant's containers and queues once per process, on first
+    /// use rather than at start (start must not wait on the network). A
+    /// failure is retried by the next caller.
+    pub async fn storage(&self) -> Result<&Store, crate::store::StoreError> {
+        self.storage_ready
+            .get_or_try_init(|| self.store.ensure_defaults())
+            .await?;
+        Ok(&self.store)
     }
 
     /// Records a permanent failure in the audit log before the host is told
@@ -83,5 +97,11 @@ pub fn failure_record(failure: &PermanentFailure) -> AuditRecord {
 
 /// Every function dormant serves, registered on the router.
 pub fn catalog(ctx: Arc<AppContext>) -> Functions {
-    Functions::new().on_permanent_failure(ctx.failure_recorder())
+    let recorder = ctx.failure_recorder();
+    let actions = ctx.clone();
+    Functions::new()
+        .queue(user_actions::NAME, user_actions::BINDING, move |inv| {
+            user_actions::run(actions.clone(), inv)
+        })
+        .on_permanent_failure(recorder)
 }

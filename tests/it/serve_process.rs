@@ -95,3 +95,79 @@ fn every_subcommand_has_help() {
         .expect("run dormant");
     assert_eq!(out.status.code(), Some(2), "bad usage exits 2");
 }
+
+mod user_actions {
+    use super::*;
+    use dormant::store::audit::AuditLog;
+    use dormant::store::{ACTIONS_QUEUE, Store};
+
+    async fn post(serve: &ServeProcess, body: String) -> u16 {
+        reqwest::Client::new()
+            .post(serve.url("/UserActions"))
+            .header("X-Azure-Functions-InvocationId", "7e0c7b1a-0000-4000-8000-00000000abcd")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("POST")
+            .status()
+            .as_u16()
+    }
+
+    fn envelope(message: serde_json::Value) -> String {
+        serde_json::json!({
+            "Data": {"message": message.to_string()},
+            "Metadata": {"DequeueCount": "1", "Id": "\"6a1f0000-0000-4000-8000-000000000001\""}
+        })
+        .to_string()
+    }
+
+    fn action(kind: &str, not_before: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+        serde_json::json!({"v":1,"kind":kind,"tenant":crate::harness::TENANT,
+            "user":"5b3a1c2d-3333-4e4e-8f8f-0123456789ab","case":"c-1",
+            "run":"20261122T020000Z-a1b2c3",
+            "notBefore": not_before.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)})
+    }
+
+    #[tokio::test]
+    async fn malformed_and_unsupported_messages_are_audited_and_answered_200() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env = minimal_env(dir.path().to_str().expect("utf8"));
+        let serve = ServeProcess::start(&as_refs(&env)).await;
+
+        assert_eq!(post(&serve, crate::harness::fixture("host/queue-malformed.json")).await, 200);
+        let mut wrong_tenant = action("notify", chrono::Utc::now());
+        wrong_tenant["tenant"] = serde_json::json!("other.onmicrosoft.com");
+        assert_eq!(post(&serve, envelope(wrong_tenant)).await, 200);
+        assert_eq!(post(&serve, envelope(action("purge", chrono::Utc::now()))).await, 200);
+
+        let store = Store::local(dir.path()).expect("store");
+        let records = AuditLog::new(store)
+            .read_day(chrono::Utc::now().date_naive())
+            .await
+            .expect("audit");
+        let steps: Vec<&str> = records.iter().map(|r| r.step.as_str()).collect();
+        assert_eq!(steps, ["malformed-envelope", "wrong-tenant", "unsupported-kind"]);
+    }
+
+    #[tokio::test]
+    async fn a_message_that_is_not_due_goes_back_on_the_queue_with_its_delay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env = minimal_env(dir.path().to_str().expect("utf8"));
+        let serve = ServeProcess::start(&as_refs(&env)).await;
+        let later = chrono::Utc::now() + chrono::Duration::days(3);
+        assert_eq!(post(&serve, envelope(action("disable", later))).await, 200);
+
+        let store = Store::local(dir.path()).expect("store");
+        let now = store
+            .receive(ACTIONS_QUEUE, 10, Duration::from_secs(30))
+            .await
+            .expect("receive");
+        assert!(now.is_empty(), "invisible until it is due");
+        let audit = AuditLog::new(store)
+            .read_day(chrono::Utc::now().date_naive())
+            .await
+            .expect("audit");
+        assert!(audit.is_empty(), "a requeue is not a failure: {audit:?}");
+    }
+}
