@@ -210,18 +210,31 @@ impl AzureStore {
 
     pub async fn get(&self, container: &str, name: &str) -> Result<Blob> {
         let w = what(container, name);
+        // Large blobs download in ETag-locked ranges; a write in between
+        // fails the later ranges with 412, which here means "changed while
+        // reading": worth a retry, not a conflict of ours.
+        let changed = |e: azure_core::Error| match map_err(&w, e) {
+            StoreError::Conflict {
+                what,
+                kind: ConflictKind::PreconditionFailed,
+            } => StoreError::Transient {
+                what,
+                detail: "the blob changed while it was read".to_owned(),
+            },
+            other => other,
+        };
         let result = self
             .blob(container, name)?
             .download(None)
             .await
-            .map_err(|e| map_err(&w, e))?;
+            .map_err(changed)?;
         let etag = result
             .properties
             .etag
             .clone()
             .map(|e| etag(e.as_ref()))
             .ok_or_else(|| missing_etag(container, name))?;
-        let body = result.body.collect().await.map_err(|e| map_err(&w, e))?;
+        let body = result.body.collect().await.map_err(changed)?;
         Ok(Blob { body, etag })
     }
 

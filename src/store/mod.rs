@@ -233,6 +233,13 @@ impl Store {
         precondition: Precondition,
     ) -> Result<ETag> {
         validate_blob_name(name)?;
+        tracing::debug!(
+            container,
+            blob = name,
+            bytes = body.len(),
+            ?precondition,
+            "store put"
+        );
         match &self.backend {
             Backend::Azure(a) => a.put(container, name, body, precondition).await,
             Backend::Local(l) => l.put(container, name, body, precondition).await,
@@ -355,6 +362,13 @@ impl Store {
             joined.extend_from_slice(r);
         }
         let body = Bytes::from(joined);
+        tracing::debug!(
+            container,
+            blob = name,
+            bytes = total,
+            records = records.len(),
+            "store append"
+        );
         match &self.backend {
             Backend::Azure(a) => a.append(container, name, body).await,
             Backend::Local(l) => l.append(container, name, body).await,
@@ -372,6 +386,7 @@ impl Store {
                 "a message is limited to 64 KiB",
             ));
         }
+        tracing::debug!(queue, bytes = text.len(), "store send");
         match &self.backend {
             Backend::Azure(a) => a.send(queue, text, options).await,
             Backend::Local(l) => l.send(queue, text, options).await,
@@ -387,6 +402,12 @@ impl Store {
         visibility: Duration,
     ) -> Result<Vec<ReceivedMessage>> {
         let max = max.clamp(1, 32);
+        tracing::debug!(
+            queue,
+            max,
+            visibility_secs = visibility.as_secs(),
+            "store receive"
+        );
         match &self.backend {
             Backend::Azure(a) => a.receive(queue, max, visibility).await,
             Backend::Local(l) => l.receive(queue, max, visibility).await,

@@ -139,6 +139,14 @@ mod cases {
         );
         assert_eq!(store.list(&c, "").await.expect("list all").len(), 2);
 
+        // A name prefix is not a blob.
+        assert!(
+            store
+                .get(&c, "latest")
+                .await
+                .expect_err("prefix")
+                .is_not_found()
+        );
         store
             .delete(&c, "latest/report.html")
             .await
@@ -793,6 +801,18 @@ async fn audit_rolls_over_to_siblings_when_a_day_is_full() {
         fresh.read_day(at.date_naive()).await.expect("read").len(),
         13
     );
+
+    // A record that fits in no blob at all fails (the action must fail too)
+    // instead of rolling over forever.
+    let tiny = Store::local_with(
+        dir.path().join("tiny"),
+        LocalOptions {
+            append_limit_bytes: Some(10),
+        },
+    )
+    .expect("store");
+    let err = AuditLog::new(tiny).record(&r).await.expect_err("too big");
+    assert!(matches!(err, StoreError::Permanent { .. }), "{err:?}");
 }
 
 /// Two store handles on one directory behave like two processes: each
