@@ -886,3 +886,112 @@ fn development_storage_config_parses_and_hides_secrets() {
     let store = Store::connect(&cfg, None).expect("store");
     assert_eq!(store.kind(), "azure");
 }
+
+/// Env var that turns `local_cross_process_child` into a worker process for
+/// `local_store_is_safe_across_processes`; unset, the child test does nothing.
+const CHILD_DIR: &str = "DORMANT_TEST_STORE_CHILD_DIR";
+
+/// The worker half of the cross-process test: drains the queue, records each
+/// message it got in the shared audit-style blob, and races for a lock blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cross_process_child() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
+    let store = Store::local(&dir).expect("store");
+    store
+        .put("shared", "child-ready", Bytes::new(), Precondition::None)
+        .await
+        .expect("ready");
+    cross_process_worker(&store, "child").await;
+}
+
+async fn cross_process_worker(store: &Store, who: &str) {
+    let _ = store
+        .put(
+            "shared",
+            "leader",
+            Bytes::from(who.to_owned()),
+            Precondition::IfNoneMatch,
+        )
+        .await;
+    loop {
+        let got = store
+            .receive("work", 3, Duration::from_secs(60))
+            .await
+            .expect("receive");
+        if got.is_empty() {
+            return;
+        }
+        for m in got {
+            store
+                .append(
+                    "shared",
+                    "handled.log",
+                    Bytes::from(format!("{who} {}\n", m.text)),
+                )
+                .await
+                .expect("append");
+            store
+                .delete_message("work", &m.id, &m.pop_receipt)
+                .await
+                .expect("delete");
+        }
+    }
+}
+
+/// A second OS process (this test binary, re-run as a worker) and this one
+/// drain one local queue and append to one blob at the same time: every
+/// message is handled exactly once, no appended line is lost or torn, and
+/// exactly one process wins a create-only write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_store_is_safe_across_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::local(dir.path()).expect("store");
+    store.ensure_container("shared").await.expect("container");
+    store.ensure_queue("work").await.expect("queue");
+    for i in 0..60 {
+        store
+            .send("work", &format!("m{i:02}"), SendOptions::default())
+            .await
+            .expect("send");
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = tokio::process::Command::new(exe)
+        .args([
+            "--exact",
+            "store::local_cross_process_child",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR, dir.path())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn worker process");
+    // Start together, so the two processes really overlap.
+    let started = std::time::Instant::now();
+    while store.get("shared", "child-ready").await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "worker process did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cross_process_worker(&store, "parent").await;
+    let status = child.wait().await.expect("child");
+    assert!(status.success(), "worker process failed: {status}");
+
+    let log = store.get("shared", "handled.log").await.expect("log").body;
+    let log = std::str::from_utf8(&log).expect("utf8");
+    let by_child = log.lines().filter(|l| l.starts_with("child ")).count();
+    eprintln!("cross-process: child handled {by_child} of 60");
+    let mut handled: Vec<&str> = log
+        .lines()
+        .map(|l| l.split_once(' ').expect("who text").1)
+        .collect();
+    handled.sort();
+    let want: Vec<String> = (0..60).map(|i| format!("m{i:02}")).collect();
+    assert_eq!(handled, want, "each message handled exactly once");
+    let leader = store.get("shared", "leader").await.expect("leader").body;
+    assert!(leader.as_ref() == b"parent" || leader.as_ref() == b"child");
+}
