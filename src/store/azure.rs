@@ -12,7 +12,7 @@ use azure_core::error::ErrorKind;
 use azure_core::http::headers::HeaderName;
 use azure_core::http::policies::Policy;
 use azure_core::http::{
-    ClientOptions, HttpClientOptions, RequestContent, Transport, Url, new_http_client,
+    ClientOptions, HttpClient, HttpClientOptions, RequestContent, Transport, Url, new_http_client,
 };
 use azure_storage_blob::models::{
     AppendBlobClientCreateOptions, BlobContainerClientListBlobsOptions,
@@ -58,20 +58,26 @@ impl std::fmt::Debug for AzureStore {
     }
 }
 
-fn base_options() -> ClientOptions {
-    ClientOptions {
-        // Storage clients turn off automatic decompression (ranged downloads
-        // need the raw bytes); keep that when supplying our own transport.
-        transport: Some(Transport::new(new_http_client(Some(HttpClientOptions {
+fn base_options(http: Option<Arc<dyn HttpClient>>) -> ClientOptions {
+    // Storage clients turn off automatic decompression (ranged downloads
+    // need the raw bytes); keep that when supplying our own transport.
+    let http = http.unwrap_or_else(|| {
+        new_http_client(Some(HttpClientOptions {
             automatic_decompression: false,
-        })))),
+        }))
+    });
+    ClientOptions {
+        transport: Some(Transport::new(http)),
         ..Default::default()
     }
 }
 
 impl AzureStore {
-    pub fn with_shared_key(conn: AccountConnection) -> Result<Self> {
-        let mut options = base_options();
+    pub fn with_shared_key(
+        conn: AccountConnection,
+        http: Option<Arc<dyn HttpClient>>,
+    ) -> Result<Self> {
+        let mut options = base_options(http);
         let policy: Arc<dyn Policy> = Arc::new(SharedKeyPolicy::new(conn.account, conn.key));
         options.per_try_policies.push(policy);
         tracing::debug!(
@@ -87,12 +93,17 @@ impl AzureStore {
         })
     }
 
-    pub fn with_token(blob: Url, queue: Url, credential: Arc<dyn TokenCredential>) -> Result<Self> {
+    pub fn with_token(
+        blob: Url,
+        queue: Url,
+        credential: Arc<dyn TokenCredential>,
+        http: Option<Arc<dyn HttpClient>>,
+    ) -> Result<Self> {
         Ok(Self {
             blob_endpoint: trim_trailing_slash(blob),
             queue_endpoint: trim_trailing_slash(queue),
             credential: Some(credential),
-            options: base_options(),
+            options: base_options(http),
         })
     }
 

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use azure_core::credentials::TokenCredential;
+use azure_core::http::HttpClient;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
@@ -147,11 +148,23 @@ impl Store {
         config: &StorageConfig,
         credential: Option<Arc<dyn TokenCredential>>,
     ) -> Result<Self> {
+        Self::connect_with_http_client(config, credential, None)
+    }
+
+    /// Like [`connect`](Self::connect), sending Azure requests through `http`
+    /// (for instance a `reqwest::Client` that also trusts `DORMANT_CA_FILE`
+    /// for a private endpoint or proxy). The client must not decompress
+    /// responses on its own: ranged blob downloads need the raw bytes.
+    pub fn connect_with_http_client(
+        config: &StorageConfig,
+        credential: Option<Arc<dyn TokenCredential>>,
+        http: Option<Arc<dyn HttpClient>>,
+    ) -> Result<Self> {
         match config {
             StorageConfig::ConnectionString(conn) => {
                 let conn = config::AccountConnection::parse(conn)?;
                 Ok(Self::from_backend(Backend::Azure(Arc::new(
-                    azure::AzureStore::with_shared_key(conn)?,
+                    azure::AzureStore::with_shared_key(conn, http)?,
                 ))))
             }
             StorageConfig::ManagedIdentity { blob, queue } => {
@@ -161,7 +174,7 @@ impl Store {
                     ))
                 })?;
                 Ok(Self::from_backend(Backend::Azure(Arc::new(
-                    azure::AzureStore::with_token(blob.clone(), queue.clone(), credential)?,
+                    azure::AzureStore::with_token(blob.clone(), queue.clone(), credential, http)?,
                 ))))
             }
             StorageConfig::Local(dir) => Self::local(dir.clone()),

@@ -995,3 +995,25 @@ async fn local_store_is_safe_across_processes() {
     let leader = store.get("shared", "leader").await.expect("leader").body;
     assert!(leader.as_ref() == b"parent" || leader.as_ref() == b"child");
 }
+
+/// A caller-supplied HTTP client (how `DORMANT_CA_FILE` trust reaches the
+/// store) carries the signed requests just as well.
+#[tokio::test]
+async fn azurite_through_a_caller_supplied_http_client() {
+    let config = StorageConfig::ConnectionString(SecretString::from(azurite().connection_string()));
+    let http: std::sync::Arc<dyn azure_core::http::HttpClient> =
+        std::sync::Arc::new(reqwest::Client::new());
+    let store = Store::connect_with_http_client(&config, None, Some(http)).expect("store");
+    let c = unique("c");
+    store.ensure_container(&c).await.expect("container");
+    let etag = store
+        .put(
+            &c,
+            "x.json",
+            Bytes::from_static(b"{}"),
+            Precondition::IfNoneMatch,
+        )
+        .await
+        .expect("put");
+    assert_eq!(store.get(&c, "x.json").await.expect("get").etag, etag);
+}
