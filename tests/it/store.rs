@@ -1017,3 +1017,109 @@ async fn azurite_through_a_caller_supplied_http_client() {
         .expect("put");
     assert_eq!(store.get(&c, "x.json").await.expect("get").etag, etag);
 }
+
+/// A stand-in for the managed identity: an Entra-shaped token (issuer,
+/// audience, times) that Azurite's `--oauth basic` accepts. It also checks
+/// the SDK asks for the storage scope.
+#[derive(Debug)]
+struct FakeManagedIdentity;
+
+#[async_trait::async_trait]
+impl azure_core::credentials::TokenCredential for FakeManagedIdentity {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        use base64::Engine as _;
+        assert_eq!(scopes, ["https://storage.azure.com/.default"]);
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let now = chrono::Utc::now().timestamp();
+        let token = format!(
+            "{}.{}.{}",
+            b64(serde_json::json!({"alg": "RS256", "typ": "JWT"})),
+            b64(serde_json::json!({
+                "aud": "https://storage.azure.com",
+                "iss": "https://sts.windows.net/00000000-0000-4000-8000-000000000001/",
+                "iat": now - 60,
+                "nbf": now - 60,
+                "exp": now + 3600,
+                "oid": "00000000-0000-4000-8000-0000000000aa",
+            })),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b"not-checked"),
+        );
+        Ok(azure_core::credentials::AccessToken::new(
+            token,
+            time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        ))
+    }
+}
+
+/// The managed-identity configuration end to end: service URIs from the
+/// `AzureWebJobsStorage__*ServiceUri` settings, a caller-supplied token
+/// credential, HTTPS with a private CA, bearer tokens instead of Shared Key.
+#[tokio::test]
+async fn azurite_with_managed_identity_over_https() {
+    let az = crate::azurite::oauth_azurite();
+    let (blob, queue) = (az.blob.clone(), az.queue.clone());
+    let config = StorageConfig::from_lookup(move |k| match k {
+        "AzureWebJobsStorage__blobServiceUri" => Some(blob.clone()),
+        "AzureWebJobsStorage__queueServiceUri" => Some(queue.clone()),
+        _ => None,
+    })
+    .expect("config");
+    assert!(matches!(config, StorageConfig::ManagedIdentity { .. }));
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(az.ca_pem.as_bytes()).expect("CA"))
+        .build()
+        .expect("client");
+    let http: std::sync::Arc<dyn azure_core::http::HttpClient> = std::sync::Arc::new(http);
+    let store = Store::connect_with_http_client(
+        &config,
+        Some(std::sync::Arc::new(FakeManagedIdentity)),
+        Some(http.clone()),
+    )
+    .expect("store");
+    let c = unique("c");
+    store.ensure_container(&c).await.expect("container");
+    let etag = store
+        .put(
+            &c,
+            "state/case.json",
+            Bytes::from_static(b"{}"),
+            Precondition::IfNoneMatch,
+        )
+        .await
+        .expect("put");
+    assert_eq!(
+        store.get(&c, "state/case.json").await.expect("get").etag,
+        etag
+    );
+    store
+        .append(&c, "audit.jsonl", Bytes::from_static(b"{}\n"))
+        .await
+        .expect("append");
+    let q = unique("q");
+    store.ensure_queue(&q).await.expect("queue");
+    store
+        .send(&q, "{\"v\":1}", SendOptions::default())
+        .await
+        .expect("send");
+    let got = store
+        .receive(&q, 1, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    assert_eq!(got.len(), 1);
+
+    // The same instance still checks credentials: a wrong Shared Key is
+    // refused, so the calls above succeeded on the bearer token.
+    let anonymous = StorageConfig::ConnectionString(SecretString::from(format!(
+        "DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey=d3Jvbmc=;BlobEndpoint={};QueueEndpoint={}",
+        az.blob, az.queue
+    )));
+    let wrong = Store::connect_with_http_client(&anonymous, None, Some(http)).expect("store");
+    let err = wrong.get(&c, "state/case.json").await.expect_err("refused");
+    assert!(matches!(err, StoreError::Permanent { .. }), "{err:?}");
+}
