@@ -431,6 +431,9 @@ impl AzureStore {
     }
 }
 
+/// Azure's limit on committed blocks per block blob.
+const MAX_BLOCKS: usize = 50_000;
+
 /// A block blob being staged. Block ids carry a per-upload nonce so two
 /// uploads racing to the same name cannot commit each other's blocks.
 pub(crate) struct AzureUpload {
@@ -452,6 +455,12 @@ impl std::fmt::Debug for AzureUpload {
 
 impl AzureUpload {
     pub async fn stage(&mut self, block: Bytes) -> Result<()> {
+        if self.block_ids.len() >= MAX_BLOCKS {
+            return Err(StoreError::permanent(
+                self.what.clone(),
+                "a block blob holds at most 50,000 blocks: upload with a larger block size",
+            ));
+        }
         // Ids must all have the same length within a blob: fixed-width index.
         let id = format!("{}-{:08}", self.nonce, self.block_ids.len()).into_bytes();
         let len = block.len() as u64;

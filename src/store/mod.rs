@@ -13,6 +13,11 @@
 //! - a received queue message stays invisible for its visibility timeout,
 //!   then comes back with its dequeue count raised, until it is deleted with
 //!   the pop receipt of the latest receive.
+//!
+//! Tests: `tests/it/store.rs` runs one suite against both backends; the
+//! Azure half talks to Azurite (pinned in `tools/azurite`, installed with
+//! `npm ci --prefix tools/azurite`, started by `tests/it/azurite.rs`, or an
+//! already running one named by `DORMANT_TEST_AZURITE_BLOB`/`_QUEUE`).
 
 pub mod audit;
 mod azure;
@@ -195,6 +200,11 @@ impl Store {
 
     fn from_backend(backend: Backend) -> Self {
         Self { backend }
+    }
+
+    /// The audit log (`dormant-audit`) on this store.
+    pub fn audit_log(&self) -> audit::AuditLog {
+        audit::AuditLog::new(self.clone())
     }
 
     /// Which backend this is, for logs and the CLI ("azure" or "local").
