@@ -164,14 +164,7 @@ fn scratch_dir(tag: &str) -> Result<PathBuf, String> {
 /// and returns the blob and queue ports once both accept connections.
 fn spawn_azurite(extra: &[String]) -> Result<[u16; 2], String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = root.join("tools/azurite/node_modules/.bin/azurite");
-    if !bin.exists() {
-        return Err(format!(
-            "Azurite is not installed: run `npm ci --prefix tools/azurite` in {} \
-             (or point DORMANT_TEST_AZURITE_BLOB/_QUEUE at a running Azurite)",
-            root.display()
-        ));
-    }
+    let bin = installed_azurite(&root)?;
     let [blob_port, queue_port, table_port] = free_ports();
     let workdir = scratch_dir(&blob_port.to_string())?;
     let extra = extra.to_vec();
@@ -242,6 +235,29 @@ fn spawn_azurite(extra: &[String]) -> Result<[u16; 2], String> {
         }
     }
     Ok([blob_port, queue_port])
+}
+
+/// The pinned Azurite under `root`, or the instruction that installs it.
+fn installed_azurite(root: &std::path::Path) -> Result<PathBuf, String> {
+    let bin = root.join("tools/azurite/node_modules/.bin/azurite");
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "Azurite is not installed: run `npm ci --prefix tools/azurite` in {} \
+             (or point DORMANT_TEST_AZURITE_BLOB/_QUEUE at a running Azurite)",
+            root.display()
+        ))
+    }
+}
+
+/// Without Azurite the tests fail with the fix, they are not skipped.
+#[test]
+fn missing_azurite_says_how_to_install_it() {
+    let err =
+        installed_azurite(std::path::Path::new("/nonexistent/dormant")).expect_err("not installed");
+    assert!(err.contains("npm ci --prefix tools/azurite"), "{err}");
+    assert!(err.contains("DORMANT_TEST_AZURITE_BLOB"), "{err}");
 }
 
 /// Three distinct free ports (held together so they differ).
