@@ -205,6 +205,35 @@ mod cases {
         let now = store.get(&c, "case.json").await.expect("get");
         assert_eq!(now.body.as_ref(), b"v2", "the losing write changed nothing");
         assert_eq!(now.etag, e2);
+
+        // If-Match on a blob that does not exist is a lost precondition too
+        // (Azure answers 412), and creates nothing.
+        let err = store
+            .put(
+                &c,
+                "never.json",
+                Bytes::from_static(b"x"),
+                Precondition::IfMatch(e2),
+            )
+            .await
+            .expect_err("nothing to match");
+        assert!(
+            matches!(
+                &err,
+                StoreError::Conflict {
+                    kind: ConflictKind::PreconditionFailed,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            store
+                .get(&c, "never.json")
+                .await
+                .expect_err("absent")
+                .is_not_found()
+        );
     }
 
     /// Eight writers read the same ETag and race: exactly one wins and the
