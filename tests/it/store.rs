@@ -936,7 +936,7 @@ async fn local_cross_process_child() {
 }
 
 async fn cross_process_worker(store: &Store, who: &str) {
-    let _ = store
+    let led = store
         .put(
             "shared",
             "leader",
@@ -944,6 +944,13 @@ async fn cross_process_worker(store: &Store, who: &str) {
             Precondition::IfNoneMatch,
         )
         .await;
+    match led {
+        Ok(_) => store
+            .append("shared", "leaders.log", Bytes::from(format!("{who}\n")))
+            .await
+            .expect("append"),
+        Err(e) => assert!(e.is_conflict(), "{e:?}"),
+    }
     loop {
         let got = store
             .receive("work", 3, Duration::from_secs(60))
@@ -1021,8 +1028,19 @@ async fn local_store_is_safe_across_processes() {
     handled.sort();
     let want: Vec<String> = (0..60).map(|i| format!("m{i:02}")).collect();
     assert_eq!(handled, want, "each message handled exactly once");
+    let leaders = store
+        .get("shared", "leaders.log")
+        .await
+        .expect("leaders")
+        .body;
+    let leaders = std::str::from_utf8(&leaders).expect("utf8");
+    assert_eq!(
+        leaders.lines().count(),
+        1,
+        "one create-only winner: {leaders:?}"
+    );
     let leader = store.get("shared", "leader").await.expect("leader").body;
-    assert!(leader.as_ref() == b"parent" || leader.as_ref() == b"child");
+    assert_eq!(leader.as_ref(), leaders.trim_end().as_bytes());
 }
 
 /// A caller-supplied HTTP client (how `DORMANT_CA_FILE` trust reaches the
