@@ -139,6 +139,18 @@ mod cases {
         );
         assert_eq!(store.list(&c, "").await.expect("list all").len(), 2);
 
+        // Names needing percent-encoding are signed and listed correctly.
+        let odd = "odd names/run 1/ä+b%20c.csv";
+        let e_odd = store
+            .put(&c, odd, Bytes::from_static(b"odd"), Precondition::None)
+            .await
+            .expect("put odd name");
+        assert_eq!(store.get(&c, odd).await.expect("get odd").etag, e_odd);
+        let listed = store.list(&c, "odd names/").await.expect("list odd");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].name, odd);
+        store.delete(&c, odd).await.expect("delete odd");
+
         // A name prefix is not a blob.
         assert!(
             store
