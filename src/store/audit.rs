@@ -20,6 +20,10 @@ use serde::{Deserialize, Serialize};
 use super::error::{ConflictKind, Result, StoreError};
 use super::{AUDIT_CONTAINER, DEFAULT_BLOCK_SIZE, Store};
 
+/// A day with this many full siblings (50,000 blocks each) is not a real
+/// day's log; stop rather than loop.
+const MAX_SIBLINGS: u32 = 10_000;
+
 /// What became of a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -183,7 +187,7 @@ impl AuditLog {
                 Err(StoreError::Conflict {
                     kind: ConflictKind::AppendBlobFull,
                     ..
-                }) => {
+                }) if sibling < MAX_SIBLINGS => {
                     tracing::info!(blob = %name, "audit blob full; continuing in the next sibling");
                     sibling += 1;
                 }

@@ -12,7 +12,7 @@ use azure_core::error::ErrorKind;
 use azure_core::http::headers::HeaderName;
 use azure_core::http::policies::Policy;
 use azure_core::http::{
-    ClientOptions, HttpClientOptions, RequestContent, Transport, Url, new_http_client,
+    ClientOptions, HttpClient, HttpClientOptions, RequestContent, Transport, Url, new_http_client,
 };
 use azure_storage_blob::models::{
     AppendBlobClientCreateOptions, BlobContainerClientListBlobsOptions,
@@ -58,20 +58,26 @@ impl std::fmt::Debug for AzureStore {
     }
 }
 
-fn base_options() -> ClientOptions {
-    ClientOptions {
-        // Storage clients turn off automatic decompression (ranged downloads
-        // need the raw bytes); keep that when supplying our own transport.
-        transport: Some(Transport::new(new_http_client(Some(HttpClientOptions {
+fn base_options(http: Option<Arc<dyn HttpClient>>) -> ClientOptions {
+    // Storage clients turn off automatic decompression (ranged downloads
+    // need the raw bytes); keep that when supplying our own transport.
+    let http = http.unwrap_or_else(|| {
+        new_http_client(Some(HttpClientOptions {
             automatic_decompression: false,
-        })))),
+        }))
+    });
+    ClientOptions {
+        transport: Some(Transport::new(http)),
         ..Default::default()
     }
 }
 
 impl AzureStore {
-    pub fn with_shared_key(conn: AccountConnection) -> Result<Self> {
-        let mut options = base_options();
+    pub fn with_shared_key(
+        conn: AccountConnection,
+        http: Option<Arc<dyn HttpClient>>,
+    ) -> Result<Self> {
+        let mut options = base_options(http);
         let policy: Arc<dyn Policy> = Arc::new(SharedKeyPolicy::new(conn.account, conn.key));
         options.per_try_policies.push(policy);
         tracing::debug!(
@@ -87,12 +93,17 @@ impl AzureStore {
         })
     }
 
-    pub fn with_token(blob: Url, queue: Url, credential: Arc<dyn TokenCredential>) -> Result<Self> {
+    pub fn with_token(
+        blob: Url,
+        queue: Url,
+        credential: Arc<dyn TokenCredential>,
+        http: Option<Arc<dyn HttpClient>>,
+    ) -> Result<Self> {
         Ok(Self {
             blob_endpoint: trim_trailing_slash(blob),
             queue_endpoint: trim_trailing_slash(queue),
             credential: Some(credential),
-            options: base_options(),
+            options: base_options(http),
         })
     }
 
@@ -210,18 +221,31 @@ impl AzureStore {
 
     pub async fn get(&self, container: &str, name: &str) -> Result<Blob> {
         let w = what(container, name);
+        // Large blobs download in ETag-locked ranges; a write in between
+        // fails the later ranges with 412, which here means "changed while
+        // reading": worth a retry, not a conflict of ours.
+        let changed = |e: azure_core::Error| match map_err(&w, e) {
+            StoreError::Conflict {
+                what,
+                kind: ConflictKind::PreconditionFailed,
+            } => StoreError::Transient {
+                what,
+                detail: "the blob changed while it was read".to_owned(),
+            },
+            other => other,
+        };
         let result = self
             .blob(container, name)?
             .download(None)
             .await
-            .map_err(|e| map_err(&w, e))?;
+            .map_err(changed)?;
         let etag = result
             .properties
             .etag
             .clone()
             .map(|e| etag(e.as_ref()))
             .ok_or_else(|| missing_etag(container, name))?;
-        let body = result.body.collect().await.map_err(|e| map_err(&w, e))?;
+        let body = result.body.collect().await.map_err(changed)?;
         Ok(Blob { body, etag })
     }
 
@@ -407,6 +431,9 @@ impl AzureStore {
     }
 }
 
+/// Azure's limit on committed blocks per block blob.
+const MAX_BLOCKS: usize = 50_000;
+
 /// A block blob being staged. Block ids carry a per-upload nonce so two
 /// uploads racing to the same name cannot commit each other's blocks.
 pub(crate) struct AzureUpload {
@@ -428,6 +455,12 @@ impl std::fmt::Debug for AzureUpload {
 
 impl AzureUpload {
     pub async fn stage(&mut self, block: Bytes) -> Result<()> {
+        if self.block_ids.len() >= MAX_BLOCKS {
+            return Err(StoreError::permanent(
+                self.what.clone(),
+                "a block blob holds at most 50,000 blocks: upload with a larger block size",
+            ));
+        }
         // Ids must all have the same length within a blob: fixed-width index.
         let id = format!("{}-{:08}", self.nonce, self.block_ids.len()).into_bytes();
         let len = block.len() as u64;

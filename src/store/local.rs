@@ -261,6 +261,10 @@ impl LocalStore {
         let path = self.blob_path(container, name);
         let what = what(container, name);
         blocking(move || {
+            // A folder is a name prefix here, not a blob.
+            if path.is_dir() {
+                return Err(StoreError::not_found(what));
+            }
             // Renames are atomic, so the open file is one version, whole.
             let body = fs::read(&path).map_err(|e| StoreError::io(what, &e))?;
             let etag = etag_of_bytes(&body);
@@ -333,6 +337,9 @@ impl LocalStore {
         let what = what(container, name);
         blocking(move || {
             let _guard = lock(&lock_path)?;
+            if path.is_dir() {
+                return Err(StoreError::not_found(what));
+            }
             fs::remove_file(&path).map_err(|e| StoreError::io(what.clone(), &e))?;
             // Prune folders the blob leaves empty, as Azure has no folders.
             let mut parent = path.parent().map(Path::to_path_buf);
@@ -371,10 +378,17 @@ impl LocalStore {
                 .map_err(io)?;
             if let Some(limit) = limit {
                 let len = f.metadata().map_err(io)?.len();
-                if len + body.len() as u64 > limit {
+                if len > 0 && len + body.len() as u64 > limit {
                     return Err(StoreError::conflict(
                         what.clone(),
                         ConflictKind::AppendBlobFull,
+                    ));
+                }
+                if body.len() as u64 > limit {
+                    // Would not fit even in a fresh file: rolling over cannot help.
+                    return Err(StoreError::permanent(
+                        what.clone(),
+                        "the append is larger than the store's append limit",
                     ));
                 }
             }

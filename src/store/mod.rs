@@ -13,6 +13,11 @@
 //! - a received queue message stays invisible for its visibility timeout,
 //!   then comes back with its dequeue count raised, until it is deleted with
 //!   the pop receipt of the latest receive.
+//!
+//! Tests: `tests/it/store.rs` runs one suite against both backends; the
+//! Azure half talks to Azurite (pinned in `tools/azurite`, installed with
+//! `npm ci --prefix tools/azurite`, started by `tests/it/azurite.rs`, or an
+//! already running one named by `DORMANT_TEST_AZURITE_BLOB`/`_QUEUE`).
 
 pub mod audit;
 mod azure;
@@ -26,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use azure_core::credentials::TokenCredential;
+use azure_core::http::HttpClient;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
@@ -147,11 +153,23 @@ impl Store {
         config: &StorageConfig,
         credential: Option<Arc<dyn TokenCredential>>,
     ) -> Result<Self> {
+        Self::connect_with_http_client(config, credential, None)
+    }
+
+    /// Like [`connect`](Self::connect), sending Azure requests through `http`
+    /// (for instance a `reqwest::Client` that also trusts `DORMANT_CA_FILE`
+    /// for a private endpoint or proxy). The client must not decompress
+    /// responses on its own: ranged blob downloads need the raw bytes.
+    pub fn connect_with_http_client(
+        config: &StorageConfig,
+        credential: Option<Arc<dyn TokenCredential>>,
+        http: Option<Arc<dyn HttpClient>>,
+    ) -> Result<Self> {
         match config {
             StorageConfig::ConnectionString(conn) => {
                 let conn = config::AccountConnection::parse(conn)?;
                 Ok(Self::from_backend(Backend::Azure(Arc::new(
-                    azure::AzureStore::with_shared_key(conn)?,
+                    azure::AzureStore::with_shared_key(conn, http)?,
                 ))))
             }
             StorageConfig::ManagedIdentity { blob, queue } => {
@@ -161,7 +179,7 @@ impl Store {
                     ))
                 })?;
                 Ok(Self::from_backend(Backend::Azure(Arc::new(
-                    azure::AzureStore::with_token(blob.clone(), queue.clone(), credential)?,
+                    azure::AzureStore::with_token(blob.clone(), queue.clone(), credential, http)?,
                 ))))
             }
             StorageConfig::Local(dir) => Self::local(dir.clone()),
@@ -182,6 +200,11 @@ impl Store {
 
     fn from_backend(backend: Backend) -> Self {
         Self { backend }
+    }
+
+    /// The audit log (`dormant-audit`) on this store.
+    pub fn audit_log(&self) -> audit::AuditLog {
+        audit::AuditLog::new(self.clone())
     }
 
     /// Which backend this is, for logs and the CLI ("azure" or "local").
@@ -233,6 +256,13 @@ impl Store {
         precondition: Precondition,
     ) -> Result<ETag> {
         validate_blob_name(name)?;
+        tracing::debug!(
+            container,
+            blob = name,
+            bytes = body.len(),
+            ?precondition,
+            "store put"
+        );
         match &self.backend {
             Backend::Azure(a) => a.put(container, name, body, precondition).await,
             Backend::Local(l) => l.put(container, name, body, precondition).await,
@@ -355,6 +385,13 @@ impl Store {
             joined.extend_from_slice(r);
         }
         let body = Bytes::from(joined);
+        tracing::debug!(
+            container,
+            blob = name,
+            bytes = total,
+            records = records.len(),
+            "store append"
+        );
         match &self.backend {
             Backend::Azure(a) => a.append(container, name, body).await,
             Backend::Local(l) => l.append(container, name, body).await,
@@ -372,6 +409,7 @@ impl Store {
                 "a message is limited to 64 KiB",
             ));
         }
+        tracing::debug!(queue, bytes = text.len(), "store send");
         match &self.backend {
             Backend::Azure(a) => a.send(queue, text, options).await,
             Backend::Local(l) => l.send(queue, text, options).await,
@@ -387,6 +425,12 @@ impl Store {
         visibility: Duration,
     ) -> Result<Vec<ReceivedMessage>> {
         let max = max.clamp(1, 32);
+        tracing::debug!(
+            queue,
+            max,
+            visibility_secs = visibility.as_secs(),
+            "store receive"
+        );
         match &self.backend {
             Backend::Azure(a) => a.receive(queue, max, visibility).await,
             Backend::Local(l) => l.receive(queue, max, visibility).await,

@@ -80,18 +80,94 @@ fn start() -> Result<Azurite, String> {
         (None, None) => {}
     }
 
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = root.join("tools/azurite/node_modules/.bin/azurite");
-    if !bin.exists() {
-        return Err(format!(
-            "Azurite is not installed: run `npm ci --prefix tools/azurite` in {} \
-             (or point DORMANT_TEST_AZURITE_BLOB/_QUEUE at a running Azurite)",
-            root.display()
-        ));
+    let [blob_port, queue_port] = spawn_azurite(&[])?;
+    Ok(Azurite {
+        blob: format!("http://127.0.0.1:{blob_port}/devstoreaccount1"),
+        queue: format!("http://127.0.0.1:{queue_port}/devstoreaccount1"),
+    })
+}
+
+/// A second Azurite serving HTTPS (its own test CA) and accepting Entra
+/// bearer tokens (`--oauth basic`: issuer, audience and times are checked,
+/// the signature is not). It proves the managed-identity path: the SDK's
+/// bearer policy, https-only, no Shared Key.
+#[derive(Debug, Clone)]
+pub struct OauthAzurite {
+    pub blob: String,
+    pub queue: String,
+    /// PEM of the CA that signed Azurite's certificate.
+    pub ca_pem: String,
+}
+
+static OAUTH_AZURITE: OnceLock<Result<OauthAzurite, String>> = OnceLock::new();
+
+/// The shared OAuth/HTTPS Azurite, started on first use (always the pinned
+/// copy in tools/azurite).
+pub fn oauth_azurite() -> OauthAzurite {
+    match OAUTH_AZURITE.get_or_init(start_oauth) {
+        Ok(a) => a.clone(),
+        Err(msg) => panic!("{msg}"),
     }
+}
+
+fn start_oauth() -> Result<OauthAzurite, String> {
+    let dir = scratch_dir("oauth")?;
+    let ca_key = rcgen::KeyPair::generate().map_err(|e| format!("CA key: {e}"))?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| format!("CA params: {e}"))?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "dormant test CA");
+    let ca = ca_params
+        .self_signed(&ca_key)
+        .map_err(|e| format!("CA cert: {e}"))?;
+    let key = rcgen::KeyPair::generate().map_err(|e| format!("server key: {e}"))?;
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .map_err(|e| format!("server params: {e}"))?;
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
+            127, 0, 0, 1,
+        ])));
+    let issuer = rcgen::Issuer::new(ca_params, &ca_key);
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(|e| format!("server cert: {e}"))?;
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, cert.pem()).map_err(|e| format!("write cert: {e}"))?;
+    std::fs::write(&key_path, key.serialize_pem()).map_err(|e| format!("write key: {e}"))?;
+    let args = vec![
+        "--oauth".to_owned(),
+        "basic".to_owned(),
+        "--cert".to_owned(),
+        cert_path.display().to_string(),
+        "--key".to_owned(),
+        key_path.display().to_string(),
+    ];
+    let [blob_port, queue_port] = spawn_azurite(&args)?;
+    Ok(OauthAzurite {
+        blob: format!("https://127.0.0.1:{blob_port}/devstoreaccount1"),
+        queue: format!("https://127.0.0.1:{queue_port}/devstoreaccount1"),
+        ca_pem: ca.pem(),
+    })
+}
+
+fn scratch_dir(tag: &str) -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("dormant-azurite-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("azurite workdir: {e}"))?;
+    Ok(dir)
+}
+
+/// Starts the pinned Azurite in memory on free ports with `extra` arguments
+/// and returns the blob and queue ports once both accept connections.
+fn spawn_azurite(extra: &[String]) -> Result<[u16; 2], String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let bin = installed_azurite(&root)?;
     let [blob_port, queue_port, table_port] = free_ports();
-    let workdir = std::env::temp_dir().join(format!("dormant-azurite-{}", std::process::id()));
-    std::fs::create_dir_all(&workdir).map_err(|e| format!("azurite workdir: {e}"))?;
+    let workdir = scratch_dir(&blob_port.to_string())?;
+    let extra = extra.to_vec();
 
     let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
     std::thread::Builder::new()
@@ -103,6 +179,7 @@ fn start() -> Result<Azurite, String> {
                 "--skipApiVersionCheck",
                 "--disableTelemetry",
                 "--loose",
+                "--silent",
                 "--blobHost",
                 "127.0.0.1",
                 "--queueHost",
@@ -116,6 +193,7 @@ fn start() -> Result<Azurite, String> {
                 "--tablePort",
                 &table_port.to_string(),
             ])
+            .args(&extra)
             // Azurite refuses --location with --inMemoryPersistence; run it
             // in a scratch folder so any debug file lands there.
             .current_dir(&workdir)
@@ -156,10 +234,30 @@ fn start() -> Result<Azurite, String> {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    Ok(Azurite {
-        blob: format!("http://127.0.0.1:{blob_port}/devstoreaccount1"),
-        queue: format!("http://127.0.0.1:{queue_port}/devstoreaccount1"),
-    })
+    Ok([blob_port, queue_port])
+}
+
+/// The pinned Azurite under `root`, or the instruction that installs it.
+fn installed_azurite(root: &std::path::Path) -> Result<PathBuf, String> {
+    let bin = root.join("tools/azurite/node_modules/.bin/azurite");
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "Azurite is not installed: run `npm ci --prefix tools/azurite` in {} \
+             (or point DORMANT_TEST_AZURITE_BLOB/_QUEUE at a running Azurite)",
+            root.display()
+        ))
+    }
+}
+
+/// Without Azurite the tests fail with the fix, they are not skipped.
+#[test]
+fn missing_azurite_says_how_to_install_it() {
+    let err =
+        installed_azurite(std::path::Path::new("/nonexistent/dormant")).expect_err("not installed");
+    assert!(err.contains("npm ci --prefix tools/azurite"), "{err}");
+    assert!(err.contains("DORMANT_TEST_AZURITE_BLOB"), "{err}");
 }
 
 /// Three distinct free ports (held together so they differ).

@@ -104,7 +104,10 @@ mod user_actions {
     async fn post(serve: &ServeProcess, body: String) -> u16 {
         reqwest::Client::new()
             .post(serve.url("/UserActions"))
-            .header("X-Azure-Functions-InvocationId", "7e0c7b1a-0000-4000-8000-00000000abcd")
+            .header(
+                "X-Azure-Functions-InvocationId",
+                "7e0c7b1a-0000-4000-8000-00000000abcd",
+            )
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -135,11 +138,17 @@ mod user_actions {
         let env = minimal_env(dir.path().to_str().expect("utf8"));
         let serve = ServeProcess::start(&as_refs(&env)).await;
 
-        assert_eq!(post(&serve, crate::harness::fixture("host/queue-malformed.json")).await, 200);
+        assert_eq!(
+            post(&serve, crate::harness::fixture("host/queue-malformed.json")).await,
+            200
+        );
         let mut wrong_tenant = action("notify", chrono::Utc::now());
         wrong_tenant["tenant"] = serde_json::json!("other.onmicrosoft.com");
         assert_eq!(post(&serve, envelope(wrong_tenant)).await, 200);
-        assert_eq!(post(&serve, envelope(action("purge", chrono::Utc::now()))).await, 200);
+        assert_eq!(
+            post(&serve, envelope(action("purge", chrono::Utc::now()))).await,
+            200
+        );
 
         let store = Store::local(dir.path()).expect("store");
         let records = AuditLog::new(store)
@@ -147,7 +156,10 @@ mod user_actions {
             .await
             .expect("audit");
         let steps: Vec<&str> = records.iter().map(|r| r.step.as_str()).collect();
-        assert_eq!(steps, ["malformed-envelope", "wrong-tenant", "unsupported-kind"]);
+        assert_eq!(
+            steps,
+            ["malformed-envelope", "wrong-tenant", "unsupported-kind"]
+        );
     }
 
     #[tokio::test]

@@ -139,6 +139,26 @@ mod cases {
         );
         assert_eq!(store.list(&c, "").await.expect("list all").len(), 2);
 
+        // Names needing percent-encoding are signed and listed correctly.
+        let odd = "odd names/run 1/ä+b%20c.csv";
+        let e_odd = store
+            .put(&c, odd, Bytes::from_static(b"odd"), Precondition::None)
+            .await
+            .expect("put odd name");
+        assert_eq!(store.get(&c, odd).await.expect("get odd").etag, e_odd);
+        let listed = store.list(&c, "odd names/").await.expect("list odd");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].name, odd);
+        store.delete(&c, odd).await.expect("delete odd");
+
+        // A name prefix is not a blob.
+        assert!(
+            store
+                .get(&c, "latest")
+                .await
+                .expect_err("prefix")
+                .is_not_found()
+        );
         store
             .delete(&c, "latest/report.html")
             .await
@@ -197,6 +217,35 @@ mod cases {
         let now = store.get(&c, "case.json").await.expect("get");
         assert_eq!(now.body.as_ref(), b"v2", "the losing write changed nothing");
         assert_eq!(now.etag, e2);
+
+        // If-Match on a blob that does not exist is a lost precondition too
+        // (Azure answers 412), and creates nothing.
+        let err = store
+            .put(
+                &c,
+                "never.json",
+                Bytes::from_static(b"x"),
+                Precondition::IfMatch(e2),
+            )
+            .await
+            .expect_err("nothing to match");
+        assert!(
+            matches!(
+                &err,
+                StoreError::Conflict {
+                    kind: ConflictKind::PreconditionFailed,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            store
+                .get(&c, "never.json")
+                .await
+                .expect_err("absent")
+                .is_not_found()
+        );
     }
 
     /// Eight writers read the same ETag and race: exactly one wins and the
@@ -793,6 +842,18 @@ async fn audit_rolls_over_to_siblings_when_a_day_is_full() {
         fresh.read_day(at.date_naive()).await.expect("read").len(),
         13
     );
+
+    // A record that fits in no blob at all fails (the action must fail too)
+    // instead of rolling over forever.
+    let tiny = Store::local_with(
+        dir.path().join("tiny"),
+        LocalOptions {
+            append_limit_bytes: Some(10),
+        },
+    )
+    .expect("store");
+    let err = AuditLog::new(tiny).record(&r).await.expect_err("too big");
+    assert!(matches!(err, StoreError::Permanent { .. }), "{err:?}");
 }
 
 /// Two store handles on one directory behave like two processes: each
@@ -865,4 +926,259 @@ fn development_storage_config_parses_and_hides_secrets() {
     assert!(!format!("{cfg:?}").contains("UseDevelopmentStorage"));
     let store = Store::connect(&cfg, None).expect("store");
     assert_eq!(store.kind(), "azure");
+}
+
+/// Env var that turns `local_cross_process_child` into a worker process for
+/// `local_store_is_safe_across_processes`; unset, the child test does nothing.
+const CHILD_DIR: &str = "DORMANT_TEST_STORE_CHILD_DIR";
+
+/// The worker half of the cross-process test: drains the queue, records each
+/// message it got in the shared audit-style blob, and races for a lock blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cross_process_child() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
+    let store = Store::local(&dir).expect("store");
+    store
+        .put("shared", "child-ready", Bytes::new(), Precondition::None)
+        .await
+        .expect("ready");
+    cross_process_worker(&store, "child").await;
+}
+
+async fn cross_process_worker(store: &Store, who: &str) {
+    let led = store
+        .put(
+            "shared",
+            "leader",
+            Bytes::from(who.to_owned()),
+            Precondition::IfNoneMatch,
+        )
+        .await;
+    match led {
+        Ok(_) => store
+            .append("shared", "leaders.log", Bytes::from(format!("{who}\n")))
+            .await
+            .expect("append"),
+        Err(e) => assert!(e.is_conflict(), "{e:?}"),
+    }
+    loop {
+        let got = store
+            .receive("work", 3, Duration::from_secs(60))
+            .await
+            .expect("receive");
+        if got.is_empty() {
+            return;
+        }
+        for m in got {
+            store
+                .append(
+                    "shared",
+                    "handled.log",
+                    Bytes::from(format!("{who} {}\n", m.text)),
+                )
+                .await
+                .expect("append");
+            store
+                .delete_message("work", &m.id, &m.pop_receipt)
+                .await
+                .expect("delete");
+        }
+    }
+}
+
+/// A second OS process (this test binary, re-run as a worker) and this one
+/// drain one local queue and append to one blob at the same time: every
+/// message is handled exactly once, no appended line is lost or torn, and
+/// exactly one process wins a create-only write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_store_is_safe_across_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::local(dir.path()).expect("store");
+    store.ensure_container("shared").await.expect("container");
+    store.ensure_queue("work").await.expect("queue");
+    for i in 0..60 {
+        store
+            .send("work", &format!("m{i:02}"), SendOptions::default())
+            .await
+            .expect("send");
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = tokio::process::Command::new(exe)
+        .args([
+            "--exact",
+            "store::local_cross_process_child",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR, dir.path())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn worker process");
+    // Start together, so the two processes really overlap.
+    let started = std::time::Instant::now();
+    while store.get("shared", "child-ready").await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "worker process did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cross_process_worker(&store, "parent").await;
+    let status = child.wait().await.expect("child");
+    assert!(status.success(), "worker process failed: {status}");
+
+    let log = store.get("shared", "handled.log").await.expect("log").body;
+    let log = std::str::from_utf8(&log).expect("utf8");
+    let by_child = log.lines().filter(|l| l.starts_with("child ")).count();
+    eprintln!("cross-process: child handled {by_child} of 60");
+    let mut handled: Vec<&str> = log
+        .lines()
+        .map(|l| l.split_once(' ').expect("who text").1)
+        .collect();
+    handled.sort();
+    let want: Vec<String> = (0..60).map(|i| format!("m{i:02}")).collect();
+    assert_eq!(handled, want, "each message handled exactly once");
+    let leaders = store
+        .get("shared", "leaders.log")
+        .await
+        .expect("leaders")
+        .body;
+    let leaders = std::str::from_utf8(&leaders).expect("utf8");
+    assert_eq!(
+        leaders.lines().count(),
+        1,
+        "one create-only winner: {leaders:?}"
+    );
+    let leader = store.get("shared", "leader").await.expect("leader").body;
+    assert_eq!(leader.as_ref(), leaders.trim_end().as_bytes());
+}
+
+/// A caller-supplied HTTP client (how `DORMANT_CA_FILE` trust reaches the
+/// store) carries the signed requests just as well.
+#[tokio::test]
+async fn azurite_through_a_caller_supplied_http_client() {
+    let config = StorageConfig::ConnectionString(SecretString::from(azurite().connection_string()));
+    let http: std::sync::Arc<dyn azure_core::http::HttpClient> =
+        std::sync::Arc::new(reqwest::Client::new());
+    let store = Store::connect_with_http_client(&config, None, Some(http)).expect("store");
+    let c = unique("c");
+    store.ensure_container(&c).await.expect("container");
+    let etag = store
+        .put(
+            &c,
+            "x.json",
+            Bytes::from_static(b"{}"),
+            Precondition::IfNoneMatch,
+        )
+        .await
+        .expect("put");
+    assert_eq!(store.get(&c, "x.json").await.expect("get").etag, etag);
+}
+
+/// A stand-in for the managed identity: an Entra-shaped token (issuer,
+/// audience, times) that Azurite's `--oauth basic` accepts. It also checks
+/// the SDK asks for the storage scope.
+#[derive(Debug)]
+struct FakeManagedIdentity;
+
+#[async_trait::async_trait]
+impl azure_core::credentials::TokenCredential for FakeManagedIdentity {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        use base64::Engine as _;
+        assert_eq!(scopes, ["https://storage.azure.com/.default"]);
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let now = chrono::Utc::now().timestamp();
+        let token = format!(
+            "{}.{}.{}",
+            b64(serde_json::json!({"alg": "RS256", "typ": "JWT"})),
+            b64(serde_json::json!({
+                "aud": "https://storage.azure.com",
+                "iss": "https://sts.windows.net/00000000-0000-4000-8000-000000000001/",
+                "iat": now - 60,
+                "nbf": now - 60,
+                "exp": now + 3600,
+                "oid": "00000000-0000-4000-8000-0000000000aa",
+            })),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b"not-checked"),
+        );
+        Ok(azure_core::credentials::AccessToken::new(
+            token,
+            time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        ))
+    }
+}
+
+/// The managed-identity configuration end to end: service URIs from the
+/// `AzureWebJobsStorage__*ServiceUri` settings, a caller-supplied token
+/// credential, HTTPS with a private CA, bearer tokens instead of Shared Key.
+#[tokio::test]
+async fn azurite_with_managed_identity_over_https() {
+    let az = crate::azurite::oauth_azurite();
+    let (blob, queue) = (az.blob.clone(), az.queue.clone());
+    let config = StorageConfig::from_lookup(move |k| match k {
+        "AzureWebJobsStorage__blobServiceUri" => Some(blob.clone()),
+        "AzureWebJobsStorage__queueServiceUri" => Some(queue.clone()),
+        _ => None,
+    })
+    .expect("config");
+    assert!(matches!(config, StorageConfig::ManagedIdentity { .. }));
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(az.ca_pem.as_bytes()).expect("CA"))
+        .build()
+        .expect("client");
+    let http: std::sync::Arc<dyn azure_core::http::HttpClient> = std::sync::Arc::new(http);
+    let store = Store::connect_with_http_client(
+        &config,
+        Some(std::sync::Arc::new(FakeManagedIdentity)),
+        Some(http.clone()),
+    )
+    .expect("store");
+    let c = unique("c");
+    store.ensure_container(&c).await.expect("container");
+    let etag = store
+        .put(
+            &c,
+            "state/case.json",
+            Bytes::from_static(b"{}"),
+            Precondition::IfNoneMatch,
+        )
+        .await
+        .expect("put");
+    assert_eq!(
+        store.get(&c, "state/case.json").await.expect("get").etag,
+        etag
+    );
+    store
+        .append(&c, "audit.jsonl", Bytes::from_static(b"{}\n"))
+        .await
+        .expect("append");
+    let q = unique("q");
+    store.ensure_queue(&q).await.expect("queue");
+    store
+        .send(&q, "{\"v\":1}", SendOptions::default())
+        .await
+        .expect("send");
+    let got = store
+        .receive(&q, 1, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    assert_eq!(got.len(), 1);
+
+    // The same instance still checks credentials: a wrong Shared Key is
+    // refused, so the calls above succeeded on the bearer token.
+    let anonymous = StorageConfig::ConnectionString(SecretString::from(format!(
+        "DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey=d3Jvbmc=;BlobEndpoint={};QueueEndpoint={}",
+        az.blob, az.queue
+    )));
+    let wrong = Store::connect_with_http_client(&anonymous, None, Some(http)).expect("store");
+    let err = wrong.get(&c, "state/case.json").await.expect_err("refused");
+    assert!(matches!(err, StoreError::Permanent { .. }), "{err:?}");
 }
