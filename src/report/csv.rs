@@ -150,15 +150,30 @@ pub struct CsvChunks {
 
 impl CsvChunks {
     pub fn new(chunk_bytes: usize) -> Self {
-        let mut writer = Self::writer(chunk_bytes);
-        writer
+        let mut chunks = Self::without_header(chunk_bytes);
+        chunks
+            .writer
             .write_record(COLUMNS)
             .expect("writing to a Vec cannot fail");
+        chunks
+    }
+
+    /// Rows only: the parts of a report scanned in partitions, joined
+    /// after one header.
+    pub fn without_header(chunk_bytes: usize) -> Self {
         Self {
-            writer,
+            writer: Self::writer(chunk_bytes),
             chunk_bytes,
             rows: 0,
         }
+    }
+
+    /// The header line alone.
+    pub fn header() -> Vec<u8> {
+        let mut w = Self::writer(256);
+        w.write_record(COLUMNS)
+            .expect("writing to a Vec cannot fail");
+        w.into_inner().expect("flushing to a Vec cannot fail")
     }
 
     /// Adds a row; returns a full chunk when one is ready.

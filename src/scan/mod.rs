@@ -1,7 +1,10 @@
 //! The nightly inactivity scan.
 
+pub mod context;
 pub mod partition;
+pub mod run;
 pub mod usage;
+pub mod worker;
 
 pub use partition::Partition;
 pub use usage::UsageIndex;

@@ -1,0 +1,459 @@
+//! Scanning one partition: page its users, judge each, enrich only those
+//! who are not plainly active (in `$batch`), stream their rows to a part
+//! blob, and record the partition's result.
+//!
+//! A partition whose first page is full is split into its children instead
+//! (it would be too slow to page alone); the children are scanned as their
+//! own partitions. An expired skiptoken restarts the partition from scratch:
+//! nothing of it was recorded yet, so nothing is lost or counted twice.
+
+use serde::{Deserialize, Serialize};
+
+use super::context::RunContext;
+use super::partition::Partition;
+use super::usage::UsageIndex;
+use crate::config::{Config, Mode, TenantKind};
+use crate::graph::{BatchItem, GraphClient, GraphError, SCAN_SELECT, User, UserQuery};
+use crate::policy::{
+    self, Activity, Enrichment, MailboxPurpose, PlanShape, ServiceUsage, SignIns, Subject,
+};
+use crate::report::{CsvChunks, ReportRow, ReportStats};
+
+/// Enrichment requests per user (manager, mailbox kind): ten users per
+/// 20-request `$batch`.
+const ENRICH_USERS_PER_BATCH: usize = crate::graph::MAX_BATCH / 2;
+/// Restarts of a partition whose skiptoken expired before giving up.
+const MAX_RESTARTS: u32 = 3;
+/// Part blobs are written in blocks of this size.
+pub const PART_BLOCK: usize = 1024 * 1024;
+
+/// A user a case may open for, with what shapes the plan (ids only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Candidate {
+    pub user: String,
+    pub never_signed_in: bool,
+    pub has_user_mailbox: bool,
+    pub has_direct_licenses: bool,
+}
+
+impl Candidate {
+    pub fn shape(&self, kind: TenantKind) -> PlanShape {
+        PlanShape {
+            kind,
+            has_user_mailbox: self.has_user_mailbox,
+            has_direct_licenses: self.has_direct_licenses,
+        }
+    }
+}
+
+/// What a partition found. Written as JSON after its rows: its existence
+/// marks the partition done.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionResult {
+    pub partition: Partition,
+    /// Non-empty when the partition was split instead of scanned.
+    pub split: Vec<Partition>,
+    pub stats: ReportStats,
+    pub rows: u64,
+    pub candidates: Vec<Candidate>,
+    /// Users whose enrichment could not be read (a protective flag may be
+    /// missing): the run must not act.
+    pub enrichment_gaps: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    #[error("Graph: {0}")]
+    Graph(#[from] GraphError),
+    #[error("storage: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl PartitionError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Graph(e) => e.is_transient(),
+            Self::Store(e) => e.is_transient(),
+        }
+    }
+}
+
+/// Where the rows of a partition go.
+pub trait RowSink {
+    fn write(
+        &mut self,
+        bytes: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<(), crate::store::StoreError>> + Send;
+}
+
+/// A user waiting for enrichment.
+struct Pending {
+    user: User,
+    subject: Subject,
+    activity: Activity,
+    unmanaged_guest: bool,
+}
+
+/// Scans `partition`. Rows are handed to `sink` in chunks (no header).
+pub async fn scan_partition<S: RowSink + Send>(
+    graph: &GraphClient,
+    config: &Config,
+    ctx: &RunContext,
+    usage: Option<&UsageIndex>,
+    partition: &Partition,
+    sink: &mut S,
+) -> Result<PartitionResult, PartitionError> {
+    let mut restarts = 0;
+    loop {
+        match scan_once(graph, config, ctx, usage, partition, sink).await {
+            Err(PartitionError::Graph(GraphError::ExpiredSkipToken)) if restarts < MAX_RESTARTS => {
+                restarts += 1;
+                tracing::warn!(partition = %partition.key(), restarts, "skiptoken expired; restarting the partition");
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn scan_once<S: RowSink + Send>(
+    graph: &GraphClient,
+    config: &Config,
+    ctx: &RunContext,
+    usage: Option<&UsageIndex>,
+    partition: &Partition,
+    sink: &mut S,
+) -> Result<PartitionResult, PartitionError> {
+    let query = UserQuery {
+        select: SCAN_SELECT.iter().map(|s| s.to_string()).collect(),
+        filter: Some(partition.filter()),
+        top: Some(999),
+        ..UserQuery::default()
+    };
+    let listing = graph.users_listing(&query);
+    let mut link = listing.first.clone();
+    let mut first_page = true;
+    let mut out = Accumulator::new(config, ctx);
+    let mut pending: Vec<Pending> = Vec::new();
+    loop {
+        let page = graph.users_page(&listing, &link).await?;
+        if first_page && page.next_link.is_some() && partition.can_split() {
+            return Ok(PartitionResult {
+                partition: partition.clone(),
+                split: partition.children(),
+                stats: ReportStats::new(config.policy.inactive_after_days),
+                rows: 0,
+                candidates: Vec::new(),
+                enrichment_gaps: 0,
+            });
+        }
+        first_page = false;
+        for user in page.value {
+            // Graph applies the filter; a user outside it would be counted
+            // twice (by its own partition too), so trust but verify.
+            if !user
+                .user_principal_name
+                .as_deref()
+                .is_some_and(|upn| partition.contains(upn))
+            {
+                continue;
+            }
+            out.stats.count_scanned();
+            let subject = subject_of(&user, usage);
+            let activity = policy::classify(&subject, &config.policy, ctx.now);
+            let unmanaged_guest = is_unmanaged_guest(graph, &user).await;
+            if activity.is_plainly_active() && !unmanaged_guest {
+                continue;
+            }
+            pending.push(Pending {
+                user,
+                subject,
+                activity,
+                unmanaged_guest,
+            });
+            if pending.len() >= ENRICH_USERS_PER_BATCH {
+                out.judge(graph, std::mem::take(&mut pending), sink).await?;
+            }
+        }
+        match page.next_link {
+            Some(next) => link = next,
+            None => break,
+        }
+    }
+    out.judge(graph, pending, sink).await?;
+    out.finish(partition, sink).await
+}
+
+/// A guest homed in another Entra tenant whose realm answers `IsViral`.
+/// The realm lookup is cached per domain; a failed lookup is not a finding.
+async fn is_unmanaged_guest(graph: &GraphClient, user: &User) -> bool {
+    if user.user_type.as_deref() != Some("Guest") {
+        return false;
+    }
+    let external = user
+        .identities
+        .iter()
+        .any(|i| i.issuer.as_deref() == Some("ExternalAzureAD"));
+    let Some(mail) = user.mail.as_deref().filter(|_| external) else {
+        return false;
+    };
+    match graph.user_realm(mail).await {
+        Ok(realm) => realm.is_viral == Some(true),
+        Err(e) => {
+            tracing::debug!(error = %e, "userrealm lookup failed; guest not marked unmanaged");
+            false
+        }
+    }
+}
+
+fn subject_of(user: &User, usage: Option<&UsageIndex>) -> Subject {
+    let upn = user.user_principal_name.clone().unwrap_or_default();
+    Subject {
+        id: user.id.to_ascii_lowercase(),
+        usage: usage.and_then(|u| u.get(&upn)),
+        upn,
+        is_guest: user.user_type.as_deref() == Some("Guest"),
+        account_enabled: user.account_enabled.unwrap_or(true),
+        created: user.created_date_time,
+        sign_ins: user.sign_in_activity.as_ref().map(|s| SignIns {
+            last_successful: s.last_successful_sign_in_date_time,
+            last_interactive: s.last_sign_in_date_time,
+            last_non_interactive: s.last_non_interactive_sign_in_date_time,
+        }),
+        licensed: !user.assigned_licenses.is_empty(),
+        on_premises_synced: user.on_premises_sync_enabled == Some(true),
+    }
+}
+
+/// The rows, stats and candidates of one partition.
+struct Accumulator<'a> {
+    config: &'a Config,
+    ctx: &'a RunContext,
+    csv: CsvChunks,
+    stats: ReportStats,
+    rows: u64,
+    candidates: Vec<Candidate>,
+    enrichment_gaps: u64,
+}
+
+/// Manager and mailbox kind of one user, from a `$batch`.
+#[derive(Default)]
+struct Looked {
+    manager_name: Option<String>,
+    manager_email: Option<String>,
+    mailbox: Option<MailboxPurpose>,
+    gap: bool,
+}
+
+impl<'a> Accumulator<'a> {
+    fn new(config: &'a Config, ctx: &'a RunContext) -> Self {
+        Self {
+            config,
+            ctx,
+            csv: CsvChunks::without_header(PART_BLOCK),
+            stats: ReportStats::new(config.policy.inactive_after_days),
+            rows: 0,
+            candidates: Vec::new(),
+            enrichment_gaps: 0,
+        }
+    }
+
+    async fn judge<S: RowSink + Send>(
+        &mut self,
+        graph: &GraphClient,
+        pending: Vec<Pending>,
+        sink: &mut S,
+    ) -> Result<(), PartitionError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let looked = self.look_up(graph, &pending).await?;
+        for (p, looked) in pending.into_iter().zip(looked) {
+            if looked.gap {
+                self.enrichment_gaps += 1;
+            }
+            let id = p.subject.id.clone();
+            let enrichment = Enrichment {
+                job_title: p.user.job_title.clone(),
+                mailbox: looked.mailbox,
+                privileged_role: self.ctx.privileged.contains(&id),
+                in_excluded_group: self.ctx.excluded.contains(&id),
+                unmanaged_guest: p.unmanaged_guest,
+                reenabled_at: self.ctx.reenabled.get(&id).copied(),
+            };
+            let assessment = policy::assess(
+                &p.subject,
+                p.activity,
+                &enrichment,
+                &self.config.policy,
+                self.ctx.now,
+            );
+            if assessment.verdict == policy::Verdict::Active {
+                continue;
+            }
+            let direct_licenses = p.user.assigned_licenses.iter().any(|l| {
+                !p.user.license_assignment_states.iter().any(|s| {
+                    s.sku_id.as_deref() == Some(l.sku_id.as_str()) && s.assigned_by_group.is_some()
+                })
+            });
+            if assessment.verdict.is_actionable() {
+                self.candidates.push(Candidate {
+                    user: id.clone(),
+                    never_signed_in: assessment.verdict == policy::Verdict::NeverSignedIn,
+                    has_user_mailbox: looked.mailbox == Some(MailboxPurpose::User),
+                    has_direct_licenses: direct_licenses,
+                });
+            }
+            let row = self.row(&p, &assessment, looked);
+            self.stats.add(&row);
+            self.rows += 1;
+            if let Some(chunk) = self.csv.push(&row) {
+                sink.write(chunk).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Manager and mailbox kind for each pending user, in one `$batch` per
+    /// ten users. B2C users have neither a mailbox nor, as a rule, a manager.
+    async fn look_up(
+        &self,
+        graph: &GraphClient,
+        pending: &[Pending],
+    ) -> Result<Vec<Looked>, PartitionError> {
+        let mut looked: Vec<Looked> = pending.iter().map(|_| Looked::default()).collect();
+        if self.config.tenant_kind == TenantKind::B2c {
+            return Ok(looked);
+        }
+        let mut items = Vec::new();
+        let mut owners = Vec::new();
+        for (i, p) in pending.iter().enumerate() {
+            let id = p.subject.id.as_str();
+            items.push(BatchItem::get(graph.batch_path(
+                &["users", id, "manager"],
+                &[("$select", "id,displayName,mail,userPrincipalName")],
+            )));
+            owners.push((i, Lookup::Manager));
+            if !p.subject.is_guest {
+                items.push(BatchItem::get(graph.batch_path(
+                    &["users", id, "mailboxSettings"],
+                    &[("$select", "userPurpose")],
+                )));
+                owners.push((i, Lookup::Mailbox));
+            }
+        }
+        let answers = graph.batch(&items).await?;
+        for ((i, what), answer) in owners.into_iter().zip(answers) {
+            let slot = &mut looked[i];
+            match (what, answer) {
+                (Lookup::Manager, Ok(r)) => {
+                    if let Ok(m) = r.json::<crate::graph::DirectoryObject>() {
+                        slot.manager_name = m.display_name;
+                        slot.manager_email = m.mail.or(m.user_principal_name);
+                    }
+                }
+                (Lookup::Mailbox, Ok(r)) => match r.json::<crate::graph::MailboxSettings>() {
+                    Ok(s) => {
+                        slot.mailbox = s.user_purpose.as_deref().and_then(MailboxPurpose::parse)
+                    }
+                    Err(_) => slot.gap = true,
+                },
+                // No manager, no mailbox: facts, not gaps.
+                (_, Err(GraphError::NotFound)) => {}
+                (Lookup::Mailbox, Err(GraphError::Permanent { code, .. }))
+                    if code == "MailboxNotEnabledForRESTAPI" || code == "ErrorMailboxNotFound" => {}
+                (_, Err(e)) if e.is_transient() => return Err(e.into()),
+                (_, Err(e)) => {
+                    tracing::warn!(error = %e, "enrichment lookup failed; the run will not act");
+                    slot.gap = true;
+                }
+            }
+        }
+        Ok(looked)
+    }
+
+    fn row(&self, p: &Pending, a: &policy::Assessment, looked: Looked) -> ReportRow {
+        let u = &p.user;
+        let sign = p.subject.sign_ins.clone().unwrap_or_default();
+        let usage: ServiceUsage = p.subject.usage.clone().unwrap_or_default();
+        let next_step_date = (a.verdict.is_actionable()
+            && self.config.policy.mode == Mode::Enforce
+            && self.ctx.actionable)
+            .then(|| policy::phases::due_at(self.ctx.now, self.config.policy.phases.notify));
+        ReportRow {
+            user_id: p.subject.id.clone(),
+            user_principal_name: p.subject.upn.clone(),
+            display_name: u.display_name.clone(),
+            user_type: u.user_type.clone().unwrap_or_else(|| "Member".into()),
+            account_enabled: p.subject.account_enabled,
+            created: u.created_date_time,
+            last_successful_sign_in: sign.last_successful,
+            last_interactive_sign_in: sign.last_interactive,
+            last_non_interactive_sign_in: sign.last_non_interactive,
+            exchange_last_activity: usage.exchange,
+            onedrive_last_activity: usage.onedrive,
+            sharepoint_last_activity: usage.sharepoint,
+            teams_last_activity: usage.teams,
+            last_activity: a.last_activity.map(|l| l.at),
+            last_activity_source: a.last_activity.map(|l| l.source),
+            days_inactive: a.days_inactive,
+            licenses: u
+                .assigned_licenses
+                .iter()
+                .map(|l| {
+                    self.ctx
+                        .sku_names
+                        .get(&l.sku_id.to_ascii_lowercase())
+                        .cloned()
+                        .unwrap_or_else(|| l.sku_id.clone())
+                })
+                .collect(),
+            department: u.department.clone(),
+            job_title: u.job_title.clone(),
+            manager_name: looked.manager_name,
+            manager_email: looked.manager_email,
+            risk_flags: a.flags.clone(),
+            verdict: Some(a.verdict),
+            recommended_action: Some(a.action),
+            phase: None,
+            next_step_date,
+        }
+    }
+
+    async fn finish<S: RowSink + Send>(
+        self,
+        partition: &Partition,
+        sink: &mut S,
+    ) -> Result<PartitionResult, PartitionError> {
+        let (rest, _) = self.csv.finish();
+        if !rest.is_empty() {
+            sink.write(rest).await?;
+        }
+        Ok(PartitionResult {
+            partition: partition.clone(),
+            split: Vec::new(),
+            stats: self.stats,
+            rows: self.rows,
+            candidates: self.candidates,
+            enrichment_gaps: self.enrichment_gaps,
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Lookup {
+    Manager,
+    Mailbox,
+}
+
+/// Rows collected in memory (tests, small partitions).
+#[derive(Debug, Default)]
+pub struct MemorySink(pub Vec<u8>);
+
+impl RowSink for MemorySink {
+    async fn write(&mut self, bytes: Vec<u8>) -> Result<(), crate::store::StoreError> {
+        self.0.extend(bytes);
+        Ok(())
+    }
+}
