@@ -1,1 +1,5 @@
 //! Integration tests: one binary, one shared harness.
+
+mod sim_graph;
+mod sim_harness;
+mod sim_platform;

@@ -1,0 +1,434 @@
+//! Simulator platform behaviour: TLS, tokens, Key Vault, faults, throttling, clock, generator.
+
+use std::time::{Duration, Instant};
+
+use dormant::sim::{Faults, SimConfig, Tenant, TenantKind, ThrottleConfig};
+use reqwest::Method;
+use serde_json::json;
+
+use crate::sim_harness::{Harness, assert_graph_error};
+
+#[tokio::test]
+async fn settings_name_every_contract_key_and_the_ca_file_is_a_pem() {
+    let h = Harness::workforce(50).await;
+    let s = h.sim.settings();
+    for key in [
+        "DORMANT_GRAPH_URL",
+        "DORMANT_AUTHORITY_HOST",
+        "DORMANT_TENANT_ID",
+        "DORMANT_TENANT_KIND",
+        "DORMANT_CREDENTIAL",
+        "DORMANT_CLIENT_ID",
+        "DORMANT_CLIENT_SECRET",
+        "DORMANT_CA_FILE",
+        "DORMANT_KEYVAULT_URL",
+        "DORMANT_SIM_TRUTH",
+    ] {
+        assert!(
+            s.iter().any(|(k, v)| k == key && !v.is_empty()),
+            "missing {key}"
+        );
+    }
+    assert!(h.base.starts_with("https://127.0.0.1:"));
+    let pem = std::fs::read_to_string(h.sim.ca_file()).expect("CA file");
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    // A client that does not trust the CA is refused at the TLS layer.
+    let plain = reqwest::Client::builder().build().expect("client");
+    assert!(
+        plain
+            .get(format!("{}/v1.0/users", h.base))
+            .send()
+            .await
+            .is_err()
+    );
+    h.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_secret_gets_aadsts7000215_and_rotation_retires_the_old_secret() {
+    let h = Harness::workforce(20).await;
+    let (s, body) = h
+        .token_raw("not-the-secret", "https://graph.microsoft.com/.default")
+        .await;
+    assert_eq!(s, 401);
+    assert_eq!(body["error"], "invalid_client");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .expect("description")
+            .starts_with("AADSTS7000215: Invalid client secret provided.")
+    );
+    assert_eq!(body["error_codes"], json!([7000215]));
+    for k in ["timestamp", "trace_id", "correlation_id"] {
+        assert!(body[k].is_string(), "{k} in {body}");
+    }
+    let (s, body) = h
+        .token_raw(
+            &h.sim.client_secret(),
+            "https://graph.microsoft.com/.default",
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(body["expires_in"].as_i64().expect("expires_in") > 0);
+    let (s, body) = h
+        .token_raw(
+            &h.sim.client_secret(),
+            "https://graph.microsoft.com/User.Read",
+        )
+        .await;
+    assert_eq!((s, body["error"].as_str()), (400, Some("invalid_scope")));
+
+    let old = h.sim.client_secret();
+    let new = h.sim.rotate_secret();
+    assert_ne!(old, new);
+    assert_eq!(
+        h.token_raw(&old, "https://graph.microsoft.com/.default")
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        h.token_raw(&new, "https://graph.microsoft.com/.default")
+            .await
+            .0,
+        200
+    );
+    h.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn graph_refuses_missing_expired_and_wrong_audience_tokens() {
+    let h = Harness::workforce(20).await;
+    let (s, headers, body) = h.get("", "/v1.0/users").await;
+    assert_eq!(s, 401);
+    assert_graph_error(&body, "InvalidAuthenticationToken");
+    assert!(headers.get("www-authenticate").is_some());
+
+    h.sim.set_token_lifetime(60);
+    let tok = h.token().await;
+    assert_eq!(h.get(&tok, "/v1.0/users?$top=1").await.0, 200);
+    h.sim.advance(Duration::from_secs(61));
+    let (s, _, body) = h.get(&tok, "/v1.0/users?$top=1").await;
+    assert_eq!(s, 401);
+    assert_eq!(
+        body["error"]["message"],
+        "Lifetime validation failed, the token is expired."
+    );
+
+    let vault = h.token_for("https://vault.azure.net/.default").await;
+    let (s, _, body) = h.get(&vault, "/v1.0/users").await;
+    assert_eq!(s, 401);
+    assert_graph_error(&body, "InvalidAuthenticationToken");
+    h.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn key_vault_challenges_then_serves_the_current_secret() {
+    let h = Harness::workforce(20).await;
+    let url = format!("{}/secrets/dormant-client-secret?api-version=7.5", h.base);
+    let r = h.http.get(&url).send().await.expect("request");
+    assert_eq!(r.status().as_u16(), 401);
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert_eq!(
+        challenge,
+        format!(
+            r#"Bearer authorization="{}/{}", resource="https://vault.azure.net""#,
+            h.base,
+            h.sim.tenant_id()
+        )
+    );
+    let graph = h.token().await;
+    assert_eq!(
+        h.http
+            .get(&url)
+            .bearer_auth(&graph)
+            .send()
+            .await
+            .expect("req")
+            .status()
+            .as_u16(),
+        401
+    );
+    let vault = h.token_for("https://vault.azure.net/.default").await;
+    let (s, _, body) = h.get(&vault, &url).await;
+    assert_eq!(s, 200);
+    assert_eq!(body["value"], h.sim.client_secret());
+    assert!(
+        body["id"]
+            .as_str()
+            .expect("id")
+            .contains("/secrets/dormant-client-secret/")
+    );
+    assert_eq!(body["attributes"]["enabled"], true);
+    let new = h.sim.rotate_secret();
+    assert_eq!(h.get(&vault, &url).await.2["value"], new);
+    let (s, _, body) = h
+        .get(&vault, &format!("{}/secrets/nope?api-version=7.5", h.base))
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (404, Some("SecretNotFound"))
+    );
+    h.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn faults_503_reset_truncate_stuck_and_latency() {
+    let h = Harness::workforce(200).await;
+    let tok = h.token().await;
+    h.sim.set_faults(Faults {
+        next_503: 1,
+        ..Faults::default()
+    });
+    let (s, headers, body) = h.get(&tok, "/v1.0/users").await;
+    assert_eq!(s, 503);
+    assert!(headers.get("retry-after").is_some());
+    assert_graph_error(&body, "serviceNotAvailable");
+    assert_eq!(h.get(&tok, "/v1.0/users").await.0, 200);
+
+    h.sim.set_faults(Faults {
+        next_reset: 1,
+        ..Faults::default()
+    });
+    assert!(
+        h.http
+            .get(format!("{}/v1.0/users", h.base))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .is_err()
+    );
+
+    h.sim.set_faults(Faults {
+        next_truncate: 1,
+        ..Faults::default()
+    });
+    let outcome = match h
+        .http
+        .get(format!("{}/v1.0/users?$top=999", h.base))
+        .bearer_auth(&tok)
+        .send()
+        .await
+    {
+        Err(_) => true,
+        Ok(r) => r.bytes().await.is_err(),
+    };
+    assert!(outcome, "a truncated body must fail to read");
+
+    h.sim.set_faults(Faults {
+        next_stuck: 1,
+        stuck_secs: 30,
+        path_contains: Some("/users".into()),
+        ..Faults::default()
+    });
+    let stuck = h
+        .http
+        .get(format!("{}/v1.0/users", h.base))
+        .bearer_auth(&tok)
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(stuck.is_err_and(|e| e.is_timeout()));
+    // The path filter spares other paths.
+    h.sim.set_faults(Faults {
+        next_503: 5,
+        path_contains: Some("/groups".into()),
+        ..Faults::default()
+    });
+    assert_eq!(h.get(&tok, "/v1.0/users").await.0, 200);
+
+    h.sim.set_faults(Faults {
+        latency_ms: 300,
+        ..Faults::default()
+    });
+    let t = Instant::now();
+    assert_eq!(h.get(&tok, "/v1.0/users?$top=1").await.0, 200);
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert!(h.sim.stats().faults_injected >= 4);
+
+    // The control API steers an out-of-process simulator the same way.
+    let r = h
+        .http
+        .post(format!("{}/_sim/faults", h.base))
+        .json(&json!({"next503": 1}))
+        .send()
+        .await
+        .expect("control");
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(h.get(&tok, "/v1.0/users").await.0, 503);
+    h.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn resource_unit_budget_throttles_with_retry_after_and_recovers_with_the_clock() {
+    let h = Harness::workforce(100).await;
+    let tok = h.token().await;
+    // GET users costs 2 units, 1 with $select: a budget of 6 allows 3 plain list calls.
+    h.sim.set_throttle(ThrottleConfig {
+        resource_units_per_10s: Some(6),
+        ..ThrottleConfig::default()
+    });
+    for _ in 0..3 {
+        let (s, headers, _) = h.get(&tok, "/v1.0/users").await;
+        assert_eq!(s, 200);
+        assert_eq!(headers["x-ms-resource-unit"], "2");
+    }
+    let (s, headers, body) = h.get(&tok, "/v1.0/users").await;
+    assert_eq!(s, 429);
+    assert_graph_error(&body, "TooManyRequests");
+    let retry: u64 = headers["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=10).contains(&retry), "{retry}");
+    assert!(headers.get("x-ms-throttle-scope").is_some());
+    assert_eq!(h.sim.stats().throttled, 1);
+    h.sim.advance(Duration::from_secs(retry));
+    assert_eq!(h.get(&tok, "/v1.0/users").await.0, 200);
+    h.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn audit_log_and_b2c_budgets() {
+    let h = Harness::workforce(30).await;
+    let tok = h.token().await;
+    for _ in 0..5 {
+        assert_eq!(h.get(&tok, "/v1.0/auditLogs/directoryAudits").await.0, 200);
+    }
+    let (s, headers, _) = h.get(&tok, "/v1.0/auditLogs/directoryAudits").await;
+    assert_eq!(s, 429);
+    assert!(headers.get("retry-after").is_some());
+    h.sim.shutdown().await;
+
+    let h = Harness::start(SimConfig {
+        users: 30,
+        kind: TenantKind::B2c,
+        throttle: ThrottleConfig {
+            b2c_per_second: 3,
+            ..ThrottleConfig::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let tok = h.token().await;
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(h.get(&tok, "/v1.0/users?$top=1").await.0);
+    }
+    assert_eq!(codes, vec![200, 200, 200, 429]);
+    h.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn control_api_moves_the_clock_and_reports_stats() {
+    let h = Harness::workforce(20).await;
+    let before = h.sim.now();
+    let r = h
+        .http
+        .post(format!("{}/_sim/clock/advance", h.base))
+        .json(&json!({"seconds": 86400}))
+        .send()
+        .await
+        .expect("control");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(h.sim.now() - before >= chrono::TimeDelta::seconds(86_400));
+    let stats: serde_json::Value = h
+        .http
+        .get(format!("{}/_sim/stats", h.base))
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    assert!(stats["requests"].as_u64().expect("requests") >= 1);
+    h.sim.shutdown().await;
+}
+
+fn truth_bytes(kind: TenantKind, seed: u64, n: u32) -> Vec<u8> {
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-22T02:00:00Z")
+        .expect("date")
+        .to_utc();
+    let t = Tenant::generate(kind, n, seed, start);
+    let mut out = Vec::new();
+    t.write_truth(&mut out).expect("truth");
+    out
+}
+
+#[test]
+fn same_seed_same_tenant_and_upns_are_legal_and_spread() {
+    for kind in [TenantKind::Workforce, TenantKind::B2c] {
+        let a = truth_bytes(kind, 7, 2000);
+        assert_eq!(a, truth_bytes(kind, 7, 2000));
+        assert_ne!(a, truth_bytes(kind, 8, 2000));
+    }
+    let text = String::from_utf8(truth_bytes(TenantKind::Workforce, 7, 5000)).expect("utf8");
+    let mut firsts = std::collections::BTreeSet::new();
+    let mut kinds = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let upn = v["upn"].as_str().expect("upn");
+        let (local, domain) = upn.split_once('@').expect("@");
+        assert!(!local.starts_with('.'), "{upn}");
+        assert!(
+            local
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "'.-_!#^~".contains(c)),
+            "{upn}"
+        );
+        assert!(domain.ends_with(".onmicrosoft.com"));
+        firsts.insert(
+            local
+                .chars()
+                .next()
+                .expect("non-empty")
+                .to_ascii_lowercase(),
+        );
+        for k in v["kinds"].as_array().expect("kinds") {
+            kinds.insert(k.as_str().expect("str").to_string());
+        }
+    }
+    assert!(firsts.len() >= 20, "{firsts:?}");
+    for k in [
+        "active",
+        "inactive",
+        "never-signed-in-old",
+        "never-signed-in-new",
+        "no-signin-data",
+        "failed-signins-only",
+        "executive",
+        "service-account",
+        "shared-mailbox",
+        "room-mailbox",
+        "privileged-role",
+        "break-glass",
+        "guest-pending",
+        "guest-accepted",
+        "guest-viral",
+        "on-premises-synced",
+        "recently-reenabled",
+    ] {
+        assert!(kinds.contains(k), "missing {k}: {kinds:?}");
+    }
+}
+
+#[test]
+fn a_million_users_generate_in_seconds() {
+    let t = Instant::now();
+    let tenant = Tenant::generate(TenantKind::Workforce, 1_000_000, 1, chrono::Utc::now());
+    let took = t.elapsed();
+    eprintln!(
+        "generated 1,000,000 users in {took:?} ({} bytes per record)",
+        std::mem::size_of_val(&tenant.users[0])
+    );
+    assert_eq!(tenant.users.len(), 1_000_000);
+    assert!(std::mem::size_of_val(&tenant.users[0]) <= 96);
+    // Debug builds are ~10x slower than release; release does this well under a second.
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    let _ = Method::GET;
+}
