@@ -453,6 +453,57 @@ fn parse_select(t: &Tenant, r: &Req, version: &str) -> Result<Selection, String>
     })
 }
 
+/// A parsed `$expand`: only `manager`, optionally with its own `$select`.
+fn parse_expand(r: &Req) -> Result<Option<Vec<String>>, String> {
+    let Some(e) = r.query_value("$expand") else {
+        return Ok(None);
+    };
+    let e = e.trim();
+    let (name, inner) = match e.split_once('(') {
+        Some((n, rest)) => (n.trim(), Some(rest.trim_end_matches(')'))),
+        None => (e, None),
+    };
+    if !name.eq_ignore_ascii_case("manager") {
+        return Err(format!(
+            "Parsing OData Select and Expand failed: Could not find a property named '{name}' on type 'microsoft.graph.user'."
+        ));
+    }
+    let mut props = vec!["id".to_string(), "displayName".to_string()];
+    if let Some(inner) = inner {
+        let sel = inner.trim().strip_prefix("$select=").unwrap_or("");
+        props = Vec::new();
+        for raw in sel.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match USER_PROPS.iter().find(|p| {
+                p.eq_ignore_ascii_case(raw) && **p != "manager" && **p != "signInActivity"
+            }) {
+                Some(p) => props.push(p.to_string()),
+                None => {
+                    return Err(format!(
+                        "Parsing OData Select and Expand failed: Could not find a property named '{raw}' on type 'microsoft.graph.user'."
+                    ));
+                }
+            }
+        }
+    }
+    Ok(Some(props))
+}
+
+/// Add `manager` to a rendered user when `$expand=manager` asked for it
+/// (left out when the user has none, as Graph does).
+fn expand_manager(t: &Tenant, i: u32, expand: &Option<Vec<String>>, m: &mut Map<String, Value>) {
+    let Some(props) = expand else { return };
+    if let Some(mgr) = t.manager_of(i) {
+        let sel = Selection {
+            props: props.clone(),
+            explicit: true,
+        };
+        let mut o = Map::new();
+        o.insert("@odata.type".into(), json!("#microsoft.graph.user"));
+        o.extend(render_user(t, mgr, &sel));
+        m.insert("manager".into(), Value::Object(o));
+    }
+}
+
 fn request_guid(t: &Tenant, i: u32, what: u64, at: i64) -> String {
     ids::guid_string(&ids::guid_for(ids::hash(&[t.seed, what, at as u64]), i))
 }
@@ -835,6 +886,16 @@ fn list_paged(st: &State, r: &Req, ids: &RequestIds, v: &str, listing: Listing) 
         Ok(s) => s,
         Err(e) => return (bad_request(&e, ids), 0),
     };
+    let expand = match parse_expand(r) {
+        Ok(e) if e.is_none() || matches!(listing, Listing::Users) => e,
+        Ok(_) => {
+            return (
+                bad_request("$expand is not supported on this collection.", ids),
+                0,
+            );
+        }
+        Err(e) => return (bad_request(&e, ids), 0),
+    };
     let top = match r.query_value("$top") {
         None => 100,
         Some(s) => match s.parse::<u32>() {
@@ -932,6 +993,7 @@ fn list_paged(st: &State, r: &Req, ids: &RequestIds, v: &str, listing: Listing) 
                     m.insert("@odata.type".into(), json!("#microsoft.graph.user"));
                 }
                 m.extend(render_user(&t, i, &sel));
+                expand_manager(&t, i, &expand, &mut m);
                 if matches!(listing, Listing::Deleted) && !m.contains_key("deletedDateTime") {
                     m.insert(
                         "deletedDateTime".into(),

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one shared harness.
 
+mod sim_bench;
 mod sim_graph;
 mod sim_harness;
 mod sim_platform;

@@ -959,3 +959,24 @@ async fn a_sign_in_recorded_now_shows_up_and_failures_do_not_count_as_success() 
     assert!(u["signInActivity"]["lastSuccessfulSignInDateTime"].is_string());
     h.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn expand_manager_with_a_nested_select() {
+    let h = Harness::workforce(200).await;
+    let tok = h.token().await;
+    let truth = h.truth();
+    let (users, _) = h
+        .page_all(
+            &tok,
+            "/v1.0/users?$select=id&$expand=manager($select=id,displayName,mail)&$top=999",
+        )
+        .await;
+    for u in &users {
+        let t = truth.iter().find(|t| t["id"] == u["id"]).expect("in truth");
+        assert_eq!(u["manager"]["id"], t["managerId"], "{u}");
+    }
+    let (s, _, body) = h.get(&tok, "/v1.0/users?$expand=memberOf").await;
+    assert_eq!(s, 400);
+    assert_graph_error(&body, "Request_BadRequest");
+    h.sim.shutdown().await;
+}
