@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one shared harness.
 
 mod sim_bench;
+mod sim_conformance;
 mod sim_graph;
 mod sim_harness;
 mod sim_platform;
