@@ -5,3 +5,4 @@ mod sim_conformance;
 mod sim_graph;
 mod sim_harness;
 mod sim_platform;
+mod sim_sdk;
