@@ -1085,6 +1085,11 @@ fn patch_user(st: &State, r: &Req, ids: &RequestIds, key: &str) -> Reply {
         }
     }
     let mut t = st.tenant_write();
+    // Synced users are mastered on-premises: only cloud-only properties
+    // (usageLocation) can be changed through Graph.
+    if t.users[i as usize].flags & F_SYNCED != 0 && body.keys().any(|k| k != "usageLocation") {
+        return synced_refusal(ids);
+    }
     if let Some(enabled) = body.get("accountEnabled").and_then(Value::as_bool) {
         let u = &mut t.users[i as usize];
         let was = u.enabled();
@@ -1120,12 +1125,23 @@ fn patch_user(st: &State, r: &Req, ids: &RequestIds, key: &str) -> Reply {
     Reply::empty(204)
 }
 
+/// Graph's refusal to change an object mastered by on-premises AD (Entra Connect sync).
+fn synced_refusal(ids: &RequestIds) -> Reply {
+    bad_request(
+        "Unable to update the specified properties for on-premises mastered Directory Sync objects or objects currently undergoing migration.",
+        ids,
+    )
+}
+
 fn delete_user(st: &State, ids: &RequestIds, key: &str) -> Reply {
     let now = st.now();
     let Some(i) = lookup(st, key, now) else {
         return not_found(key, ids);
     };
     let mut t = st.tenant_write();
+    if t.users[i as usize].flags & F_SYNCED != 0 {
+        return synced_refusal(ids);
+    }
     t.users[i as usize].deleted_at = now;
     t.push_audit(now, "Delete user", i, None, "", "");
     Reply::empty(204)

@@ -8,6 +8,11 @@ use serde_json::{Value, json};
 
 use crate::sim_harness::{Harness, assert_graph_error};
 
+/// Users not synced from on-premises AD (Graph refuses to change synced ones).
+fn cloud_only(t: &Value) -> bool {
+    !t["kinds"].to_string().contains("on-premises-synced")
+}
+
 fn live_users(truth: &[Value]) -> usize {
     truth.len()
 }
@@ -294,7 +299,9 @@ async fn batch_limits_and_per_item_answers() {
     assert_eq!(s, 400);
     assert_graph_error(&body, "BadRequest");
 
-    let id = truth[10]["id"].as_str().expect("id");
+    let id = truth.iter().find(|t| cloud_only(t)).expect("cloud user")["id"]
+        .as_str()
+        .expect("id");
     let mut reqs: Vec<Value> = (0..18).map(|i| json!({"id": i.to_string(), "method": "GET", "url": format!("/users/{id}/manager")})).collect();
     reqs.push(json!({"id": "missing", "method": "GET", "url": "/users/00000000-0000-4000-8000-000000000000"}));
     reqs.push(json!({"id": "patch", "method": "PATCH", "url": format!("/users/{id}"), "body": {"jobTitle": "Engineer"}, "headers": {"Content-Type": "application/json"}}));
@@ -508,7 +515,7 @@ async fn soft_delete_restore_and_purge_after_30_days() {
     let truth = h.truth();
     let victim = truth
         .iter()
-        .find(|t| !t["licenses"].as_array().expect("licenses").is_empty())
+        .find(|t| cloud_only(t) && !t["licenses"].as_array().expect("licenses").is_empty())
         .expect("a licensed user");
     let id = victim["id"].as_str().expect("id");
     assert_eq!(
@@ -580,7 +587,13 @@ async fn soft_delete_restore_and_purge_after_30_days() {
     );
 
     // Permanent delete.
-    let other = truth[20]["id"].as_str().expect("id");
+    let other = truth
+        .iter()
+        .filter(|t| cloud_only(t))
+        .nth(5)
+        .expect("cloud user")["id"]
+        .as_str()
+        .expect("id");
     assert_eq!(
         h.send(&tok, Method::DELETE, &format!("/v1.0/users/{other}"), None)
             .await
@@ -978,5 +991,178 @@ async fn expand_manager_with_a_nested_select() {
     let (s, _, body) = h.get(&tok, "/v1.0/users?$expand=memberOf").await;
     assert_eq!(s, 400);
     assert_graph_error(&body, "Request_BadRequest");
+    h.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn synced_users_cannot_be_disabled_or_deleted_through_graph() {
+    let h = Harness::workforce(300).await;
+    let tok = h.token().await;
+    let truth = h.truth();
+    let synced = truth
+        .iter()
+        .find(|t| !cloud_only(t))
+        .expect("a synced user");
+    let id = synced["id"].as_str().expect("id");
+    let (s, _, body) = h
+        .send(
+            &tok,
+            Method::PATCH,
+            &format!("/v1.0/users/{id}"),
+            Some(json!({"accountEnabled": false})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_graph_error(&body, "Request_BadRequest");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("msg")
+            .contains("on-premises mastered")
+    );
+    assert_eq!(
+        h.send(&tok, Method::DELETE, &format!("/v1.0/users/{id}"), None)
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        h.send(
+            &tok,
+            Method::PATCH,
+            &format!("/v1.0/users/{id}"),
+            Some(json!({"usageLocation": "NL"}))
+        )
+        .await
+        .0,
+        204
+    );
+    let (_, _, u) = h
+        .get(
+            &tok,
+            &format!("/v1.0/users/{id}?$select=onPremisesSyncEnabled,accountEnabled"),
+        )
+        .await;
+    assert_eq!(u["onPremisesSyncEnabled"], true);
+    h.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn write_and_invitation_budgets() {
+    let h = Harness::workforce(100).await;
+    let tok = h.token().await;
+    let truth = h.truth();
+    h.sim.set_throttle(ThrottleConfig {
+        writes_per_150s: 2,
+        invitations_per_5s: 1,
+        ..ThrottleConfig::default()
+    });
+    let id = truth
+        .iter()
+        .find(|t| cloud_only(t) && t["userType"] == "Member")
+        .expect("member")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        codes.push(
+            h.send(
+                &tok,
+                Method::PATCH,
+                &format!("/v1.0/users/{id}"),
+                Some(json!({"jobTitle": "Analyst"})),
+            )
+            .await
+            .0,
+        );
+    }
+    assert_eq!(codes, vec![204, 204, 429]);
+    // Reads are not writes.
+    assert_eq!(h.get(&tok, &format!("/v1.0/users/{id}")).await.0, 200);
+    h.sim.advance(Duration::from_secs(150));
+    h.sim.set_throttle(ThrottleConfig {
+        invitations_per_5s: 1,
+        ..ThrottleConfig::default()
+    });
+    let invite = json!({"invitedUserEmailAddress": "new.person@fabrikam.com", "inviteRedirectUrl": "https://myapps.microsoft.com"});
+    assert_eq!(
+        h.send(
+            &tok,
+            Method::POST,
+            "/v1.0/invitations",
+            Some(invite.clone())
+        )
+        .await
+        .0,
+        201
+    );
+    let (s, headers, _) = h
+        .send(&tok, Method::POST, "/v1.0/invitations", Some(invite))
+        .await;
+    assert_eq!(s, 429);
+    assert!(headers.get("retry-after").is_some());
+    h.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn b2c_users_carry_extension_attributes_and_no_licenses() {
+    let h = Harness::start(SimConfig {
+        users: 50,
+        kind: TenantKind::B2c,
+        ..SimConfig::default()
+    })
+    .await;
+    let tok = h.token().await;
+    let ext = h
+        .sim
+        .with_tenant(|t| format!("extension_{}_loyaltyTier", t.ext_app));
+    let (s, _, body) = h
+        .get(
+            &tok,
+            &format!("/v1.0/users?$select=id,{ext},assignedLicenses,creationType&$top=50"),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let users = body["value"].as_array().expect("value");
+    assert!(users.iter().all(|u| u[&ext].is_string()));
+    assert!(
+        users
+            .iter()
+            .all(|u| u["assignedLicenses"].as_array().is_some_and(Vec::is_empty))
+    );
+    // Users are found by their GUID-style UPN too.
+    let upn = h.truth()[5]["upn"].as_str().expect("upn").to_string();
+    let (s, _, body) = h.get(&tok, &format!("/v1.0/users/{upn}")).await;
+    assert_eq!(
+        (s, body["userPrincipalName"].as_str()),
+        (200, Some(upn.as_str()))
+    );
+    h.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn user_realm_answers_per_domain_and_counts_lookups() {
+    let h = Harness::workforce(50).await;
+    for (user, viral) in [
+        ("a@adatumstudents.edu", Some(true)),
+        ("b@fabrikam.com", Some(false)),
+        ("c@example.net", None),
+    ] {
+        let r = h
+            .http
+            .get(format!(
+                "{}/common/userrealm?user={user}&api-version=2.1",
+                h.base
+            ))
+            .send()
+            .await
+            .expect("realm");
+        assert_eq!(r.status().as_u16(), 200);
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["IsViral"].as_bool(), viral, "{user}: {body}");
+    }
+    let stats = h.sim.stats();
+    assert_eq!(stats.realm_lookups.get("fabrikam.com"), Some(&1));
     h.sim.shutdown().await;
 }
