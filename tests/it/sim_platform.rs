@@ -432,3 +432,70 @@ fn a_million_users_generate_in_seconds() {
     assert!(took < Duration::from_secs(30), "{took:?}");
     let _ = Method::GET;
 }
+
+#[tokio::test]
+async fn serves_h2_via_alpn_and_http1() {
+    let h = Harness::workforce(20).await;
+    let r = h
+        .http
+        .get(format!("{}/_sim/clock", h.base))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let ca = reqwest::Certificate::from_pem(h.sim.ca_pem().as_bytes()).expect("pem");
+    let h1 = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .http1_only()
+        .build()
+        .expect("client");
+    let r = h1
+        .get(format!("{}/_sim/clock", h.base))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    h.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_assertion_must_name_the_app() {
+    use base64::Engine;
+    let h = Harness::workforce(20).await;
+    let enc = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let url = format!("{}/{}/oauth2/v2.0/token", h.base, h.sim.tenant_id());
+    for (sub, want) in [
+        (h.sim.client_id(), 200u16),
+        ("someone-else".to_string(), 401),
+    ] {
+        let assertion = format!(
+            "{}.{}.c2ln",
+            enc(json!({"alg": "RS256", "typ": "JWT"})),
+            enc(json!({"iss": h.sim.client_id(), "sub": sub, "aud": url}))
+        );
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("grant_type", "client_credentials"),
+                ("client_id", h.sim.client_id().as_str()),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion.as_str()),
+                ("scope", "https://graph.microsoft.com/.default"),
+            ])
+            .finish();
+        let r = h
+            .http
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("token");
+        assert_eq!(r.status().as_u16(), want);
+    }
+    h.sim.shutdown().await;
+}
