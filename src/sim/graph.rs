@@ -1090,6 +1090,11 @@ fn patch_user(st: &State, r: &Req, ids: &RequestIds, key: &str) -> Reply {
     if t.users[i as usize].flags & F_SYNCED != 0 && body.keys().any(|k| k != "usageLocation") {
         return synced_refusal(ids);
     }
+    // Sensitive actions on privileged users (accountEnabled) need a higher
+    // directory role than an app with User.ReadWrite.All holds.
+    if t.users[i as usize].role > 0 && body.contains_key("accountEnabled") {
+        return insufficient_privileges(ids);
+    }
     if let Some(enabled) = body.get("accountEnabled").and_then(Value::as_bool) {
         let u = &mut t.users[i as usize];
         let was = u.enabled();
@@ -1125,6 +1130,16 @@ fn patch_user(st: &State, r: &Req, ids: &RequestIds, key: &str) -> Reply {
     Reply::empty(204)
 }
 
+/// Graph's 403 for an app that may not touch privileged users.
+fn insufficient_privileges(ids: &RequestIds) -> Reply {
+    graph_error(
+        403,
+        "Authorization_RequestDenied",
+        "Insufficient privileges to complete the operation.",
+        ids,
+    )
+}
+
 /// Graph's refusal to change an object mastered by on-premises AD (Entra Connect sync).
 fn synced_refusal(ids: &RequestIds) -> Reply {
     bad_request(
@@ -1141,6 +1156,9 @@ fn delete_user(st: &State, ids: &RequestIds, key: &str) -> Reply {
     let mut t = st.tenant_write();
     if t.users[i as usize].flags & F_SYNCED != 0 {
         return synced_refusal(ids);
+    }
+    if t.users[i as usize].role > 0 {
+        return insufficient_privileges(ids);
     }
     t.users[i as usize].deleted_at = now;
     t.push_audit(now, "Delete user", i, None, "", "");

@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 use crate::sim_harness::{Harness, assert_graph_error};
 
 /// Users not synced from on-premises AD (Graph refuses to change synced ones).
+/// Also not privileged (app-only calls cannot disable or delete role holders).
 fn cloud_only(t: &Value) -> bool {
-    !t["kinds"].to_string().contains("on-premises-synced")
+    !t["kinds"].to_string().contains("on-premises-synced") && t["role"].is_null()
 }
 
 fn live_users(truth: &[Value]) -> usize {
@@ -995,13 +996,13 @@ async fn expand_manager_with_a_nested_select() {
 }
 
 #[tokio::test]
-async fn synced_users_cannot_be_disabled_or_deleted_through_graph() {
+async fn synced_and_privileged_users_cannot_be_disabled_or_deleted_by_the_app() {
     let h = Harness::workforce(300).await;
     let tok = h.token().await;
     let truth = h.truth();
     let synced = truth
         .iter()
-        .find(|t| !cloud_only(t))
+        .find(|t| t["kinds"].to_string().contains("on-premises-synced") && t["role"].is_null())
         .expect("a synced user");
     let id = synced["id"].as_str().expect("id");
     let (s, _, body) = h
