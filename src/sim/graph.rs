@@ -185,6 +185,7 @@ pub fn route(
     if let Some(reply) = graph_unauthorized(&check_token(st, r, Audience::Graph), ids) {
         return (reply, 0);
     }
+    super::control::apply_due_sign_ins(st);
     let route_name = format!("{} {}", r.method, route_label(rest));
     st.stats.bump_route(route_name);
     if rest == ["$batch"] {

@@ -10,6 +10,23 @@
 //! passes here must behave against the real service.
 //!
 //! Production code never imports this module.
+//!
+//! # Endpoints (one HTTPS origin, `https://127.0.0.1:<port>`)
+//! * token authority: `POST /{tenant}/oauth2/v2.0/token` (client secret or
+//!   assertion; scopes Graph, Key Vault, Exchange), `GET /{tenant}/v2.0/.well-known/openid-configuration`
+//! * Key Vault: `GET /secrets/{name}[/{version}]?api-version=…` (401 challenge first)
+//! * Graph `v1.0` and `beta`: `users` (list/get/patch/delete, `$select`, `$filter`,
+//!   `$top`, `$count`, `$expand=manager`), `users/{id}/{revokeSignInSessions|assignLicense|manager|mailboxSettings|sendMail|memberOf|transitiveMemberOf[/microsoft.graph.directoryRole]}`,
+//!   `subscribedSkus`, `groups[/{id}[/transitiveMembers|members]]`,
+//!   `roleManagement/directory/{roleAssignments|roleDefinitions}`,
+//!   `directory/deletedItems/microsoft.graph.user`, `directory/deletedItems/{id}[/restore]`,
+//!   `reports/getOffice365ActiveUserDetail(period='D7|D30|D90|D180')` (302 → `/_download/{token}`),
+//!   `admin/reportSettings`, `invitations`, `auditLogs/directoryAudits`, `organization[/{id}]`, `$batch`
+//! * `GET /common/userrealm?user=…&api-version=2.1` (unauthenticated)
+//! * Exchange admin API: `POST /adminapi/beta/{tenant}/InvokeCommand` (`Get-Mailbox`, `Set-Mailbox -Type Shared`)
+//! * control (not Graph): `/_sim/stats`, `/_sim/clock[/advance]`, `/_sim/faults`, `/_sim/throttle`,
+//!   `/_sim/mail`, `/_sim/secret/rotate`, `/_sim/token-lifetime`, `/_sim/report-settings`,
+//!   `/_sim/users/{id}/{signin|usage|reenable-by-person}`
 
 mod auth;
 mod clock;
@@ -67,6 +84,10 @@ pub struct SimArgs {
     /// Skiptoken lifetime in seconds of the simulated clock.
     #[arg(long, default_value_t = 300)]
     pub skiptoken_ttl: i64,
+    /// Delay before a sign-in recorded through the control API shows in
+    /// signInActivity (Graph: up to 24 h), in seconds of the simulated clock.
+    #[arg(long, default_value_t = 0)]
+    pub sign_in_lag: i64,
     /// Switch Graph throttling off.
     #[arg(long)]
     pub no_throttle: bool,
@@ -100,6 +121,8 @@ pub struct SimConfig {
     pub skiptoken_ttl_secs: i64,
     pub throttle: ThrottleConfig,
     pub faults: Faults,
+    /// Delay before recorded sign-ins show in signInActivity (Graph: up to 24 h).
+    pub sign_in_lag_secs: i64,
     /// Write the ground-truth file at start (slow-ish for a million users).
     pub write_truth: bool,
     /// `directorySizeQuota.total`; default 300,000 (workforce) or 1,250,000 (B2C).
@@ -119,6 +142,7 @@ impl Default for SimConfig {
             skiptoken_ttl_secs: 300,
             throttle: ThrottleConfig::default(),
             faults: Faults::default(),
+            sign_in_lag_secs: 0,
             write_truth: true,
             quota_total: None,
         }
@@ -148,6 +172,7 @@ impl From<SimArgs> for SimConfig {
                 rate_truncate: a.truncate_rate,
                 ..Faults::default()
             },
+            sign_in_lag_secs: a.sign_in_lag,
             write_truth: true,
             quota_total: None,
         }
@@ -226,6 +251,8 @@ impl Sim {
             quota_total,
             shutdown: CancellationToken::new(),
             fault_rng: Mutex::new(ids::Rng::new(seed ^ 0xfa17)),
+            pending_sign_ins: Mutex::new(Vec::new()),
+            sign_in_lag_secs: cfg.sign_in_lag_secs,
         });
         let task = tokio::spawn(server::serve(state.clone(), listener, tls.server));
         Ok(Sim {

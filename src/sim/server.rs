@@ -156,6 +156,9 @@ pub struct State {
     pub quota_total: u64,
     pub shutdown: CancellationToken,
     pub fault_rng: Mutex<super::ids::Rng>,
+    /// Sign-ins recorded but not yet visible (signInActivity lags).
+    pub pending_sign_ins: Mutex<Vec<super::control::PendingSignIn>>,
+    pub sign_in_lag_secs: i64,
 }
 
 impl State {

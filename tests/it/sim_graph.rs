@@ -1167,3 +1167,35 @@ async fn user_realm_answers_per_domain_and_counts_lookups() {
     assert_eq!(stats.realm_lookups.get("fabrikam.com"), Some(&1));
     h.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn recorded_sign_ins_can_lag_like_graphs_sign_in_activity() {
+    let h = Harness::start(SimConfig {
+        users: 100,
+        sign_in_lag_secs: 6 * 3600,
+        ..SimConfig::default()
+    })
+    .await;
+    let tok = h.token().await;
+    let never = h
+        .truth()
+        .into_iter()
+        .find(|t| t["kinds"].to_string().contains("never-signed-in"))
+        .expect("never");
+    let id = never["id"].as_str().expect("id").to_string();
+    assert!(h.sim.record_sign_in(&id, true, true));
+    let (_, _, u) = h
+        .get(&tok, &format!("/v1.0/users/{id}?$select=signInActivity"))
+        .await;
+    assert!(u.get("signInActivity").is_none(), "not visible yet: {u}");
+    h.sim.advance(Duration::from_secs(6 * 3600));
+    let tok = h.token().await;
+    let (_, _, u) = h
+        .get(&tok, &format!("/v1.0/users/{id}?$select=signInActivity"))
+        .await;
+    assert!(
+        u["signInActivity"]["lastSuccessfulSignInDateTime"].is_string(),
+        "{u}"
+    );
+    h.sim.shutdown().await;
+}
