@@ -95,7 +95,7 @@ pub struct Stats {
     pub realm_lookups: Mutex<BTreeMap<String, u64>>,
 }
 
-/// A snapshot of [`Stats`].
+/// A snapshot of the simulator's counters.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatsSnapshot {

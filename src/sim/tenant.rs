@@ -566,19 +566,32 @@ impl Tenant {
         }
         let key = key.to_ascii_lowercase();
         let (local, _) = key.split_once('@')?;
-        let i = if self.kind == TenantKind::B2c && local.len() == 36 {
-            ids::index_of_guid(self.upn_key, local)?
+        let parsed = if self.kind == TenantKind::B2c && local.len() == 36 {
+            ids::index_of_guid(self.upn_key, local)
         } else {
-            let local = local.split('_').next().unwrap_or(local);
+            // Guests: `<mail with @ as _>#EXT#`; domains carry no underscore.
+            let local = match local.strip_suffix("#ext#") {
+                Some(l) => l.rsplit_once('_').map(|x| x.0).unwrap_or(l),
+                None => local,
+            };
             let digits: String = local
                 .chars()
                 .rev()
                 .take_while(|c| c.is_ascii_digit())
                 .collect();
             let digits: String = digits.chars().rev().collect();
-            digits.parse::<u32>().ok()?
+            digits.parse::<u32>().ok()
         };
-        ((i as usize) < self.users.len() && self.upn(i).eq_ignore_ascii_case(&key)).then_some(i)
+        if let Some(i) = parsed.filter(|i| (*i as usize) < self.users.len()) {
+            if self.upn(i).eq_ignore_ascii_case(&key) {
+                return Some(i);
+            }
+        }
+        // Guests invited after generation carry no index in their UPN.
+        self.invited_mail
+            .keys()
+            .copied()
+            .find(|i| self.upn(*i).eq_ignore_ascii_case(&key))
     }
 
     pub fn given_surname(&self, i: u32) -> (String, String) {
@@ -1225,4 +1238,23 @@ fn generate_user(kind: TenantKind, seed: u64, t0: i64, i: u32, n: u32) -> UserRe
         }
     }
     u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_user_resolves_by_id_and_upn() {
+        for kind in [TenantKind::Workforce, TenantKind::B2c] {
+            let mut t = Tenant::generate(kind, 3000, 9, Utc::now());
+            let g = t.add_guest("new.person@fabrikam.com", t.t0);
+            for i in 0..t.users.len() as u32 {
+                assert_eq!(t.resolve(&t.user_id(i)), Some(i));
+                assert_eq!(t.resolve(&t.upn(i).to_uppercase()), Some(i), "{}", t.upn(i));
+            }
+            assert_eq!(t.resolve("new.person_fabrikam.com#EXT#@nowhere"), None);
+            assert_eq!(t.resolve(&t.upn(g)), Some(g));
+        }
+    }
 }
