@@ -582,10 +582,10 @@ impl Tenant {
             let digits: String = digits.chars().rev().collect();
             digits.parse::<u32>().ok()
         };
-        if let Some(i) = parsed.filter(|i| (*i as usize) < self.users.len()) {
-            if self.upn(i).eq_ignore_ascii_case(&key) {
-                return Some(i);
-            }
+        if let Some(i) = parsed
+            .filter(|i| (*i as usize) < self.users.len() && self.upn(*i).eq_ignore_ascii_case(&key))
+        {
+            return Some(i);
         }
         // Guests invited after generation carry no index in their UPN.
         self.invited_mail
