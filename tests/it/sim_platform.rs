@@ -499,3 +499,40 @@ async fn client_assertion_must_name_the_app() {
     }
     h.sim.shutdown().await;
 }
+
+#[test]
+fn sim_args_parse_into_a_config() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: dormant::sim::SimArgs,
+    }
+    let cli = Cli::try_parse_from([
+        "dormant",
+        "--users",
+        "10",
+        "--kind",
+        "b2c",
+        "--port",
+        "0",
+        "--seed",
+        "5",
+        "--no-throttle",
+        "--latency-ms",
+        "3",
+    ])
+    .expect("flags parse");
+    let cfg = SimConfig::from(cli.sim);
+    assert_eq!(
+        (
+            cfg.users,
+            cfg.kind,
+            cfg.seed,
+            cfg.throttle.enabled,
+            cfg.faults.latency_ms
+        ),
+        (10, TenantKind::B2c, 5, false, 3)
+    );
+    assert!(Cli::try_parse_from(["dormant", "--kind", "consumer"]).is_err());
+}
