@@ -24,36 +24,81 @@ const LINK_TTL: i64 = 300;
 /// The exact header of the Office 365 active user detail report.
 pub const COLUMNS: &str = "Report Refresh Date,User Principal Name,Display Name,Is Deleted,Deleted Date,Has Exchange License,Has OneDrive License,Has SharePoint License,Has Skype For Business License,Has Yammer License,Has Teams License,Exchange Last Activity Date,OneDrive Last Activity Date,SharePoint Last Activity Date,Skype For Business Last Activity Date,Yammer Last Activity Date,Teams Last Activity Date,Exchange License Assign Date,OneDrive License Assign Date,SharePoint License Assign Date,Skype For Business License Assign Date,Yammer License Assign Date,Teams License Assign Date,Assigned Products";
 
+/// What a report download covers.
+#[derive(Clone, Copy, Debug)]
+pub enum ReportScope {
+    /// `period='Dn'`: every licensed or active user, last activity dates.
+    Period(u32),
+    /// `date=YYYY-MM-DD`: users with any activity on that day (start of day, Unix seconds).
+    Date(i64),
+}
+
 /// The 302 to the download link.
 pub fn redirect(st: &State, ids: &RequestIds, func: &str) -> Reply {
-    let period = func
-        .strip_prefix("getOffice365ActiveUserDetail(period='")
-        .and_then(|s| s.strip_suffix("')"))
+    let arg = func
+        .strip_prefix("getOffice365ActiveUserDetail(")
+        .and_then(|s| s.strip_suffix(')'))
         .unwrap_or("");
-    let days = match period {
-        "D7" => 7,
-        "D30" => 30,
-        "D90" => 90,
-        "D180" => 180,
-        _ => {
-            return graph_error(
-                400,
-                "BadRequest",
-                &format!(
-                    "Invalid value '{period}' for the period parameter. Supported values are D7, D30, D90 and D180."
-                ),
-                ids,
-            );
+    let scope = if let Some(date) = arg.strip_prefix("date=") {
+        // `date=YYYY-MM-DD`: users active on that day; only the past 30 days exist.
+        let now = st.now();
+        match chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d") {
+            Ok(d) => {
+                let start = d
+                    .and_hms_opt(0, 0, 0)
+                    .map(|t| t.and_utc().timestamp())
+                    .unwrap_or(0);
+                if start > now || now - start > 30 * DAY {
+                    return graph_error(
+                        400,
+                        "BadRequest",
+                        &format!(
+                            "Invalid value '{date}' for the date parameter: only the last 30 days are available."
+                        ),
+                        ids,
+                    );
+                }
+                ReportScope::Date(start)
+            }
+            Err(_) => {
+                return graph_error(
+                    400,
+                    "BadRequest",
+                    &format!("Invalid value '{date}' for the date parameter. Use YYYY-MM-DD."),
+                    ids,
+                );
+            }
+        }
+    } else {
+        let period = arg
+            .strip_prefix("period='")
+            .and_then(|s| s.strip_suffix('\''))
+            .unwrap_or("");
+        match period {
+            "D7" => ReportScope::Period(7),
+            "D30" => ReportScope::Period(30),
+            "D90" => ReportScope::Period(90),
+            "D180" => ReportScope::Period(180),
+            _ => {
+                return graph_error(
+                    400,
+                    "BadRequest",
+                    &format!(
+                        "Invalid value '{period}' for the period parameter. Supported values are D7, D30, D90 and D180."
+                    ),
+                    ids,
+                );
+            }
         }
     };
     let token: [u8; 24] = rand::random();
     let token = hex::encode(token);
     let expires = st.now() + LINK_TTL;
     st.lock(&st.downloads)
-        .insert(token.clone(), (expires, days));
+        .insert(token.clone(), (expires, scope));
     st.stats.report_redirects.fetch_add(1, Ordering::Relaxed);
-    let mut r =
-        Reply::empty(302).with_header("Location", format!("{}/_download/{token}", st.base_url));
+    let mut r = Reply::raw(302, "", "text/plain")
+        .with_header("Location", format!("{}/_download/{token}", st.base_url));
     r.headers.push(("Cache-Control".into(), "private".into()));
     r
 }
@@ -92,7 +137,7 @@ pub fn download(st: &State, r: &Req, token: &str) -> Reply {
     }
     let now = st.now();
     let link = st.lock(&st.downloads).get(token).copied();
-    let Some((expires, _days)) = link.filter(|(e, _)| *e > now) else {
+    let Some((expires, scope)) = link.filter(|(e, _)| *e > now) else {
         return Reply::raw(
             403,
             "\u{feff}<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>AuthenticationFailed</Code><Message>Server failed to authenticate the request. Signed expiry time has passed.</Message></Error>",
@@ -118,6 +163,15 @@ pub fn download(st: &State, r: &Req, token: &str) -> Reply {
         let licensed = u.all_licenses() & OFFICE_MASK != 0;
         if !licensed && u.usage.iter().all(|x| *x == 0) {
             continue;
+        }
+        if let ReportScope::Date(day_start) = scope {
+            if !u
+                .usage
+                .iter()
+                .any(|x| *x >= day_start && *x < day_start + DAY)
+            {
+                continue;
+            }
         }
         let seen = |x: i64| {
             if x != 0 && x <= refresh {

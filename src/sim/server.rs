@@ -149,8 +149,8 @@ pub struct State {
     pub stats: Stats,
     pub mail: Mutex<Vec<CapturedMail>>,
     pub concealed: AtomicBool,
-    /// Pre-authenticated report downloads: token → (expiry, period days).
-    pub downloads: Mutex<HashMap<String, (i64, u32)>>,
+    /// Pre-authenticated report downloads: token → (expiry, what the report covers).
+    pub downloads: Mutex<HashMap<String, (i64, super::report::ReportScope)>>,
     pub skiptoken_ttl_secs: i64,
     pub skip_key: u64,
     pub quota_total: u64,

@@ -1199,3 +1199,50 @@ async fn recorded_sign_ins_can_lag_like_graphs_sign_in_activity() {
     );
     h.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn usage_report_by_date_lists_only_that_days_activity() {
+    let h = Harness::workforce(300).await;
+    let tok = h.token().await;
+    let day = (h.sim.now() - chrono::TimeDelta::days(3))
+        .format("%Y-%m-%d")
+        .to_string();
+    let r = h
+        .http
+        .get(format!(
+            "{}/v1.0/reports/getOffice365ActiveUserDetail(date={day})",
+            h.base
+        ))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .expect("report");
+    assert_eq!(r.status().as_u16(), 302);
+    let loc = r.headers()["location"].to_str().expect("ascii").to_string();
+    let csv = h
+        .http
+        .get(&loc)
+        .send()
+        .await
+        .expect("download")
+        .bytes()
+        .await
+        .expect("csv");
+    let text = String::from_utf8(csv[3..].to_vec()).expect("utf8");
+    for row in text.lines().skip(1) {
+        let cols: Vec<&str> = row.split(',').collect();
+        assert!(cols[11..17].contains(&day.as_str()), "{row}");
+    }
+    let old = (h.sim.now() - chrono::TimeDelta::days(40))
+        .format("%Y-%m-%d")
+        .to_string();
+    let (s, _, body) = h
+        .get(
+            &tok,
+            &format!("/v1.0/reports/getOffice365ActiveUserDetail(date={old})"),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_graph_error(&body, "BadRequest");
+    h.sim.shutdown().await;
+}
