@@ -164,14 +164,14 @@ pub fn download(st: &State, r: &Req, token: &str) -> Reply {
         if !licensed && u.usage.iter().all(|x| *x == 0) {
             continue;
         }
-        if let ReportScope::Date(day_start) = scope {
-            if !u
-                .usage
-                .iter()
-                .any(|x| *x >= day_start && *x < day_start + DAY)
-            {
-                continue;
-            }
+        let in_scope = match scope {
+            // Users deleted before the period began are no longer listed.
+            ReportScope::Period(days) => u.deleted_at == 0 || now - u.deleted_at <= i64::from(days) * DAY,
+            ReportScope::Date(day_start) => u.usage.iter().any(|x| *x >= day_start && *x < day_start + DAY),
+        };
+        if !in_scope {
+            continue;
+        }
         }
         let seen = |x: i64| {
             if x != 0 && x <= refresh {
