@@ -166,12 +166,16 @@ pub fn download(st: &State, r: &Req, token: &str) -> Reply {
         }
         let in_scope = match scope {
             // Users deleted before the period began are no longer listed.
-            ReportScope::Period(days) => u.deleted_at == 0 || now - u.deleted_at <= i64::from(days) * DAY,
-            ReportScope::Date(day_start) => u.usage.iter().any(|x| *x >= day_start && *x < day_start + DAY),
+            ReportScope::Period(days) => {
+                u.deleted_at == 0 || now - u.deleted_at <= i64::from(days) * DAY
+            }
+            ReportScope::Date(day_start) => u
+                .usage
+                .iter()
+                .any(|x| *x >= day_start && *x < day_start + DAY),
         };
         if !in_scope {
             continue;
-        }
         }
         let seen = |x: i64| {
             if x != 0 && x <= refresh {
