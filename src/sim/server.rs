@@ -39,6 +39,9 @@ pub struct Faults {
     pub rate_truncate: f64,
     /// The next N matching requests get 503.
     pub next_503: u32,
+    /// The next N matching requests get Graph's 429 with `Retry-After: retry_after_secs`.
+    pub next_429: u32,
+    pub retry_after_secs: u64,
     /// The next N matching requests are dropped.
     pub next_reset: u32,
     /// The next N matching requests get a truncated body.
@@ -59,6 +62,8 @@ impl Default for Faults {
             rate_reset: 0.0,
             rate_truncate: 0.0,
             next_503: 0,
+            next_429: 0,
+            retry_after_secs: 2,
             next_reset: 0,
             next_truncate: 0,
             next_stuck: 0,
@@ -217,6 +222,7 @@ pub async fn serve(st: Arc<State>, listener: TcpListener, tls: Arc<rustls::Serve
 
 enum Injected {
     None,
+    Throttled(u64),
     Reset,
     Truncate,
     Stuck(u64),
@@ -246,6 +252,9 @@ fn pick_fault(st: &State, path: &str) -> (Injected, u64, u64) {
     } else if f.next_503 > 0 {
         f.next_503 -= 1;
         Injected::Unavailable
+    } else if f.next_429 > 0 {
+        f.next_429 -= 1;
+        Injected::Throttled(f.retry_after_secs)
     } else if f.rate_reset > 0.0 || f.rate_truncate > 0.0 || f.rate_503 > 0.0 {
         let mut rng = st.lock(&st.fault_rng);
         if rng.chance(f.rate_reset) {
@@ -329,6 +338,17 @@ async fn handle(
                 &ids,
             )
             .with_header("Retry-After", "1");
+            return Ok(to_response(reply, &ids, false));
+        }
+        Injected::Throttled(secs) => {
+            st.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
+            let reply = super::graph::throttled_reply(
+                &st,
+                secs,
+                "ResourceUnitLimitExceeded",
+                "ReadWrite",
+                &ids,
+            );
             return Ok(to_response(reply, &ids, false));
         }
         _ => {}
