@@ -188,19 +188,25 @@ pub struct Sim {
     truth_file: PathBuf,
     kind: TenantKind,
     mail_from: Option<String>,
+    /// A temp dir we created (removed on drop); `None` when the caller chose `--dir`.
+    owned_dir: Option<PathBuf>,
 }
 
 impl Sim {
     /// Generate the tenant, mint the CA, bind 127.0.0.1 and start serving.
     pub async fn start(cfg: SimConfig) -> anyhow::Result<Sim> {
-        let dir = match &cfg.dir {
-            Some(d) => d.clone(),
-            None => std::env::temp_dir().join(format!(
+        let owned_dir = cfg.dir.is_none().then(|| {
+            std::env::temp_dir().join(format!(
                 "dormant-sim-{}-{:08x}",
                 std::process::id(),
                 rand::random::<u32>()
-            )),
-        };
+            ))
+        });
+        let dir = cfg
+            .dir
+            .clone()
+            .or_else(|| owned_dir.clone())
+            .unwrap_or_default();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let tls = tls::generate()?;
         let ca_file = dir.join("sim-ca.pem");
@@ -263,6 +269,7 @@ impl Sim {
             truth_file,
             kind,
             mail_from,
+            owned_dir,
         })
     }
 
@@ -382,6 +389,9 @@ impl Sim {
 impl Drop for Sim {
     fn drop(&mut self) {
         self.state.shutdown.cancel();
+        if let Some(d) = self.owned_dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 

@@ -905,6 +905,7 @@ impl Tenant {
     }
 }
 
+/// One ground-truth line; absent keys mean "none" (never, no manager, no role).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct TruthLine {
@@ -914,19 +915,30 @@ struct TruthLine {
     user_type: &'static str,
     account_enabled: bool,
     created: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     last_successful_activity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     last_successful_sign_in: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     last_interactive_attempt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     last_non_interactive_attempt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     exchange_last_activity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     onedrive_last_activity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     sharepoint_last_activity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     teams_last_activity: Option<String>,
     licenses: Vec<&'static str>,
     group_licensed: bool,
     mailbox: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     manager_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     job_title: Option<&'static str>,
     reenabled_by_person: bool,
 }
