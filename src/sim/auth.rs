@@ -428,3 +428,11 @@ pub fn keyvault(st: &State, r: &Req, rest: &[&str]) -> Reply {
     )
     .with_header("content-type", "application/json; charset=utf-8")
 }
+
+/// `GET /{tenant}/discovery/v2.0/keys`, named by the OpenID metadata. Graph
+/// access tokens are not meant to be validated by clients (Microsoft: "treat
+/// them as opaque"), and the simulator's are not signed with a published key:
+/// the key set is empty, so a client that tries to verify them fails loudly.
+pub fn jwks() -> Reply {
+    Reply::json(200, json!({"keys": []}))
+}

@@ -240,6 +240,7 @@ fn graph_inner(st: &State, r: &Req, ids: &RequestIds, v: &str, rest: &[&str]) ->
     let one = |reply: Reply| (reply, 0usize);
     match (m, rest) {
         (M::GET, ["users"]) => list_users(st, r, ids, v),
+        (M::GET, ["users", "$count"]) => one(count_users(st, r, ids)),
         (M::GET, ["users", id]) => one(get_user(st, r, ids, v, id)),
         (M::PATCH, ["users", id]) => one(patch_user(st, r, ids, id)),
         (M::DELETE, ["users", id]) => one(delete_user(st, ids, id)),
@@ -752,6 +753,34 @@ enum Listing {
         transitive: bool,
         users_only: bool,
     },
+}
+
+/// `GET /users/$count`: an advanced query (needs `ConsistencyLevel: eventual`),
+/// refused in B2C; answers the number as text.
+fn count_users(st: &State, r: &Req, ids: &RequestIds) -> Reply {
+    let now = st.now();
+    let t = st.tenant_read();
+    if t.kind == TenantKind::B2c {
+        return graph_error(
+            400,
+            "Request_UnsupportedQuery",
+            "The $count segment is not supported in Azure AD B2C tenants.",
+            ids,
+        );
+    }
+    if !r
+        .header("consistencylevel")
+        .is_some_and(|h| h.eq_ignore_ascii_case("eventual"))
+    {
+        return graph_error(
+            400,
+            "Request_BadRequest",
+            "$count is not currently supported without the ConsistencyLevel: eventual header.",
+            ids,
+        );
+    }
+    let n = t.users.iter().filter(|u| live(u) && !gone(u, now)).count();
+    Reply::raw(200, n.to_string(), "text/plain")
 }
 
 fn list_users(st: &State, r: &Req, ids: &RequestIds, v: &str) -> (Reply, usize) {

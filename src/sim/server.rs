@@ -436,6 +436,7 @@ pub fn dispatch(st: &State, r: &Req, ids: &RequestIds) -> (Reply, usize) {
         [tenant, "v2.0", ".well-known", "openid-configuration"] => {
             (super::auth::openid(st, tenant), 0)
         }
+        [_tenant, "discovery", "v2.0", "keys"] => (super::auth::jwks(), 0),
         ["common", "userrealm"] | ["common", "userrealm", _] => (super::graph::userrealm(st, r), 0),
         ["secrets", rest @ ..] => (super::auth::keyvault(st, r, rest), 0),
         ["_download", token] => (super::report::download(st, r, token), 0),

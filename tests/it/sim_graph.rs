@@ -1246,3 +1246,23 @@ async fn usage_report_by_date_lists_only_that_days_activity() {
     assert_graph_error(&body, "BadRequest");
     h.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn users_count_is_an_advanced_query() {
+    let h = Harness::workforce(120).await;
+    let tok = h.token().await;
+    let r = h
+        .http
+        .get(format!("{}/v1.0/users/$count", h.base))
+        .bearer_auth(&tok)
+        .header("ConsistencyLevel", "eventual")
+        .send()
+        .await
+        .expect("count");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.text().await.expect("text"), "120");
+    let (s, _, body) = h.get(&tok, "/v1.0/users/$count").await;
+    assert_eq!(s, 400);
+    assert_graph_error(&body, "Request_BadRequest");
+    h.sim.shutdown().await;
+}
