@@ -911,14 +911,20 @@ impl Tenant {
 struct TruthLine {
     id: String,
     upn: String,
+    /// Archetype first (`active`, `inactive`, `never-signed-in-old`, …), then flags
+    /// (`on-premises-synced`, `privileged-role`, `guest`, `recently-reenabled`, `in-exclusion-group`).
     kinds: Vec<&'static str>,
     user_type: &'static str,
     account_enabled: bool,
+    /// `createdDateTime`.
     created: String,
+    /// The real last successful activity over sign-ins and the four usage services.
     #[serde(skip_serializing_if = "Option::is_none")]
     last_successful_activity: Option<String>,
+    /// The real last successful sign-in, even before 2023-12-01 (Graph hides those).
     #[serde(skip_serializing_if = "Option::is_none")]
     last_successful_sign_in: Option<String>,
+    /// Last interactive attempt, successful or failed (Graph shows it from April 2020).
     #[serde(skip_serializing_if = "Option::is_none")]
     last_interactive_attempt: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -933,6 +939,7 @@ struct TruthLine {
     teams_last_activity: Option<String>,
     licenses: Vec<&'static str>,
     group_licensed: bool,
+    /// `mailboxSettings.userPurpose` at generation (`none` = no mailbox).
     mailbox: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     role: Option<&'static str>,
@@ -940,6 +947,7 @@ struct TruthLine {
     manager_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     job_title: Option<&'static str>,
+    /// The audit log shows a person re-enabled the account within the retention window.
     reenabled_by_person: bool,
 }
 
