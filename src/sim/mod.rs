@@ -403,22 +403,50 @@ fn write_truth(t: &Tenant, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `dormant sim`: start, print the settings one per line, serve until killed.
+/// `dormant sim`: start, print the settings one per line, serve until killed
+/// (Ctrl-C or SIGTERM; the temp dir with the CA and truth file is then removed).
 pub async fn run(args: SimArgs) -> anyhow::Result<()> {
+    let mut out = std::io::stdout();
+    run_until(args, &mut out, stop_signal()).await
+}
+
+/// [`run`] with the output and the stop condition supplied (for tests).
+pub async fn run_until(
+    args: SimArgs,
+    out: &mut impl Write,
+    until: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     if !(1..=5_000_000).contains(&args.users) {
         anyhow::bail!("--users must be between 1 and 5,000,000");
     }
     let sim = Sim::start(args.into()).await?;
-    {
-        let mut out = std::io::stdout().lock();
-        for (k, v) in sim.settings() {
-            writeln!(out, "{k}={v}")?;
-        }
-        out.flush()?;
+    for (k, v) in sim.settings() {
+        writeln!(out, "{k}={v}")?;
     }
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    out.flush()?;
+    until.await;
     sim.shutdown().await;
     Ok(())
+}
+
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -536,3 +536,82 @@ fn sim_args_parse_into_a_config() {
     );
     assert!(Cli::try_parse_from(["dormant", "--kind", "consumer"]).is_err());
 }
+
+#[tokio::test]
+async fn run_prints_the_contract_settings_then_serves_until_told_to_stop() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: dormant::sim::SimArgs,
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = Cli::try_parse_from([
+        "dormant",
+        "--users",
+        "25",
+        "--seed",
+        "3",
+        "--dir",
+        dir.path().to_str().expect("utf8"),
+    ])
+    .expect("args")
+    .sim;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (out_tx, out_rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
+    // Hand the printed settings over as soon as they are flushed.
+    struct Tee(Vec<u8>, Option<tokio::sync::oneshot::Sender<Vec<u8>>>);
+    impl std::io::Write for Tee {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            if let Some(tx) = self.1.take() {
+                let _ = tx.send(self.0.clone());
+            }
+            Ok(())
+        }
+    }
+    let server = tokio::spawn(async move {
+        let mut tee = Tee(Vec::new(), Some(out_tx));
+        dormant::sim::run_until(args, &mut tee, async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    let printed = String::from_utf8(out_rx.await.expect("settings printed")).expect("utf8");
+    let lines: Vec<&str> = printed.lines().collect();
+    assert!(lines[0].starts_with("DORMANT_GRAPH_URL=https://127.0.0.1:"));
+    let get = |k: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .expect(k)
+            .to_string()
+    };
+    assert_eq!(get("DORMANT_TENANT_KIND"), "workforce");
+    assert_eq!(get("DORMANT_CREDENTIAL"), "client-secret");
+    assert!(std::path::Path::new(&get("DORMANT_CA_FILE")).starts_with(dir.path()));
+    let truth = std::fs::read_to_string(get("DORMANT_SIM_TRUTH")).expect("truth");
+    assert_eq!(truth.lines().count(), 25);
+    // It is really serving.
+    let ca = reqwest::Certificate::from_pem(
+        std::fs::read(get("DORMANT_CA_FILE"))
+            .expect("ca")
+            .as_slice(),
+    )
+    .expect("pem");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .expect("client");
+    let r = http
+        .get(format!("{}/_sim/clock", get("DORMANT_GRAPH_URL")))
+        .send()
+        .await
+        .expect("serving");
+    assert_eq!(r.status().as_u16(), 200);
+    stop_tx.send(()).expect("stop");
+    server.await.expect("join").expect("run ok");
+}
