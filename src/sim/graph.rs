@@ -248,6 +248,14 @@ fn graph_inner(st: &State, r: &Req, ids: &RequestIds, v: &str, rest: &[&str]) ->
         (M::POST, ["users", id, "assignLicense"]) => one(assign_license(st, r, ids, v, id)),
         (M::GET, ["users", id, "manager"]) => one(manager(st, ids, v, id)),
         (M::GET, ["users", id, "mailboxSettings"]) => one(mailbox_settings(st, ids, v, id)),
+        (M::GET, ["users", id, "mailboxSettings", "userPurpose"]) => {
+            let mut reply = mailbox_settings(st, ids, v, id);
+            if let Body::Json(b) = &reply.body {
+                let ctx = format!("{}/userPurpose", b["@odata.context"].as_str().unwrap_or(""));
+                reply.body = Body::Json(json!({"@odata.context": ctx, "value": b["userPurpose"]}));
+            }
+            one(reply)
+        }
         (M::POST, ["users", id, "sendMail"]) => one(send_mail(st, r, ids, id)),
         (
             M::GET,

@@ -256,7 +256,7 @@ pub enum PropKind {
 
 /// Canonical name and kind of a filterable user property (case-insensitive).
 pub fn filter_prop(name: &str) -> Option<(&'static str, PropKind)> {
-    const P: [(&str, PropKind); 14] = [
+    const P: [(&str, PropKind); 15] = [
         ("id", PropKind::Str),
         ("accountEnabled", PropKind::Bool),
         ("userType", PropKind::Str),
@@ -268,6 +268,7 @@ pub fn filter_prop(name: &str) -> Option<(&'static str, PropKind)> {
         ("department", PropKind::Str),
         ("createdDateTime", PropKind::Date),
         ("onPremisesSyncEnabled", PropKind::Bool),
+        ("externalUserState", PropKind::Str),
         ("signInActivity/lastSignInDateTime", PropKind::SignIn),
         (
             "signInActivity/lastNonInteractiveSignInDateTime",
@@ -439,6 +440,21 @@ pub fn value_of(t: &Tenant, i: u32, canon: &str) -> Val {
             .map(|s| Val::Str(s.to_string()))
             .unwrap_or(Val::Null),
         "createdDateTime" => Val::Date(u.created),
+        "externalUserState" => {
+            if u.arch.is_guest() {
+                let pending = u.flags & super::tenant::F_PENDING != 0;
+                Val::Str(
+                    if pending {
+                        "PendingAcceptance"
+                    } else {
+                        "Accepted"
+                    }
+                    .to_string(),
+                )
+            } else {
+                Val::Null
+            }
+        }
         "onPremisesSyncEnabled" => {
             if u.flags & super::tenant::F_SYNCED != 0 {
                 Val::Bool(true)

@@ -1266,3 +1266,47 @@ async fn users_count_is_an_advanced_query() {
     assert_graph_error(&body, "Request_BadRequest");
     h.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn guest_state_filter_and_user_purpose_segment() {
+    let h = Harness::workforce(400).await;
+    let tok = h.token().await;
+    let truth = h.truth();
+    let (pending, _) = h.page_all(&tok, "/v1.0/users?$filter=externalUserState eq 'PendingAcceptance'&$select=id,externalUserState&$top=999").await;
+    assert!(!pending.is_empty());
+    assert!(
+        pending
+            .iter()
+            .all(|u| u["externalUserState"] == "PendingAcceptance")
+    );
+    let room = truth
+        .iter()
+        .find(|t| t["mailbox"] == "room")
+        .expect("a room");
+    let (s, _, body) = h
+        .get(
+            &tok,
+            &format!(
+                "/v1.0/users/{}/mailboxSettings/userPurpose",
+                room["id"].as_str().expect("id")
+            ),
+        )
+        .await;
+    assert_eq!((s, body["value"].as_str()), (200, Some("room")));
+    let guest = truth
+        .iter()
+        .find(|t| t["userType"] == "Guest")
+        .expect("guest");
+    let (s, _, body) = h
+        .get(
+            &tok,
+            &format!(
+                "/v1.0/users/{}/mailboxSettings",
+                guest["id"].as_str().expect("id")
+            ),
+        )
+        .await;
+    assert_eq!(s, 404);
+    assert_graph_error(&body, "MailboxNotEnabledForRESTAPI");
+    h.sim.shutdown().await;
+}
