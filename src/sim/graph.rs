@@ -701,12 +701,13 @@ fn identities(t: &Tenant, i: u32) -> Vec<Value> {
                 (_, 1) => "MicrosoftAccount",
                 _ => "mail",
             };
-            let issuer = if u.flags & F_PENDING != 0 && a != Archetype::GuestViral {
-                t.domain.as_str()
+            // A guest who has not redeemed yet has only the tenant-issued UPN identity;
+            // the home identity provider appears once the invitation is redeemed.
+            if u.flags & F_PENDING != 0 && a != Archetype::GuestViral {
+                vec![upn]
             } else {
-                issuer
-            };
-            vec![json!({"signInType": "federated", "issuer": issuer, "issuerAssignedId": null})]
+                vec![json!({"signInType": "federated", "issuer": issuer, "issuerAssignedId": null})]
+            }
         }
         _ => vec![upn],
     }
