@@ -808,6 +808,16 @@ async fn mail_invitations_realms_audits_roles_and_quota() {
         .expect("viral guest");
     let upn = viral["upn"].as_str().expect("upn");
     let mail_addr = upn.split("#EXT#").next().expect("ext").replace('_', "@");
+    let (_, _, u) = h
+        .get(
+            &tok,
+            &format!(
+                "/v1.0/users/{}?$select=identities,userType",
+                viral["id"].as_str().expect("id")
+            ),
+        )
+        .await;
+    assert_eq!(u["identities"][0]["issuer"], "ExternalAzureAD", "{u}");
     let r = h
         .http
         .get(format!(
