@@ -632,8 +632,11 @@ pub fn render_user(t: &Tenant, i: u32, sel: &Selection) -> Map<String, Value> {
                 Some(m) if !u.arch.is_guest() => json!([format!("SMTP:{m}")]),
                 _ => json!([]),
             },
+            // A stored attribute (set when licenses were first assigned); it stays
+            // when licenses are removed, so they can be assigned back.
             "usageLocation" => {
-                if u.all_licenses() != 0 {
+                if u.all_licenses() != 0 || (!u.arch.is_guest() && t.kind == TenantKind::Workforce)
+                {
                     json!("US")
                 } else {
                     Value::Null
