@@ -429,10 +429,142 @@ pub fn keyvault(st: &State, r: &Req, rest: &[&str]) -> Reply {
     .with_header("content-type", "application/json; charset=utf-8")
 }
 
-/// `GET /{tenant}/discovery/v2.0/keys`, named by the OpenID metadata. Graph
-/// access tokens are not meant to be validated by clients (Microsoft: "treat
-/// them as opaque"), and the simulator's are not signed with a published key:
-/// the key set is empty, so a client that tries to verify them fails loudly.
-pub fn jwks() -> Reply {
-    Reply::json(200, json!({"keys": []}))
+/// `GET /{tenant}/discovery/v2.0/keys`, named by the OpenID metadata: the key
+/// that signs user ID tokens. Graph access tokens are not meant to be
+/// validated by clients (Microsoft: "treat them as opaque") and are not signed
+/// with it, so a client that tries to verify them fails loudly.
+pub fn jwks(st: &State) -> Reply {
+    let key = st
+        .idp_key
+        .get_or_init(|| IdpKey::generate().map_err(|e| e.to_string()));
+    match key {
+        Ok(k) => Reply::json(200, json!({"keys": [k.jwk()]})),
+        Err(e) => Reply::json(
+            500,
+            json!({"error": "server_error", "error_description": e}),
+        ),
+    }
+}
+
+/// The simulated identity provider's RS256 signing key for *user* ID tokens
+/// (what the GDPR endpoints verify: signature against the issuer's JWKS, `iss`,
+/// `aud`, `exp`/`nbf`, `auth_time`, subject in `oid`). Generated on first use.
+pub struct IdpKey {
+    pub kid: String,
+    key: rcgen::KeyPair,
+    n: Vec<u8>,
+    e: Vec<u8>,
+}
+
+/// Read one DER INTEGER at `b[*pos..]`, without its leading zero.
+fn der_integer(b: &[u8], pos: &mut usize) -> Option<Vec<u8>> {
+    if *b.get(*pos)? != 0x02 {
+        return None;
+    }
+    *pos += 1;
+    let len = der_len(b, pos)?;
+    let v = b.get(*pos..*pos + len)?;
+    *pos += len;
+    let start = v
+        .iter()
+        .position(|x| *x != 0)
+        .unwrap_or(v.len().saturating_sub(1));
+    Some(v[start..].to_vec())
+}
+
+fn der_len(b: &[u8], pos: &mut usize) -> Option<usize> {
+    let first = *b.get(*pos)?;
+    *pos += 1;
+    if first < 0x80 {
+        return Some(usize::from(first));
+    }
+    let n = usize::from(first & 0x7f);
+    let mut len = 0usize;
+    for _ in 0..n {
+        len = (len << 8) | usize::from(*b.get(*pos)?);
+        *pos += 1;
+    }
+    Some(len)
+}
+
+impl IdpKey {
+    pub fn generate() -> anyhow::Result<IdpKey> {
+        use rcgen::PublicKeyData;
+        let key =
+            rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)?;
+        // PKCS#1 RSAPublicKey: SEQUENCE { INTEGER n, INTEGER e }.
+        let der = key.der_bytes().to_vec();
+        let mut pos = 1;
+        let parsed = der_len(&der, &mut pos).and_then(|_| {
+            let n = der_integer(&der, &mut pos)?;
+            let e = der_integer(&der, &mut pos)?;
+            Some((n, e))
+        });
+        let Some((n, e)) = parsed else {
+            anyhow::bail!("unexpected RSA public key encoding")
+        };
+        let kid = URL_SAFE_NO_PAD.encode(&n[..12]);
+        Ok(IdpKey { kid, key, n, e })
+    }
+
+    pub fn jwk(&self) -> Value {
+        json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid, "n": URL_SAFE_NO_PAD.encode(&self.n), "e": URL_SAFE_NO_PAD.encode(&self.e)})
+    }
+
+    /// Sign `claims` as a compact RS256 JWS.
+    pub fn sign(&self, claims: &Value) -> anyhow::Result<String> {
+        use rcgen::SigningKey;
+        let header = json!({"typ": "JWT", "alg": "RS256", "kid": self.kid});
+        let input = format!("{}.{}", jwt_part(&header), jwt_part(claims));
+        let sig = self.key.sign(input.as_bytes())?;
+        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig)))
+    }
+}
+
+/// A user ID token as the tenant's identity provider would issue after an
+/// interactive sign-in `auth_age_secs` ago (B2C/Entra v2.0 claims).
+pub fn issue_user_token(
+    st: &State,
+    user: &str,
+    audience: Option<&str>,
+    auth_age_secs: i64,
+    lifetime_secs: i64,
+) -> Option<String> {
+    let now = st.now();
+    let key = st
+        .idp_key
+        .get_or_init(|| IdpKey::generate().map_err(|e| e.to_string()));
+    let key = key.as_ref().ok()?;
+    let (claims, i) = {
+        let t = st.tenant_read();
+        let i = t.resolve(user)?;
+        let oid = t.user_id(i);
+        let aud = audience
+            .map(str::to_string)
+            .unwrap_or_else(|| st.client_id.clone());
+        let mut c = json!({
+            "iss": format!("{}/{}/v2.0", st.base_url, t.tenant_id),
+            "aud": aud,
+            "sub": oid,
+            "oid": oid,
+            "tid": t.tenant_id,
+            "iat": now,
+            "nbf": now,
+            "exp": now + lifetime_secs,
+            "auth_time": now - auth_age_secs,
+            "ver": "2.0",
+            "name": t.display_name(i),
+        });
+        if t.kind == super::tenant::TenantKind::B2c {
+            c["emails"] = json!([t.b2c_sign_in_name(i)]);
+            c["tfp"] = json!("B2C_1_signin");
+        } else {
+            c["preferred_username"] = json!(t.upn(i));
+        }
+        (c, i)
+    };
+    let token = key.sign(&claims).ok()?;
+    let id = st.tenant_read().user_id(i);
+    super::control::record_sign_in(st, &id, true, true);
+    Some(token)
 }

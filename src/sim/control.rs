@@ -100,6 +100,15 @@ pub fn handle(st: &State, r: &Req, rest: &[&str]) -> Reply {
             t.users[i as usize].usage[service] = now;
             Reply::json(200, json!({"at": iso(now)}))
         }
+        (M::POST, ["users", id, "id-token"]) => {
+            let audience = body["audience"].as_str();
+            let age = body["authAgeSecs"].as_i64().unwrap_or(0);
+            let lifetime = body["lifetimeSecs"].as_i64().unwrap_or(3600);
+            match super::auth::issue_user_token(st, id, audience, age, lifetime) {
+                Some(t) => Reply::json(200, json!({"idToken": t})),
+                None => err(404, "no such user"),
+            }
+        }
         (M::POST, ["users", id, "reenable-by-person"]) => match reenable_by_person(st, id) {
             Some(at) => Reply::json(200, json!({"at": at})),
             None => err(404, "no such user"),

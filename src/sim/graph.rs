@@ -154,10 +154,7 @@ pub fn throttled_reply(
     ids: &RequestIds,
 ) -> Reply {
     st.stats.throttled.fetch_add(1, Ordering::Relaxed);
-    let (app, tid) = (
-        st.lock(&st.auth).client_id.clone(),
-        st.tenant_read().tenant_id.clone(),
-    );
+    let (app, tid) = (st.client_id.clone(), st.tenant_id.clone());
     let mut reply = graph_error(429, "TooManyRequests", "Please retry again later.", ids);
     if let Body::Json(v) = &mut reply.body {
         v["error"]["innerError"]["code"] = json!("429");
@@ -1829,10 +1826,7 @@ fn directory_audits(st: &State, r: &Req, ids: &RequestIds, v: &str) -> Reply {
         }
     }
     let t = st.tenant_read();
-    let (client_id, retention) = (
-        st.lock(&st.auth).client_id.clone(),
-        t.audit_retention_days(),
-    );
+    let (client_id, retention) = (st.client_id.clone(), t.audit_retention_days());
     let target_idx = target.as_deref().map(|id| ids::index_of_guid(t.id_key, id));
     let mut value = Vec::new();
     for e in t.audits.iter().rev() {

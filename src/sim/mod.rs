@@ -237,8 +237,11 @@ impl Sim {
             TenantKind::Workforce => 300_000,
             TenantKind::B2c => 1_250_000,
         });
+        let tenant_id = tenant.tenant_id.clone();
         let state = Arc::new(server::State {
             base_url,
+            tenant_id,
+            client_id: client_id.clone(),
             clock,
             tenant: RwLock::new(tenant),
             auth: Mutex::new(auth::AuthState::new(
@@ -259,6 +262,7 @@ impl Sim {
             fault_rng: Mutex::new(ids::Rng::new(seed ^ 0xfa17)),
             pending_sign_ins: Mutex::new(Vec::new()),
             sign_in_lag_secs: cfg.sign_in_lag_secs,
+            idp_key: std::sync::OnceLock::new(),
         });
         let task = tokio::spawn(server::serve(state.clone(), listener, tls.server));
         Ok(Sim {
@@ -276,11 +280,12 @@ impl Sim {
     /// The settings that point dormant at this simulator, in CONTRACT order.
     pub fn settings(&self) -> Vec<(String, String)> {
         let b = self.base_url();
+        let tid = self.state.tenant_id.clone();
         let auth = self.state.lock(&self.state.auth);
         let mut v: Vec<(String, String)> = vec![
             ("DORMANT_GRAPH_URL".into(), b.clone()),
             ("DORMANT_AUTHORITY_HOST".into(), b.clone()),
-            ("DORMANT_TENANT_ID".into(), self.tenant_id()),
+            ("DORMANT_TENANT_ID".into(), tid.clone()),
             ("DORMANT_TENANT_KIND".into(), self.kind.as_str().into()),
             ("DORMANT_CREDENTIAL".into(), "client-secret".into()),
             ("DORMANT_CLIENT_ID".into(), auth.client_id.clone()),
@@ -296,6 +301,12 @@ impl Sim {
                 self.truth_file.display().to_string(),
             ),
             ("DORMANT_SIM_CONTROL".into(), format!("{b}/_sim")),
+            ("DORMANT_GDPR_ISSUER".into(), format!("{b}/{tid}/v2.0")),
+            ("DORMANT_GDPR_AUDIENCE".into(), auth.client_id.clone()),
+            (
+                "DORMANT_GDPR_METADATA_URL".into(),
+                format!("{b}/{tid}/v2.0/.well-known/openid-configuration"),
+            ),
         ];
         if let Some(m) = &self.mail_from {
             v.push(("DORMANT_POLICY__NOTIFY__MAIL_FROM".into(), m.clone()));
@@ -318,10 +329,10 @@ impl Sim {
         &self.truth_file
     }
     pub fn tenant_id(&self) -> String {
-        self.state.tenant_read().tenant_id.clone()
+        self.state.tenant_id.clone()
     }
     pub fn client_id(&self) -> String {
-        self.state.lock(&self.state.auth).client_id.clone()
+        self.state.client_id.clone()
     }
     pub fn client_secret(&self) -> String {
         self.state.lock(&self.state.auth).secret.clone()
@@ -373,6 +384,18 @@ impl Sim {
     pub fn reenable_by_person(&self, user: &str) -> bool {
         control::reenable_by_person(&self.state, user).is_some()
     }
+    /// A user ID token (RS256, verifiable against the JWKS in the OpenID
+    /// metadata) for `user` (id or UPN), as after an interactive sign-in
+    /// `auth_age` ago; `audience` defaults to the app's client id. Records the sign-in.
+    pub fn issue_user_token(
+        &self,
+        user: &str,
+        audience: Option<&str>,
+        auth_age: Duration,
+    ) -> Option<String> {
+        auth::issue_user_token(&self.state, user, audience, auth_age.as_secs() as i64, 3600)
+    }
+
     /// Run `f` over the tenant (read-only), for tests that need exact ids.
     pub fn with_tenant<R>(&self, f: impl FnOnce(&Tenant) -> R) -> R {
         f(&self.state.tenant_read())

@@ -146,6 +146,9 @@ impl Stats {
 /// Everything the handlers share.
 pub struct State {
     pub base_url: String,
+    /// Immutable copies, so no handler needs the tenant and auth locks together.
+    pub tenant_id: String,
+    pub client_id: String,
     pub clock: SimClock,
     pub tenant: RwLock<Tenant>,
     pub auth: Mutex<AuthState>,
@@ -164,6 +167,8 @@ pub struct State {
     /// Sign-ins recorded but not yet visible (signInActivity lags).
     pub pending_sign_ins: Mutex<Vec<super::control::PendingSignIn>>,
     pub sign_in_lag_secs: i64,
+    /// RS256 key for user ID tokens (generated on first use).
+    pub idp_key: std::sync::OnceLock<Result<super::auth::IdpKey, String>>,
 }
 
 impl State {
@@ -436,7 +441,7 @@ pub fn dispatch(st: &State, r: &Req, ids: &RequestIds) -> (Reply, usize) {
         [tenant, "v2.0", ".well-known", "openid-configuration"] => {
             (super::auth::openid(st, tenant), 0)
         }
-        [_tenant, "discovery", "v2.0", "keys"] => (super::auth::jwks(), 0),
+        [_tenant, "discovery", "v2.0", "keys"] => (super::auth::jwks(st), 0),
         ["common", "userrealm"] | ["common", "userrealm", _] => (super::graph::userrealm(st, r), 0),
         ["secrets", rest @ ..] => (super::auth::keyvault(st, r, rest), 0),
         ["_download", token] => (super::report::download(st, r, token), 0),

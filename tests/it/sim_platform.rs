@@ -615,3 +615,99 @@ async fn run_prints_the_contract_settings_then_serves_until_told_to_stop() {
     stop_tx.send(()).expect("stop");
     server.await.expect("join").expect("run ok");
 }
+
+#[tokio::test]
+async fn user_id_tokens_verify_against_the_published_jwks() {
+    use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let h = Harness::start(SimConfig {
+        users: 40,
+        kind: TenantKind::B2c,
+        ..SimConfig::default()
+    })
+    .await;
+    let settings: std::collections::HashMap<String, String> =
+        h.sim.settings().into_iter().collect();
+    let meta: serde_json::Value = h
+        .http
+        .get(&settings["DORMANT_GDPR_METADATA_URL"])
+        .send()
+        .await
+        .expect("metadata")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(meta["issuer"], settings["DORMANT_GDPR_ISSUER"].as_str());
+    let jwks: serde_json::Value = h
+        .http
+        .get(meta["jwks_uri"].as_str().expect("jwks_uri"))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("json");
+    let jwk = &jwks["keys"][0];
+    assert_eq!(jwk["kty"], "RSA");
+
+    let user = h.truth()[7]["id"].as_str().expect("id").to_string();
+    let token = h
+        .sim
+        .issue_user_token(&user, None, Duration::from_secs(120))
+        .expect("token");
+    let parts: Vec<&str> = token.split('.').collect();
+    let header: serde_json::Value =
+        serde_json::from_slice(&b64.decode(parts[0]).expect("b64")).expect("json");
+    assert_eq!(
+        (header["alg"].as_str(), header["kid"].as_str()),
+        (Some("RS256"), jwk["kid"].as_str())
+    );
+    let key = RsaPublicKeyComponents {
+        n: b64.decode(jwk["n"].as_str().expect("n")).expect("n"),
+        e: b64.decode(jwk["e"].as_str().expect("e")).expect("e"),
+    };
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    key.verify(
+        &RSA_PKCS1_2048_8192_SHA256,
+        signed.as_bytes(),
+        &b64.decode(parts[2]).expect("sig"),
+    )
+    .expect("signature verifies");
+    let claims: serde_json::Value =
+        serde_json::from_slice(&b64.decode(parts[1]).expect("b64")).expect("json");
+    assert_eq!(claims["oid"], user.as_str());
+    assert_eq!(claims["aud"], settings["DORMANT_GDPR_AUDIENCE"].as_str());
+    assert_eq!(claims["iss"], settings["DORMANT_GDPR_ISSUER"].as_str());
+    assert_eq!(
+        claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat"),
+        3600
+    );
+    assert_eq!(
+        claims["iat"].as_i64().expect("iat") - claims["auth_time"].as_i64().expect("auth_time"),
+        120
+    );
+    // Through the control API too, with another audience.
+    let r: serde_json::Value = h
+        .http
+        .post(format!("{}/_sim/users/{user}/id-token", h.base))
+        .json(&json!({"audience": "other-app"}))
+        .send()
+        .await
+        .expect("control")
+        .json()
+        .await
+        .expect("json");
+    let claims = r["idToken"]
+        .as_str()
+        .expect("idToken")
+        .split('.')
+        .nth(1)
+        .map(|p| b64.decode(p).expect("b64"))
+        .expect("claims");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&claims).expect("json")["aud"],
+        "other-app"
+    );
+    h.sim.shutdown().await;
+}
