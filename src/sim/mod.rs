@@ -13,7 +13,8 @@
 //!
 //! # Endpoints (one HTTPS origin, `https://127.0.0.1:<port>`)
 //! * token authority: `POST /{tenant}/oauth2/v2.0/token` (client secret or
-//!   assertion; scopes Graph, Key Vault, Exchange), `GET /{tenant}/v2.0/.well-known/openid-configuration`
+//!   assertion; scopes Graph, Key Vault, Exchange), `GET /{tenant}/v2.0/.well-known/openid-configuration`,
+//!   `GET /{tenant}/discovery/v2.0/keys` (RS256 key of user ID tokens, for the GDPR endpoints)
 //! * Key Vault: `GET /secrets/{name}[/{version}]?api-version=…` (401 challenge first)
 //! * Graph `v1.0` and `beta`: `users` (list/get/patch/delete, `$select`, `$filter`,
 //!   `$top`, `$count`, `$expand=manager`), `users/{id}/{revokeSignInSessions|assignLicense|manager|mailboxSettings|sendMail|memberOf|transitiveMemberOf[/microsoft.graph.directoryRole]}`,
@@ -26,7 +27,7 @@
 //! * Exchange admin API: `POST /adminapi/beta/{tenant}/InvokeCommand` (`Get-Mailbox`, `Set-Mailbox -Type Shared`)
 //! * control (not Graph): `/_sim/stats`, `/_sim/clock[/advance]`, `/_sim/faults`, `/_sim/throttle`,
 //!   `/_sim/mail`, `/_sim/secret/rotate`, `/_sim/token-lifetime`, `/_sim/report-settings`,
-//!   `/_sim/users/{id}/{signin|usage|reenable-by-person}`
+//!   `/_sim/users/{id}/{signin|usage|reenable-by-person|id-token}`
 
 mod auth;
 mod clock;
