@@ -25,7 +25,7 @@ use crate::store::{
 };
 
 /// Environment variables that start with `DORMANT_` but are not settings.
-const NOT_SETTINGS: &[&str] = &["DORMANT_CONFIG", "DORMANT_SIM_TRUTH", "DORMANT_TEST"];
+const NOT_SETTINGS: &[&str] = &["DORMANT_CONFIG", "DORMANT_SIM_", "DORMANT_TEST"];
 
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";

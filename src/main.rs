@@ -6,9 +6,15 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
+use std::io::IsTerminal as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use dormant::config::{Config, Sources};
 use dormant::functions::{self, AppContext};
+use dormant::graph::{GraphClient, GraphSettings};
 use dormant::host::{Application, server::shutdown_signal};
+use dormant::scan::run::{Progress, ScanOptions, Scanner};
+use dormant::store::{REPORTS_CONTAINER, StorageConfig};
 use dormant::telemetry::{self, LogTarget};
 
 /// Inactive-account governance for Microsoft Entra ID and Azure AD B2C.
@@ -26,6 +32,43 @@ enum Command {
     /// Serve the Azure Functions custom-handler protocol on
     /// 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT (default 3000).
     Serve(ServeArgs),
+    /// Run one inactivity scan now and print where the report went.
+    Scan(ScanArgs),
+    /// The whole job on the embedded default: a simulated tenant, a local
+    /// store, a scan, the report. Prints the report paths.
+    Demo(DemoArgs),
+    /// Serve a simulated Microsoft Graph tenant (HTTPS with its own CA).
+    /// Prints the settings that point dormant at it, then serves until killed.
+    Sim(dormant::sim::SimArgs),
+}
+
+#[derive(Debug, Args)]
+struct ScanArgs {
+    /// Plan, but enqueue nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Configuration file (default: $DORMANT_CONFIG, else ./dormant.toml if present).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Partitions paged at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Users in the simulated tenant.
+    #[arg(long, default_value_t = 2000)]
+    users: u32,
+    /// Workforce or B2C tenant.
+    #[arg(long, value_enum, default_value_t = dormant::sim::TenantKind::Workforce)]
+    kind: dormant::sim::TenantKind,
+    /// Seed of the simulated tenant.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Where the local store goes (default: $DORMANT_STORE_DIR, else ./dormant-data).
+    #[arg(long, value_name = "DIR")]
+    store_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -42,6 +85,175 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Scan(args) => scan(args),
+        Command::Demo(args) => demo(args),
+        Command::Sim(args) => sim(args),
+    }
+}
+
+fn sim(args: dormant::sim::SimArgs) -> ExitCode {
+    telemetry::init(LogTarget::Stderr);
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(dormant::sim::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dormant sim: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn scan(args: ScanArgs) -> ExitCode {
+    telemetry::init(LogTarget::Stderr);
+    let config = match load_config(args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let options = ScanOptions {
+        dry_run: args.dry_run,
+        concurrency: args.concurrency,
+    };
+    rt.block_on(run_scan(config, options))
+}
+
+fn demo(args: DemoArgs) -> ExitCode {
+    telemetry::init(LogTarget::Stderr);
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let sim = match dormant::sim::Sim::start(dormant::sim::SimConfig {
+            users: args.users,
+            kind: args.kind,
+            seed: args.seed,
+            ..dormant::sim::SimConfig::default()
+        })
+        .await
+        {
+            Ok(sim) => sim,
+            Err(e) => {
+                eprintln!("dormant demo: the simulated tenant did not start: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        eprintln!(
+            "dormant demo: simulated {} tenant with {} users at {}",
+            args.kind.as_str(),
+            args.users,
+            sim.base_url()
+        );
+        let store_dir = args
+            .store_dir
+            .map(|d| d.display().to_string())
+            .or_else(|| std::env::var("DORMANT_STORE_DIR").ok())
+            .unwrap_or_else(|| dormant::store::DEFAULT_STORE_DIR.to_owned());
+        let mut env = sim.settings();
+        env.push(("DORMANT_STORE_DIR".into(), store_dir));
+        let config = match Config::load(&Sources::from_env(None, env)) {
+            Ok(c) => c,
+            Err(e) => {
+                eprint!("dormant demo: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let code = run_scan(config, ScanOptions::default()).await;
+        sim.shutdown().await;
+        code
+    })
+}
+
+/// A progress bar on a terminal; nothing otherwise.
+struct Bar {
+    bar: indicatif::ProgressBar,
+    users: AtomicU64,
+    listed: AtomicU64,
+}
+
+impl Progress for Bar {
+    fn partitions_added(&self, n: usize) {
+        self.bar.inc_length(n as u64);
+    }
+    fn partition_done(&self, scanned: u64, rows: u64) {
+        self.bar.inc(1);
+        let users = self.users.fetch_add(scanned, Ordering::Relaxed) + scanned;
+        let listed = self.listed.fetch_add(rows, Ordering::Relaxed) + rows;
+        self.bar
+            .set_message(format!("{users} users, {listed} not plainly active"));
+    }
+}
+
+async fn run_scan(config: Config, options: ScanOptions) -> ExitCode {
+    let graph = match GraphClient::new(GraphSettings::from_config(&config)) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("dormant: cannot set up Microsoft Graph: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ctx = match AppContext::build(config) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("dormant: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local_root = match &ctx.config.storage {
+        StorageConfig::Local(dir) => Some(dir.clone()),
+        _ => None,
+    };
+    let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} partitions {pos}/{len} {wide_bar} {msg} [{elapsed}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Arc::new(Bar {
+            bar,
+            users: AtomicU64::new(0),
+            listed: AtomicU64::new(0),
+        })
+    } else {
+        Arc::new(())
+    };
+    let scanner = Scanner {
+        graph,
+        store: ctx.store.clone(),
+        config: Arc::new(ctx.config.clone()),
+    };
+    match scanner.run(&options, progress).await {
+        Ok(outcome) => {
+            let s = &outcome.summary;
+            eprintln!(
+                "dormant: run {} scanned {} users: {}",
+                outcome.run,
+                s.scanned,
+                s.by_verdict
+                    .iter()
+                    .map(|(k, v)| format!("{v} {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            for name in [&outcome.csv, &outcome.json, &outcome.html] {
+                match &local_root {
+                    Some(root) => println!("{}", root.join(REPORTS_CONTAINER).join(name).display()),
+                    None => println!("{REPORTS_CONTAINER}/{name}"),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dormant: the scan failed: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -255,10 +255,18 @@ impl EntraTokenProvider {
         Ok(SecretString::from(value))
     }
 
-    async fn load_material(&self) -> Result<Material, GraphError> {
+    /// The credential material. A secret given directly
+    /// (`DORMANT_CLIENT_SECRET`, e.g. a resolved Key Vault reference) is used
+    /// first; Key Vault is read when there is none, and on `reload` after
+    /// `invalid_client` (the secret was rotated).
+    async fn load_material(&self, after_rejection: bool) -> Result<Material, GraphError> {
         let s = &self.settings;
         match s.credential {
             CredentialKind::ClientSecret => {
+                let direct = s.client_secret.clone().filter(|_| !after_rejection);
+                if let Some(secret) = direct {
+                    return Ok(Material::Secret(secret));
+                }
                 if self.material_from_keyvault() {
                     let name = s.client_secret_name.as_deref().unwrap_or_default();
                     return Ok(Material::Secret(self.read_keyvault(name).await?));
@@ -365,7 +373,7 @@ impl EntraTokenProvider {
         let material = match &st.material {
             Some(m) => m.clone(),
             None => {
-                let m = self.load_material().await?;
+                let m = self.load_material(false).await?;
                 st.material = Some(m.clone());
                 m
             }
@@ -384,7 +392,7 @@ impl EntraTokenProvider {
         tracing::warn!(
             "the token authority rejected the client credential (invalid_client); re-reading it from Key Vault once"
         );
-        let m = self.load_material().await?;
+        let m = self.load_material(true).await?;
         let c = self.build_credential(&m)?;
         st.material = Some(m);
         st.credential = Some(c);

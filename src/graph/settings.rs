@@ -105,9 +105,23 @@ impl GraphSettings {
         s
     }
 
-    /// The token scope for Graph: `{graph root}/.default`.
+    /// The token scope for Graph: `{graph root}/.default` for Graph's own
+    /// clouds (public, US Government, DoD, China: each is its own resource),
+    /// and the public Graph resource for any other root — a private proxy or
+    /// the simulator forwards to Graph, whose tokens it expects.
     pub fn graph_scope(&self) -> String {
-        format!("{}/.default", self.graph_url.as_str().trim_end_matches('/'))
+        const CLOUDS: &[&str] = &[
+            "graph.microsoft.com",
+            "graph.microsoft.us",
+            "dod-graph.microsoft.us",
+            "microsoftgraph.chinacloudapi.cn",
+        ];
+        match self.graph_url.host_str() {
+            Some(host) if CLOUDS.contains(&host) => {
+                format!("https://{host}/.default")
+            }
+            _ => format!("{DEFAULT_GRAPH_URL}/.default"),
+        }
     }
 }
 
@@ -119,6 +133,12 @@ mod tests {
     fn defaults_point_at_public_cloud() {
         let s = GraphSettings::new("contoso.onmicrosoft.com");
         assert_eq!(s.graph_scope(), "https://graph.microsoft.com/.default");
+        let mut us = s.clone();
+        us.graph_url = url::Url::parse("https://graph.microsoft.us").expect("url");
+        assert_eq!(us.graph_scope(), "https://graph.microsoft.us/.default");
+        let mut proxy = s.clone();
+        proxy.graph_url = url::Url::parse("https://127.0.0.1:8443").expect("url");
+        assert_eq!(proxy.graph_scope(), "https://graph.microsoft.com/.default");
         assert_eq!(
             s.authority_host.as_str(),
             "https://login.microsoftonline.com/"
