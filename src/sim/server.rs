@@ -441,6 +441,7 @@ pub fn dispatch(st: &State, r: &Req, ids: &RequestIds) -> (Reply, usize) {
         [tenant, "v2.0", ".well-known", "openid-configuration"] => {
             (super::auth::openid(st, tenant), 0)
         }
+        ["msi", "token"] => (super::auth::managed_identity(st, r), 0),
         [_tenant, "discovery", "v2.0", "keys"] => (super::auth::jwks(st), 0),
         ["common", "userrealm"] | ["common", "userrealm", _] => (super::graph::userrealm(st, r), 0),
         ["secrets", rest @ ..] => (super::auth::keyvault(st, r, rest), 0),
