@@ -375,6 +375,10 @@ impl Sim {
     pub fn stats(&self) -> StatsSnapshot {
         self.state.stats.snapshot()
     }
+    /// Zero the counters.
+    pub fn reset_stats(&self) {
+        self.state.stats.reset()
+    }
     /// `admin/reportSettings.displayConcealedNames` right now.
     pub fn concealed_names(&self) -> bool {
         self.state

@@ -136,6 +136,27 @@ impl Stats {
                 .unwrap_or_default(),
         }
     }
+    /// Zero every counter (between phases of a test).
+    pub fn reset(&self) {
+        for a in [
+            &self.requests,
+            &self.graph_requests,
+            &self.throttled,
+            &self.faults_injected,
+            &self.token_requests,
+            &self.report_redirects,
+            &self.report_downloads,
+            &self.report_downloads_with_auth,
+        ] {
+            a.store(0, Ordering::SeqCst);
+        }
+        if let Ok(mut m) = self.by_route.lock() {
+            m.clear();
+        }
+        if let Ok(mut m) = self.realm_lookups.lock() {
+            m.clear();
+        }
+    }
     pub fn bump_route(&self, route: String) {
         if let Ok(mut m) = self.by_route.lock() {
             *m.entry(route).or_default() += 1;

@@ -347,6 +347,14 @@ async fn control_api_moves_the_clock_and_reports_stats() {
         .await
         .expect("json");
     assert!(stats["requests"].as_u64().expect("requests") >= 1);
+    let r = h
+        .http
+        .delete(format!("{}/_sim/stats", h.base))
+        .send()
+        .await
+        .expect("reset");
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(h.sim.stats().graph_requests, 0);
     h.sim.shutdown().await;
 }
 
