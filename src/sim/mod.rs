@@ -27,7 +27,7 @@
 //!   `admin/reportSettings`, `invitations`, `auditLogs/directoryAudits`, `organization[/{id}]`, `$batch`
 //! * `GET /common/userrealm?user=…&api-version=2.1` (unauthenticated)
 //! * Exchange admin API: `POST /adminapi/beta/{tenant}/InvokeCommand` (`Get-Mailbox`, `Set-Mailbox -Type Shared`)
-//! * control (not Graph): `/_sim/stats`, `/_sim/clock[/advance]`, `/_sim/faults`, `/_sim/throttle`,
+//! * control (not Graph): `/_sim/stats` (GET, DELETE = reset), `/_sim/clock[/advance]`, `/_sim/faults`, `/_sim/throttle`,
 //!   `/_sim/mail`, `/_sim/secret/rotate`, `/_sim/token-lifetime`, `/_sim/report-settings`,
 //!   `/_sim/users/{id}/{signin|usage|reenable-by-person|id-token}`
 
