@@ -51,6 +51,8 @@ pub struct AuthState {
     pub versions: Vec<(String, String, i64)>,
     pub tokens: HashMap<String, TokenInfo>,
     pub token_lifetime_secs: i64,
+    /// The App Service managed identity secret (`IDENTITY_HEADER`).
+    pub identity_header: String,
 }
 
 pub fn random_secret() -> String {
@@ -73,6 +75,7 @@ impl AuthState {
             versions: vec![(uuid::Uuid::new_v4().simple().to_string(), secret, now)],
             tokens: HashMap::new(),
             token_lifetime_secs,
+            identity_header: uuid::Uuid::new_v4().simple().to_string(),
         }
     }
 
@@ -105,6 +108,77 @@ fn aad_error(st: &State, status: u16, error: &str, code: u32, description: &str)
             "trace_id": trace,
             "correlation_id": corr,
             "error_uri": format!("{}/error?code={code}", st.base_url),
+        }),
+    )
+    .with_header("content-type", "application/json; charset=utf-8")
+}
+
+/// Mint an access token for `audience` (the caller holds the auth lock).
+fn mint(auth: &mut AuthState, tenant_id: &str, audience: Audience, now: i64) -> (String, i64) {
+    let lifetime = auth.token_lifetime_secs;
+    let header = json!({"typ": "JWT", "alg": "RS256", "kid": "sim-signing-key"});
+    let claims = json!({
+        "aud": audience.resource(),
+        "iss": format!("https://sts.windows.net/{tenant_id}/"),
+        "iat": now, "nbf": now, "exp": now + lifetime,
+        "appid": auth.client_id, "tid": tenant_id, "idtyp": "app",
+        "oid": uuid::Uuid::new_v4().to_string(),
+        "roles": ["User.ReadWrite.All", "AuditLog.Read.All", "Directory.ReadWrite.All", "Reports.Read.All", "ReportSettings.ReadWrite.All", "Mail.Send", "User.Invite.All", "RoleManagement.Read.Directory"],
+        "jti": uuid::Uuid::new_v4().to_string(),
+    });
+    let sig: [u8; 32] = rand::random();
+    let access_token = format!(
+        "{}.{}.{}",
+        jwt_part(&header),
+        jwt_part(&claims),
+        URL_SAFE_NO_PAD.encode(sig)
+    );
+    auth.tokens.retain(|_, t| t.expires_at + 3600 > now);
+    auth.tokens.insert(
+        access_token.clone(),
+        TokenInfo {
+            audience,
+            expires_at: now + lifetime,
+        },
+    );
+    (access_token, lifetime)
+}
+
+/// App Service / Functions managed identity endpoint (`IDENTITY_ENDPOINT`):
+/// `GET /msi/token?api-version=2019-08-01&resource=…` with the
+/// `X-IDENTITY-HEADER` secret; answers `expires_on` as a string of Unix seconds.
+pub fn managed_identity(st: &State, r: &Req) -> Reply {
+    st.stats
+        .token_requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let now = st.now();
+    let mut auth = st.lock(&st.auth);
+    if r.header("x-identity-header") != Some(auth.identity_header.as_str()) {
+        return Reply::json(
+            401,
+            json!({"statusCode": 401, "message": "Unauthorized: the X-IDENTITY-HEADER is missing or wrong."}),
+        );
+    }
+    let audience = match r.query_value("resource").map(|s| s.trim_end_matches('/')) {
+        Some("https://graph.microsoft.com") => Audience::Graph,
+        Some("https://vault.azure.net") => Audience::Vault,
+        Some("https://outlook.office365.com") => Audience::Exchange,
+        other => {
+            return Reply::json(
+                400,
+                json!({"statusCode": 400, "message": format!("Unsupported resource '{}'.", other.unwrap_or(""))}),
+            );
+        }
+    };
+    let (token, lifetime) = mint(&mut auth, &st.tenant_id, audience, now);
+    Reply::json(
+        200,
+        json!({
+            "access_token": token,
+            "expires_on": (now + lifetime).to_string(),
+            "resource": audience.resource(),
+            "token_type": "Bearer",
+            "client_id": auth.client_id,
         }),
     )
     .with_header("content-type", "application/json; charset=utf-8")
@@ -240,32 +314,7 @@ pub fn token(st: &State, r: &Req, _ids: &RequestIds) -> Reply {
             );
         }
     };
-    let lifetime = auth.token_lifetime_secs;
-    let header = json!({"typ": "JWT", "alg": "RS256", "kid": "sim-signing-key"});
-    let claims = json!({
-        "aud": audience.resource(),
-        "iss": format!("https://sts.windows.net/{tenant_id}/"),
-        "iat": now, "nbf": now, "exp": now + lifetime,
-        "appid": auth.client_id, "tid": tenant_id, "idtyp": "app",
-        "oid": uuid::Uuid::new_v4().to_string(),
-        "roles": ["User.ReadWrite.All", "AuditLog.Read.All", "Directory.ReadWrite.All", "Reports.Read.All", "ReportSettings.ReadWrite.All", "Mail.Send", "User.Invite.All", "RoleManagement.Read.Directory"],
-        "jti": uuid::Uuid::new_v4().to_string(),
-    });
-    let sig: [u8; 32] = rand::random();
-    let access_token = format!(
-        "{}.{}.{}",
-        jwt_part(&header),
-        jwt_part(&claims),
-        URL_SAFE_NO_PAD.encode(sig)
-    );
-    auth.tokens.retain(|_, t| t.expires_at + 3600 > now);
-    auth.tokens.insert(
-        access_token.clone(),
-        TokenInfo {
-            audience,
-            expires_at: now + lifetime,
-        },
-    );
+    let (access_token, lifetime) = mint(&mut auth, &tenant_id, audience, now);
     Reply::json(200, json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": access_token}))
         .with_header("content-type", "application/json; charset=utf-8")
 }

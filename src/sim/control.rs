@@ -24,6 +24,10 @@ pub fn handle(st: &State, r: &Req, rest: &[&str]) -> Reply {
     let body = r.json_body().unwrap_or(Value::Null);
     match (r.method.clone(), rest) {
         (M::GET, ["stats"]) => Reply::json(200, to_value(&st.stats.snapshot())),
+        (M::DELETE, ["stats"]) => {
+            st.stats.reset();
+            Reply::empty(204)
+        }
         (M::GET, ["clock"]) => Reply::json(200, json!({"now": st.clock.now().to_rfc3339()})),
         (M::POST, ["clock", "advance"]) => {
             let Some(secs) = body["seconds"].as_u64() else {

@@ -16,6 +16,8 @@
 //!   assertion; scopes Graph, Key Vault, Exchange), `GET /{tenant}/v2.0/.well-known/openid-configuration`,
 //!   `GET /{tenant}/discovery/v2.0/keys` (RS256 key of user ID tokens, for the GDPR endpoints)
 //! * Key Vault: `GET /secrets/{name}[/{version}]?api-version=…` (401 challenge first)
+//! * managed identity (App Service/Functions style): `GET /msi/token?api-version=2019-08-01&resource=…`
+//!   with `X-IDENTITY-HEADER` (printed as `IDENTITY_ENDPOINT` / `IDENTITY_HEADER`)
 //! * Graph `v1.0` and `beta`: `users` (list/get/patch/delete, `$select`, `$filter`,
 //!   `$top`, `$count`, `$expand=manager`), `users/{id}/{revokeSignInSessions|assignLicense|manager|mailboxSettings|sendMail|memberOf|transitiveMemberOf[/microsoft.graph.directoryRole]}`,
 //!   `subscribedSkus`, `groups[/{id}[/transitiveMembers|members]]`,
@@ -25,7 +27,7 @@
 //!   `admin/reportSettings`, `invitations`, `auditLogs/directoryAudits`, `organization[/{id}]`, `$batch`
 //! * `GET /common/userrealm?user=…&api-version=2.1` (unauthenticated)
 //! * Exchange admin API: `POST /adminapi/beta/{tenant}/InvokeCommand` (`Get-Mailbox`, `Set-Mailbox -Type Shared`)
-//! * control (not Graph): `/_sim/stats`, `/_sim/clock[/advance]`, `/_sim/faults`, `/_sim/throttle`,
+//! * control (not Graph): `/_sim/stats` (GET, DELETE = reset), `/_sim/clock[/advance]`, `/_sim/faults`, `/_sim/throttle`,
 //!   `/_sim/mail`, `/_sim/secret/rotate`, `/_sim/token-lifetime`, `/_sim/report-settings`,
 //!   `/_sim/users/{id}/{signin|usage|reenable-by-person|id-token}`
 
@@ -302,6 +304,8 @@ impl Sim {
                 self.truth_file.display().to_string(),
             ),
             ("DORMANT_SIM_CONTROL".into(), format!("{b}/_sim")),
+            ("IDENTITY_ENDPOINT".into(), format!("{b}/msi/token")),
+            ("IDENTITY_HEADER".into(), auth.identity_header.clone()),
             ("DORMANT_GDPR_ISSUER".into(), format!("{b}/{tid}/v2.0")),
             ("DORMANT_GDPR_AUDIENCE".into(), auth.client_id.clone()),
             (
@@ -370,6 +374,10 @@ impl Sim {
     }
     pub fn stats(&self) -> StatsSnapshot {
         self.state.stats.snapshot()
+    }
+    /// Zero the counters.
+    pub fn reset_stats(&self) {
+        self.state.stats.reset()
     }
     /// `admin/reportSettings.displayConcealedNames` right now.
     pub fn concealed_names(&self) -> bool {

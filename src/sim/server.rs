@@ -136,6 +136,27 @@ impl Stats {
                 .unwrap_or_default(),
         }
     }
+    /// Zero every counter (between phases of a test).
+    pub fn reset(&self) {
+        for a in [
+            &self.requests,
+            &self.graph_requests,
+            &self.throttled,
+            &self.faults_injected,
+            &self.token_requests,
+            &self.report_redirects,
+            &self.report_downloads,
+            &self.report_downloads_with_auth,
+        ] {
+            a.store(0, Ordering::SeqCst);
+        }
+        if let Ok(mut m) = self.by_route.lock() {
+            m.clear();
+        }
+        if let Ok(mut m) = self.realm_lookups.lock() {
+            m.clear();
+        }
+    }
     pub fn bump_route(&self, route: String) {
         if let Ok(mut m) = self.by_route.lock() {
             *m.entry(route).or_default() += 1;
@@ -441,6 +462,7 @@ pub fn dispatch(st: &State, r: &Req, ids: &RequestIds) -> (Reply, usize) {
         [tenant, "v2.0", ".well-known", "openid-configuration"] => {
             (super::auth::openid(st, tenant), 0)
         }
+        ["msi", "token"] => (super::auth::managed_identity(st, r), 0),
         [_tenant, "discovery", "v2.0", "keys"] => (super::auth::jwks(st), 0),
         ["common", "userrealm"] | ["common", "userrealm", _] => (super::graph::userrealm(st, r), 0),
         ["secrets", rest @ ..] => (super::auth::keyvault(st, r, rest), 0),

@@ -347,6 +347,14 @@ async fn control_api_moves_the_clock_and_reports_stats() {
         .await
         .expect("json");
     assert!(stats["requests"].as_u64().expect("requests") >= 1);
+    let r = h
+        .http
+        .delete(format!("{}/_sim/stats", h.base))
+        .send()
+        .await
+        .expect("reset");
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(h.sim.stats().graph_requests, 0);
     h.sim.shutdown().await;
 }
 
@@ -709,5 +717,51 @@ async fn user_id_tokens_verify_against_the_published_jwks() {
         serde_json::from_slice::<serde_json::Value>(&claims).expect("json")["aud"],
         "other-app"
     );
+    h.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn managed_identity_endpoint_serves_vault_tokens_like_app_service() {
+    let h = Harness::workforce(20).await;
+    let settings: std::collections::HashMap<String, String> =
+        h.sim.settings().into_iter().collect();
+    let endpoint = &settings["IDENTITY_ENDPOINT"];
+    let url = format!("{endpoint}?api-version=2019-08-01&resource=https://vault.azure.net");
+    assert_eq!(
+        h.http
+            .get(&url)
+            .send()
+            .await
+            .expect("request")
+            .status()
+            .as_u16(),
+        401
+    );
+    let body: serde_json::Value = h
+        .http
+        .get(&url)
+        .header("X-IDENTITY-HEADER", &settings["IDENTITY_HEADER"])
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        body["expires_on"]
+            .as_str()
+            .expect("expires_on is a string")
+            .parse::<i64>()
+            .is_ok()
+    );
+    let token = body["access_token"].as_str().expect("token");
+    let (s, _, secret) = h
+        .get(
+            token,
+            &format!("{}/secrets/dormant-client-secret?api-version=7.5", h.base),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(secret["value"], h.sim.client_secret());
     h.sim.shutdown().await;
 }
