@@ -14,6 +14,15 @@
 
 use chrono::{DateTime, NaiveDate, TimeZone as _, Utc};
 
+/// Sign-in logging covers interactive sign-ins since 2020-04 and
+/// non-interactive ones since 2020-05: an account created after this day has
+/// had every sign-in of its life recorded.
+pub fn sign_in_logging_start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2020, 5, 1, 0, 0, 0)
+        .single()
+        .expect("a valid constant date")
+}
+
 /// `lastSuccessfulSignInDateTime` exists from this day on.
 pub fn successful_field_start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2023, 12, 1, 0, 0, 0)

@@ -28,6 +28,10 @@ pub struct Subject {
     pub usage: Option<ServiceUsage>,
     pub licensed: bool,
     pub on_premises_synced: bool,
+    /// A guest whose invitation was redeemed (`externalUserState` =
+    /// `Accepted`): redeeming takes a sign-in, so a blank sign-in record
+    /// there is a gap in the data, not a guest who never came.
+    pub invitation_accepted: bool,
 }
 
 /// What a scan looks up for users who are not plainly active.
@@ -80,11 +84,11 @@ pub enum Activity {
         last: LastActivity,
         days: i64,
     },
-    /// Sign-in data exists but holds no trustworthy sign-in, and no service
-    /// was used.
+    /// No trustworthy sign-in in a record that covers the account's whole
+    /// life, and no service used.
     NeverSignedIn,
-    /// No activity data at all. Never acted on: one real tool disabled
-    /// active guests because of a blank date.
+    /// No activity data that can speak. Never acted on: one real tool
+    /// disabled active guests because of a blank date.
     Unknown,
 }
 
@@ -124,9 +128,21 @@ pub fn classify(subject: &Subject, policy: &Policy, now: DateTime<Utc>) -> Activ
             }
         }
         None if new => Activity::New,
-        None if subject.sign_ins.is_none() => Activity::Unknown,
+        None if subject.sign_ins.is_none() && !blank_means_never(subject) => Activity::Unknown,
         None => Activity::NeverSignedIn,
     }
+}
+
+/// Graph leaves `signInActivity` out for users who never signed in, and
+/// also when it has no record for other reasons. A blank record means
+/// "never" only when logging covered the account's whole life (created
+/// after 2020-05) and nothing else proves a sign-in happened (an accepted
+/// invitation). Users created before mid-2018 have no `createdDateTime`.
+fn blank_means_never(subject: &Subject) -> bool {
+    subject
+        .created
+        .is_some_and(|c| c >= super::activity::sign_in_logging_start())
+        && !subject.invitation_accepted
 }
 
 /// CONTRACT `verdict`; `Active` never reaches the report.

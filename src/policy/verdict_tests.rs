@@ -49,6 +49,7 @@ fn member(last_success_days: Option<i64>) -> Subject {
         usage: None,
         licensed: true,
         on_premises_synced: false,
+        invitation_accepted: false,
     }
 }
 
@@ -116,25 +117,64 @@ fn failed_sign_ins_never_keep_an_account_alive() {
 }
 
 #[test]
-fn no_sign_in_data_is_unknown_never_inactive() {
+fn a_blank_record_that_cannot_speak_is_unknown_never_inactive() {
+    // Created before sign-in logging began (2020-05): a blank record may
+    // hide sign-ins Graph never saw.
     let mut s = member(None);
     s.sign_ins = None;
+    s.created = Some(
+        DateTime::parse_from_rfc3339("2020-04-30T00:00:00Z")
+            .expect("date")
+            .with_timezone(&Utc),
+    );
     let a = verdict_of(&s, &Enrichment::default(), &policy());
     assert_eq!(a.verdict, Verdict::Unknown);
     assert_eq!(a.action, Action::None);
     assert!(a.flags.contains(&RiskFlag::NoSigninData));
 
-    // A guest with a blank date is the classic mistake: still unknown.
+    // No creation date (users from before mid-2018): unknown too.
+    s.created = None;
+    assert_eq!(
+        verdict_of(&s, &Enrichment::default(), &policy()).verdict,
+        Verdict::Unknown
+    );
+
+    // A guest who accepted the invitation signed in at least once: a blank
+    // record is a data gap (the classic mistake), so unknown.
+    s.created = Some(days_ago(400));
     s.is_guest = true;
+    s.invitation_accepted = true;
     let a = verdict_of(&s, &Enrichment::default(), &policy());
     assert_eq!(a.verdict, Verdict::Unknown);
     assert!(a.flags.contains(&RiskFlag::Guest));
 }
 
 #[test]
+fn a_blank_record_covering_the_whole_life_means_never_signed_in() {
+    let mut s = member(None);
+    s.sign_ins = None;
+    s.created = Some(
+        DateTime::parse_from_rfc3339("2020-05-01T00:00:00Z")
+            .expect("date")
+            .with_timezone(&Utc),
+    );
+    let a = verdict_of(&s, &Enrichment::default(), &policy());
+    assert_eq!(a.verdict, Verdict::NeverSignedIn);
+    assert!(a.flags.contains(&RiskFlag::NoSigninData));
+    assert!(a.flags.contains(&RiskFlag::LicensedNeverSignedIn));
+
+    // A pending guest never redeemed: never signed in.
+    s.is_guest = true;
+    s.licensed = false;
+    let a = verdict_of(&s, &Enrichment::default(), &policy());
+    assert_eq!(a.verdict, Verdict::NeverSignedIn);
+}
+
+#[test]
 fn usage_report_speaks_for_users_without_sign_in_data() {
     let mut s = member(None);
     s.sign_ins = None;
+    s.created = None;
     s.usage = Some(ServiceUsage {
         teams: Some(date_days_ago(3)),
         ..ServiceUsage::default()
@@ -223,6 +263,7 @@ fn exclusions_win_over_everything() {
     let bg = policy_with(&[("DORMANT_POLICY__BREAK_GLASS", ID)]);
     let mut s = member(None);
     s.sign_ins = None;
+    s.created = None;
     let a = verdict_of(&s, &Enrichment::default(), &bg);
     assert_eq!(
         a.verdict,

@@ -223,6 +223,10 @@ fn subject_of(user: &User, usage: Option<&UsageIndex>) -> Subject {
         }),
         licensed: !user.assigned_licenses.is_empty(),
         on_premises_synced: user.on_premises_sync_enabled == Some(true),
+        invitation_accepted: user
+            .external_user_state
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("Accepted")),
     }
 }
 

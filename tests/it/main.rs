@@ -10,6 +10,7 @@ mod host_fixtures;
 mod host_protocol;
 mod packaging;
 mod report_html;
+mod scan_e2e;
 mod serve_process;
 mod sim_bench;
 mod sim_conformance;
