@@ -22,6 +22,8 @@ use url::Url;
 
 /// Most attempts of one call, whatever the time budget says.
 const MAX_ATTEMPTS: u32 = 30;
+/// Shortest wait after a 429, whatever `Retry-After` says.
+const THROTTLE_FLOOR: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Microsoft Graph for one tenant. Cheap to clone; clones share the HTTP
 /// client, the token provider and the pacer.
@@ -277,6 +279,9 @@ impl GraphClient {
         let budget = pacer.retry_budget();
         let mut refreshed = false;
         let mut attempt: u32 = 0;
+        // Backoff grows with transient failures only: a 429 says exactly how
+        // long to wait, and stacking backoff on it would waste the budget.
+        let mut transient_failures: u32 = 0;
         loop {
             attempt += 1;
             pacer.acquire(req.class).await;
@@ -319,8 +324,9 @@ impl GraphClient {
             };
             match &error {
                 GraphError::Throttled { retry_after } => {
-                    // Never less than our own backoff: `Retry-After: 0` must not spin.
-                    let pause = (*retry_after).max(pacer.backoff(attempt));
+                    // Graph's Retry-After is the wait; a floor keeps
+                    // `Retry-After: 0` from spinning.
+                    let pause = (*retry_after).max(THROTTLE_FLOOR);
                     pacer.throttled(req.class, pause);
                     tracing::warn!(parent: &span, retry_after_ms = retry_after.as_millis() as u64, "throttled by Graph");
                     if attempt >= MAX_ATTEMPTS || !budget.allows(pause) {
@@ -333,7 +339,10 @@ impl GraphClient {
                     }
                 }
                 GraphError::Transient(_) => {
-                    let delay = hint.unwrap_or_default().max(pacer.backoff(attempt));
+                    transient_failures += 1;
+                    let delay = hint
+                        .unwrap_or_default()
+                        .max(pacer.backoff(transient_failures));
                     if attempt >= MAX_ATTEMPTS || !budget.allows(delay) {
                         tracing::warn!(parent: &span, %error, "giving up after retries");
                         return Err(error);

@@ -5,6 +5,7 @@ mod azurite;
 mod config_files;
 mod functions_folders;
 mod graph;
+mod graph_sim;
 mod harness;
 mod host_fixtures;
 mod host_protocol;

@@ -1,17 +1,18 @@
 //! Microsoft's Python SDKs (msgraph-sdk, azure-identity) against the simulator.
 //!
-//! Needs a Python with `msgraph-sdk` and `azure-identity`; name it in
-//! `DORMANT_SIM_PYTHON` and run `cargo test --test it sim_conformance -- --ignored`.
+//! Needs a Python with `msgraph-sdk` and `azure-identity`, named in
+//! `DORMANT_SIM_PYTHON`: `scripts/test.sh` installs the pinned versions
+//! (tests/conformance/requirements.txt) into `.tools/pyenv` and sets it.
 
 use dormant::sim::SimConfig;
 
 use crate::sim_harness::Harness;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs DORMANT_SIM_PYTHON with msgraph-sdk installed"]
 async fn msgraph_sdk_pages_users_and_reads_a_batch() {
-    let python = std::env::var("DORMANT_SIM_PYTHON")
-        .expect("DORMANT_SIM_PYTHON names a python with msgraph-sdk");
+    let python = std::env::var("DORMANT_SIM_PYTHON").expect(
+        "DORMANT_SIM_PYTHON is not set: run the tests through scripts/test.sh, which installs msgraph-sdk",
+    );
     let h = Harness::start(SimConfig {
         users: 700,
         ..SimConfig::default()
