@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::{ObjectId, RunId, is_token_id};
+use crate::policy::Step;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -34,6 +35,19 @@ impl ActionKind {
             Self::Restore => "restore",
             Self::ResetRedemption => "reset-redemption",
             Self::GdprErase => "gdpr-erase",
+        }
+    }
+}
+
+impl From<Step> for ActionKind {
+    fn from(step: Step) -> Self {
+        match step {
+            Step::Notify => Self::Notify,
+            Step::Disable => Self::Disable,
+            Step::ConvertMailbox => Self::ConvertMailbox,
+            Step::RemoveLicenses => Self::RemoveLicenses,
+            Step::Delete => Self::Delete,
+            Step::Purge => Self::Purge,
         }
     }
 }

@@ -11,7 +11,8 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::config::{Phases, TenantKind};
 
-/// One step of a case; also the `kind` of its queue message.
+/// One step of a case. Its queue message `kind` is
+/// `lifecycle::ActionKind::from(step)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Step {
     Notify,
@@ -23,30 +24,6 @@ pub enum Step {
 }
 
 impl Step {
-    /// CONTRACT queue `kind`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Notify => "notify",
-            Self::Disable => "disable",
-            Self::ConvertMailbox => "convert-mailbox",
-            Self::RemoveLicenses => "remove-licenses",
-            Self::Delete => "delete",
-            Self::Purge => "purge",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "notify" => Self::Notify,
-            "disable" => Self::Disable,
-            "convert-mailbox" => Self::ConvertMailbox,
-            "remove-licenses" => Self::RemoveLicenses,
-            "delete" => Self::Delete,
-            "purge" => Self::Purge,
-            _ => return None,
-        })
-    }
-
     /// Steps that change the directory and so must re-check the user first.
     pub fn is_destructive(self) -> bool {
         !matches!(self, Self::Notify)
@@ -199,20 +176,5 @@ mod tests {
             Step::Delete,
         ];
         assert_eq!(next_step(&p, &all, opened), None);
-    }
-
-    #[test]
-    fn step_names_round_trip() {
-        for s in [
-            Step::Notify,
-            Step::Disable,
-            Step::ConvertMailbox,
-            Step::RemoveLicenses,
-            Step::Delete,
-            Step::Purge,
-        ] {
-            assert_eq!(Step::parse(s.as_str()), Some(s));
-        }
-        assert_eq!(Step::parse("restore"), None);
     }
 }

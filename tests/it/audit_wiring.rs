@@ -3,24 +3,16 @@
 
 use std::sync::Arc;
 
-use dormant::config::{Config, Sources};
 use dormant::functions::AppContext;
 use dormant::host::{Application, Functions, Outcome};
 use dormant::store::audit;
 
-use crate::harness::{TENANT, fixture};
+use crate::harness::{fixture, local_config};
 
 #[tokio::test]
 async fn a_malformed_message_is_recorded_in_the_audit_log() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = Config::load(&Sources::from_env(
-        None,
-        vec![
-            ("DORMANT_TENANT_ID".into(), TENANT.into()),
-            ("DORMANT_STORE_DIR".into(), dir.path().display().to_string()),
-        ],
-    ))
-    .expect("config");
+    let config = local_config(dir.path());
     let ctx = Arc::new(AppContext::build(config).expect("context"));
     ctx.store.ensure_defaults().await.expect("containers");
     let functions = Functions::new()

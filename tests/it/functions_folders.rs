@@ -5,12 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dormant::config::{Config, Sources};
 use dormant::functions::{AppContext, catalog};
 use dormant::host::TriggerKind;
 use serde_json::Value;
 
-use crate::harness::{TENANT, repo_root};
+use crate::harness::{local_config, repo_root};
 
 fn read_json(path: &std::path::Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -32,14 +31,7 @@ fn folders() -> BTreeMap<String, Value> {
 
 fn served() -> BTreeMap<&'static str, TriggerKind> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = Config::load(&Sources::from_env(
-        None,
-        vec![
-            ("DORMANT_TENANT_ID".into(), TENANT.into()),
-            ("DORMANT_STORE_DIR".into(), dir.path().display().to_string()),
-        ],
-    ))
-    .expect("config");
+    let config = local_config(dir.path());
     let ctx = AppContext::build(config).expect("context");
     catalog(Arc::new(ctx)).catalog().clone()
 }

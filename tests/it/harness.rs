@@ -167,3 +167,15 @@ pub fn minimal_env(store_dir: &str) -> Vec<(&'static str, String)> {
 pub fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
+
+/// A validated configuration for the test tenant on a local store in `dir`.
+pub fn local_config(dir: &std::path::Path) -> dormant::config::Config {
+    dormant::config::Config::load(&dormant::config::Sources::from_env(
+        None,
+        vec![
+            ("DORMANT_TENANT_ID".into(), TENANT.into()),
+            ("DORMANT_STORE_DIR".into(), dir.display().to_string()),
+        ],
+    ))
+    .expect("test configuration")
+}
