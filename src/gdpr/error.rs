@@ -138,3 +138,47 @@ impl IntoResponse for Error {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(e: Error) -> (u16, Option<String>, Option<String>) {
+        let r = e.into_response();
+        let h = |n: header::HeaderName| {
+            r.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        (
+            r.status().as_u16(),
+            h(header::WWW_AUTHENTICATE),
+            h(header::RETRY_AFTER),
+        )
+    }
+
+    #[test]
+    fn statuses_and_headers_follow_the_contract() {
+        let (s, c, _) = parts(Error::Token(TokenError::Missing));
+        assert_eq!((s, c.as_deref()), (401, Some("Bearer realm=\"dormant\"")));
+        let (s, c, _) = parts(Error::Token(TokenError::Invalid("x")));
+        assert_eq!(s, 401);
+        assert!(c.unwrap_or_default().contains("error=\"invalid_token\""));
+        let (s, c, _) = parts(Error::Token(TokenError::TooOld { max_age_secs: 600 }));
+        assert_eq!(s, 403);
+        assert!(c.unwrap_or_default().contains("max_age=\"600\""));
+        let (s, _, r) = parts(Error::RateLimited {
+            retry_after: Duration::from_secs(42),
+        });
+        assert_eq!((s, r.as_deref()), (429, Some("42")));
+        assert_eq!(parts(Error::NotFound).0, 404);
+        assert_eq!(parts(Error::TooLarge).0, 413);
+        assert_eq!(parts(Error::NotConfigured).0, 503);
+        assert_eq!(
+            parts(Error::Token(TokenError::KeysUnavailable("down".into()))).0,
+            503
+        );
+        assert_eq!(parts(Error::Unexpected(anyhow::anyhow!("boom"))).0, 500);
+    }
+}

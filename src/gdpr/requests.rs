@@ -315,3 +315,101 @@ fn contended(name: &str) -> StoreError {
         detail: "too many concurrent writers; try again".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> ObjectId {
+        ObjectId::parse("5b3a1c2d-3333-4e4e-8f8f-0123456789ab").expect("id")
+    }
+
+    #[tokio::test]
+    async fn the_window_slides_and_says_how_long_to_wait() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::local(dir.path()).expect("store");
+        store.ensure_defaults().await.expect("containers");
+        let requests = Requests::new(store);
+        let start = Utc::now();
+        for i in 0..RATE_LIMIT {
+            let at = start + chrono::Duration::minutes(i as i64);
+            assert_eq!(
+                requests.admit(&alice(), at).await.expect("store"),
+                Ok(()),
+                "{i}"
+            );
+        }
+        let later = start + chrono::Duration::minutes(30);
+        let wait = requests
+            .admit(&alice(), later)
+            .await
+            .expect("store")
+            .expect_err("the 11th within the hour is refused");
+        assert_eq!(
+            wait.as_secs(),
+            30 * 60,
+            "until the oldest leaves the window"
+        );
+        // Refusals are not counted: once the oldest left, one more fits.
+        let after = start + chrono::Duration::minutes(60);
+        assert_eq!(
+            requests.admit(&alice(), after).await.expect("store"),
+            Ok(())
+        );
+        assert!(
+            requests
+                .admit(&alice(), after)
+                .await
+                .expect("store")
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn one_pending_erasure_per_subject_and_a_failed_one_is_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::local(dir.path()).expect("store");
+        store.ensure_defaults().await.expect("containers");
+        let requests = Requests::new(store);
+        let Submitted::Pending(first) = requests
+            .submit_erasure(&alice(), Origin::User)
+            .await
+            .expect("submit")
+        else {
+            panic!("a new request is pending");
+        };
+        let Submitted::Pending(again) = requests
+            .submit_erasure(&alice(), Origin::Operator)
+            .await
+            .expect("submit")
+        else {
+            panic!("still pending");
+        };
+        assert_eq!(first.request_id, again.request_id);
+        requests
+            .update(&alice(), &first.request_id, |r| r.status = Status::Failed)
+            .await
+            .expect("update");
+        let Submitted::Pending(fresh) = requests
+            .submit_erasure(&alice(), Origin::User)
+            .await
+            .expect("submit")
+        else {
+            panic!("a failed request is replaced");
+        };
+        assert_ne!(fresh.request_id, first.request_id);
+        // Request ids are looked up under the subject only.
+        let bob = ObjectId::parse("6c4b2d3e-4444-4f4f-9a9a-123456789abc").expect("id");
+        assert!(
+            requests
+                .get(&bob, &fresh.request_id)
+                .await
+                .expect("get")
+                .is_none()
+        );
+        assert!(requests.get(&alice(), "../x").await.expect("get").is_none());
+        let view = fresh.view();
+        assert_eq!(view.as_object().expect("object").len(), 3);
+        assert_eq!(view["status"], "accepted");
+    }
+}

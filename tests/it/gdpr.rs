@@ -104,15 +104,18 @@ struct Issuer {
     base: String,
     ca: std::path::PathBuf,
     jwks_fetches: Arc<AtomicUsize>,
+    /// The published key set; tests swap it to rotate keys.
+    jwks: Arc<Mutex<Value>>,
 }
 
 async fn issuer(signer: &Signer, dir: &std::path::Path) -> Issuer {
     let fetches = Arc::new(AtomicUsize::new(0));
-    let jwks = json!({"keys": [
+    let jwks = Arc::new(Mutex::new(json!({"keys": [
         // Keys we cannot use are skipped, as in Entra's real JWKS.
         {"kty": "EC", "kid": "ec-1", "crv": "P-256", "x": "AA", "y": "AA"},
         signer.jwk(KID),
-    ]});
+    ]})));
+    let published = jwks.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -128,7 +131,8 @@ async fn issuer(signer: &Signer, dir: &std::path::Path) -> Issuer {
             "/discovery/v2.0/keys",
             get(move || async move {
                 counter.fetch_add(1, Ordering::SeqCst);
-                axum::Json(jwks)
+                let keys = published.lock().expect("jwks").clone();
+                axum::Json(keys)
             }),
         );
     let ca = serve_tls(listener, app, dir);
@@ -136,6 +140,7 @@ async fn issuer(signer: &Signer, dir: &std::path::Path) -> Issuer {
         base,
         ca,
         jwks_fetches: fetches,
+        jwks,
     }
 }
 
@@ -877,4 +882,122 @@ fn gdpr_functions_require_the_function_key() {
         assert_eq!(trigger["type"], "httpTrigger", "{name}");
         assert_eq!(trigger["authLevel"], "function", "{name}");
     }
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_picked_up_once_the_refresh_interval_allows() {
+    use dormant::gdpr::token::{TokenError, TokenVerifier};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = Signer::new();
+    // Generated up front: key generation must not eat the refresh interval.
+    let new = Signer::new();
+    let issuer = issuer(&old, dir.path()).await;
+    let gdpr = dormant::config::Gdpr {
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+        metadata_url: url::Url::parse(&format!("{}/.well-known/openid-configuration", issuer.base))
+            .expect("url"),
+        max_auth_age_secs: 600,
+    };
+    let http = dormant::graph::build_http_client(Some(&issuer.ca)).expect("client");
+    let verifier = TokenVerifier::new(&gdpr, http).with_min_refresh(Duration::from_secs(1));
+    let now = chrono::Utc::now();
+
+    let user = verifier
+        .verify(&old.token(&entra_claims(ALICE)), now)
+        .await
+        .expect("valid");
+    assert_eq!(user.subject.as_str(), ALICE);
+    let b2c = verifier
+        .verify(&old.token(&b2c_claims(BOB)), now)
+        .await
+        .expect("valid");
+    assert_eq!(
+        (b2c.subject.as_str(), b2c.policy.as_deref()),
+        (BOB, Some("B2C_1_signupsignin"))
+    );
+
+    // The issuer rotates to a new key.
+    *issuer.jwks.lock().expect("jwks") = json!({"keys": [new.jwk("key-2")]});
+    let rotated = new.sign(&json!({"alg": "RS256", "kid": "key-2"}), &b2c_claims(ALICE));
+    assert!(
+        matches!(
+            verifier.verify(&rotated, now).await,
+            Err(TokenError::Invalid(_))
+        ),
+        "within the interval the unknown kid is refused without a fetch"
+    );
+    assert_eq!(verifier.jwks_fetches(), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    verifier
+        .verify(&rotated, now)
+        .await
+        .expect("the new key after one refresh");
+    assert_eq!(verifier.jwks_fetches(), 2);
+    // The withdrawn key no longer verifies.
+    assert!(
+        verifier
+            .verify(&old.token(&b2c_claims(ALICE)), now)
+            .await
+            .is_err()
+    );
+    assert_eq!(issuer.jwks_fetches.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_operator_cli_records_and_enqueues_the_same_erasure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dormant"))
+            .args(args)
+            .env_clear()
+            .env("DORMANT_TENANT_ID", TENANT)
+            .env("DORMANT_STORE_DIR", dir.path())
+            .current_dir(dir.path())
+            .output()
+            .expect("run dormant")
+    };
+    for help in [
+        &["gdpr", "--help"][..],
+        &["gdpr", "erase", "--help"],
+        &["gdpr", "export", "--help"],
+    ] {
+        assert!(run(help).status.success(), "{help:?}");
+    }
+    assert_eq!(
+        run(&["gdpr", "erase", "alice@example.com"]).status.code(),
+        Some(2)
+    );
+    let first = run(&["gdpr", "erase", ALICE]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let first: Value = serde_json::from_slice(&first.stdout).expect("json");
+    assert_eq!(first["status"], "accepted");
+    let again: Value =
+        serde_json::from_slice(&run(&["gdpr", "erase", ALICE]).stdout).expect("json");
+    assert_eq!(again["requestId"], first["requestId"]);
+
+    let store = Store::local(dir.path()).expect("store");
+    let msgs = store
+        .receive(ACTIONS_QUEUE, 32, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    assert!(!msgs.is_empty());
+    let message: Value = serde_json::from_str(&msgs[0].text).expect("json");
+    assert_eq!(
+        (message["kind"].as_str(), message["user"].as_str()),
+        (Some("gdpr-erase"), Some(ALICE))
+    );
+    let audit = AuditLog::new(store)
+        .read_day(chrono::Utc::now().date_naive())
+        .await
+        .expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.step == "gdpr-erase-request" && r.detail.as_deref() == Some("by-operator"))
+    );
 }
