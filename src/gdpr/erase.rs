@@ -216,7 +216,7 @@ impl Eraser<'_> {
         };
         let code: String = code
             .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
             .take(80)
             .collect();
         let failed = self

@@ -205,6 +205,10 @@ struct GraphState {
     deleted: Arc<Mutex<HashSet<String>>>,
     purged: Arc<Mutex<HashSet<String>>>,
     calls: Arc<Mutex<Vec<String>>>,
+    /// While set, `DELETE /users/{id}` answers 503.
+    unavailable: Arc<std::sync::atomic::AtomicBool>,
+    /// While set, `DELETE /users/{id}` answers 403 (e.g. the user holds an admin role).
+    refuse: Arc<std::sync::atomic::AtomicBool>,
 }
 
 async fn graph_stand_in(state: GraphState) -> String {
@@ -224,6 +228,12 @@ async fn graph_stand_in(state: GraphState) -> String {
             "/v1.0/users/{id}",
             delete(move |Path(id): Path<String>| async move {
                 s1.calls.lock().expect("calls").push(format!("DELETE user {id}"));
+                if s1.refuse.load(Ordering::SeqCst) {
+                    return (axum::http::StatusCode::FORBIDDEN, axum::Json(json!({"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges"}})));
+                }
+                if s1.unavailable.load(Ordering::SeqCst) {
+                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"error": {"code": "serviceNotAvailable", "message": "x"}})));
+                }
                 let gone = s1.purged.lock().expect("p").contains(&id)
                     || !s1.deleted.lock().expect("d").insert(id);
                 if gone {
@@ -544,7 +554,7 @@ async fn erasure_from_token_to_purge_and_event() {
 }
 
 #[tokio::test]
-async fn a_user_deleted_elsewhere_is_still_purged_and_a_refusal_fails_the_request() {
+async fn a_user_deleted_elsewhere_is_still_purged_and_unknown_requests_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let signer = Signer::new();
     let issuer = issuer(&signer, dir.path()).await;
@@ -1000,4 +1010,78 @@ async fn the_operator_cli_records_and_enqueues_the_same_erasure() {
             .iter()
             .any(|r| r.step == "gdpr-erase-request" && r.detail.as_deref() == Some("by-operator"))
     );
+}
+
+#[tokio::test]
+async fn graph_outage_is_retried_by_the_host_and_the_request_stays_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = Signer::new();
+    let issuer = issuer(&signer, dir.path()).await;
+    let graph_state = GraphState::default();
+    graph_state.unavailable.store(true, Ordering::SeqCst);
+    let graph = graph_stand_in(graph_state.clone()).await;
+    let app = App::start(&dir.path().join("store"), Some(&issuer), Some(&graph)).await;
+    let alice = signer.token(&b2c_claims(ALICE));
+    let r = app.delete(&alice).await;
+    let location = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let msgs = app
+        .store
+        .receive(ACTIONS_QUEUE, 1, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    let (code, _) = app.deliver(&msgs[0].text).await;
+    assert_eq!(code, 500, "transient: the host retries");
+    let s: Value = app
+        .call(reqwest::Method::GET, &location, Some(&alice))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(s["status"], "running");
+    graph_state.unavailable.store(false, Ordering::SeqCst);
+    let (code, ret) = app.deliver(&msgs[0].text).await;
+    assert_eq!(
+        (code, ret["ReturnValue"]["status"].as_str()),
+        (200, Some("done"))
+    );
+}
+
+#[tokio::test]
+async fn a_graph_refusal_fails_the_request_and_a_new_post_starts_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = Signer::new();
+    let issuer = issuer(&signer, dir.path()).await;
+    let graph_state = GraphState::default();
+    graph_state.refuse.store(true, Ordering::SeqCst);
+    let graph = graph_stand_in(graph_state.clone()).await;
+    let app = App::start(&dir.path().join("store"), Some(&issuer), Some(&graph)).await;
+    let alice = signer.token(&entra_claims(ALICE));
+    let first: Value = app.delete(&alice).await.json().await.expect("json");
+    let (code, ret) = app.deliver_next_action().await;
+    assert_eq!(code, 200, "a refusal is final, not retried");
+    assert_eq!(ret["ReturnValue"]["status"], "failed");
+    let location = format!(
+        "/api/gdpr/requests/{}",
+        first["requestId"].as_str().expect("id")
+    );
+    let s: Value = app
+        .call(reqwest::Method::GET, &location, Some(&alice))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(s["status"], "failed");
+    let audit = AuditLog::new(app.store.clone())
+        .read_day(chrono::Utc::now().date_naive())
+        .await
+        .expect("audit");
+    assert!(audit.iter().any(|r| r.step == "gdpr-erase"
+        && r.error.as_deref() == Some("graph-403-Authorization_RequestDenied")));
+    graph_state.refuse.store(false, Ordering::SeqCst);
+    let second: Value = app.delete(&alice).await.json().await.expect("json");
+    assert_ne!(second["requestId"], first["requestId"]);
+    assert_eq!(second["status"], "accepted");
 }
