@@ -255,7 +255,11 @@ impl TokenVerifier {
         Ok(VerifiedUser {
             subject,
             auth_time,
-            policy: claims.tfp.or(claims.acr),
+            // Entra's `acr` is an assurance level ("1"), not a policy: only
+            // B2C names (`B2C_1_…` user flows, `B2C_1A_…` custom policies) count.
+            policy: claims.tfp.or(claims
+                .acr
+                .filter(|a| a.to_ascii_lowercase().starts_with("b2c_"))),
         })
     }
 

@@ -917,7 +917,18 @@ async fn a_rotated_key_is_picked_up_once_the_refresh_interval_allows() {
         .verify(&old.token(&entra_claims(ALICE)), now)
         .await
         .expect("valid");
-    assert_eq!(user.subject.as_str(), ALICE);
+    assert_eq!(
+        (user.subject.as_str(), user.policy.as_deref()),
+        (ALICE, None)
+    );
+    let mut custom = b2c_claims(BOB);
+    custom.as_object_mut().expect("obj").remove("tfp");
+    custom["acr"] = json!("B2C_1A_signup_signin");
+    let custom = verifier
+        .verify(&old.token(&custom), now)
+        .await
+        .expect("valid");
+    assert_eq!(custom.policy.as_deref(), Some("B2C_1A_signup_signin"));
     let b2c = verifier
         .verify(&old.token(&b2c_claims(BOB)), now)
         .await
