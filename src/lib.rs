@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod functions;
+pub mod gdpr;
 pub mod graph;
 pub mod host;
 pub mod ids;

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dormant::config::{Config, Sources};
 use dormant::functions::{self, AppContext};
-use dormant::graph::{GraphClient, GraphSettings};
 use dormant::host::{Application, server::shutdown_signal};
 use dormant::scan::run::{Progress, ScanOptions, Scanner};
 use dormant::store::{REPORTS_CONTAINER, StorageConfig};
@@ -40,6 +39,10 @@ enum Command {
     /// Serve a simulated Microsoft Graph tenant (HTTPS with its own CA).
     /// Prints the settings that point dormant at it, then serves until killed.
     Sim(dormant::sim::SimArgs),
+    /// Operator-initiated GDPR requests (same job and audit trail as the
+    /// user's own requests through the GDPR endpoints).
+    #[command(subcommand)]
+    Gdpr(GdprCommand),
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +74,41 @@ struct DemoArgs {
     store_dir: Option<PathBuf>,
 }
 
+#[derive(Debug, Subcommand)]
+enum GdprCommand {
+    /// Record and enqueue the erasure of USER_ID (delete, purge, then a
+    /// `user-erased` event); prints the request id. The queue worker runs
+    /// it, or `--now` runs it here and prints the final status.
+    Erase(GdprEraseArgs),
+    /// Print everything held about USER_ID as JSON (the user object with
+    /// every attribute, directory audit events, dormant's own records).
+    Export(GdprExportArgs),
+}
+
+#[derive(Debug, Args)]
+struct GdprEraseArgs {
+    /// The user's directory object id.
+    user_id: String,
+    /// Run the erasure in this process instead of leaving it to the worker.
+    #[arg(long)]
+    now: bool,
+    /// Configuration file (default: $DORMANT_CONFIG, else ./dormant.toml if present).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct GdprExportArgs {
+    /// The user's directory object id.
+    user_id: String,
+    /// Write the export here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Configuration file (default: $DORMANT_CONFIG, else ./dormant.toml if present).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// Configuration file (default: $DORMANT_CONFIG, else ./dormant.toml if present).
@@ -88,6 +126,7 @@ fn main() -> ExitCode {
         Command::Scan(args) => scan(args),
         Command::Demo(args) => demo(args),
         Command::Sim(args) => sim(args),
+        Command::Gdpr(command) => gdpr_cli(command),
     }
 }
 
@@ -191,17 +230,17 @@ impl Progress for Bar {
 }
 
 async fn run_scan(config: Config, options: ScanOptions) -> ExitCode {
-    let graph = match GraphClient::new(GraphSettings::from_config(&config)) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("dormant: cannot set up Microsoft Graph: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let ctx = match AppContext::build(config) {
         Ok(ctx) => ctx,
         Err(e) => {
             eprintln!("dormant: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let graph = match ctx.graph().await {
+        Ok(g) => g.clone(),
+        Err(e) => {
+            eprintln!("dormant: cannot set up Microsoft Graph: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -317,6 +356,99 @@ fn serve(args: ServeArgs) -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "server failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn gdpr_cli(command: GdprCommand) -> ExitCode {
+    use dormant::gdpr::requests::{Origin, Submitted};
+    use dormant::gdpr::{erase::Eraser, export::export, record_export, request_erasure};
+    use dormant::ids::ObjectId;
+    use dormant::store::audit::Outcome;
+
+    telemetry::init(LogTarget::Stderr);
+    let (user_id, config_flag) = match &command {
+        GdprCommand::Erase(a) => (&a.user_id, a.config.clone()),
+        GdprCommand::Export(a) => (&a.user_id, a.config.clone()),
+    };
+    let Some(user) = ObjectId::parse(user_id) else {
+        eprintln!("dormant: USER_ID must be a directory object id (a GUID)");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let config = match load_config(config_flag) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let ctx = match AppContext::build(config) {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                eprintln!("dormant: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let result: anyhow::Result<()> = async {
+            let store = ctx.storage().await?;
+            match command {
+                GdprCommand::Erase(args) => {
+                    let submitted = request_erasure(
+                        store,
+                        &ctx.audit,
+                        &ctx.config.tenant_id,
+                        &user,
+                        Origin::Operator,
+                    )
+                    .await?;
+                    let mut request = match submitted {
+                        Submitted::Pending(r) | Submitted::Done(r) => r,
+                    };
+                    if args.now && request.status.is_pending() {
+                        let eraser = Eraser {
+                            store,
+                            audit: &ctx.audit,
+                            graph: ctx.graph().await?,
+                        };
+                        request = eraser.run(&user, &request.request_id).await?;
+                    }
+                    println!("{}", request.view());
+                    if request.status == dormant::gdpr::requests::Status::Failed {
+                        anyhow::bail!("the erasure failed: {}", request.error.unwrap_or_default());
+                    }
+                    Ok(())
+                }
+                GdprCommand::Export(args) => {
+                    let graph = ctx.graph().await?;
+                    let result = export(graph, &ctx.extensions, store, &ctx.audit, &user).await;
+                    let outcome = if result.is_ok() {
+                        Outcome::Done
+                    } else {
+                        Outcome::Failed
+                    };
+                    let code = result.as_ref().err().map(|_| "export-failed");
+                    record_export(&ctx.audit, &user, Origin::Operator, outcome, code).await?;
+                    let text = serde_json::to_string_pretty(&result?)?;
+                    match args.out {
+                        Some(path) => {
+                            std::fs::write(&path, text)?;
+                            eprintln!("dormant: export written to {}", path.display());
+                        }
+                        None => println!("{text}"),
+                    }
+                    Ok(())
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dormant: {e:#}");
                 ExitCode::FAILURE
             }
         }

@@ -4,6 +4,7 @@
 //! `catalog()` is the single list the router serves; a test checks it
 //! against the `functions/*/function.json` folders the host reads.
 
+pub mod gdpr;
 pub mod user_actions;
 
 use std::sync::Arc;
@@ -13,6 +14,12 @@ use azure_core::credentials::TokenCredential;
 use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId};
 
 use crate::config::Config;
+use crate::gdpr::export::ExtensionCache;
+use crate::gdpr::token::TokenVerifier;
+use crate::graph::{
+    EntraTokenProvider, GraphClient, GraphError, GraphSettings, Pacer, PacerConfig,
+    build_http_client,
+};
 use crate::host::{FailureRecorder, Functions, PermanentFailure};
 use crate::store::audit::{AuditLog, AuditRecord, Outcome};
 use crate::store::{StorageConfig, Store};
@@ -27,7 +34,16 @@ pub struct AppContext {
     pub config: Config,
     pub store: Store,
     pub audit: AuditLog,
+    /// The one outbound HTTPS client (trusts `DORMANT_CA_FILE`): Graph,
+    /// tokens, and the GDPR issuer's metadata and keys.
+    pub http: reqwest::Client,
+    /// Verifies user tokens on the GDPR endpoints; `None` when
+    /// `DORMANT_GDPR_*` is not configured (the endpoints answer 503).
+    pub gdpr: Option<Arc<TokenVerifier>>,
+    /// User extension attribute names for exports.
+    pub extensions: ExtensionCache,
     storage_ready: tokio::sync::OnceCell<()>,
+    graph: tokio::sync::OnceCell<GraphClient>,
 }
 
 impl AppContext {
@@ -50,12 +66,60 @@ impl AppContext {
         };
         let store = Store::connect(&config.storage, credential).context("connecting storage")?;
         let audit = AuditLog::new(store.clone());
+        let http = build_http_client(config.ca_file.as_deref())
+            .context("building the outbound HTTPS client")?;
+        let gdpr = config
+            .gdpr
+            .as_ref()
+            .map(|g| Arc::new(TokenVerifier::new(g, http.clone())));
         Ok(Self {
             config,
             store,
             audit,
+            http,
+            gdpr,
+            extensions: ExtensionCache::default(),
             storage_ready: tokio::sync::OnceCell::new(),
+            graph: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// Replaces the token verifier (tests: a shorter refresh interval).
+    pub fn with_token_verifier(mut self, verifier: TokenVerifier) -> Self {
+        self.gdpr = Some(Arc::new(verifier));
+        self
+    }
+
+    /// Uses `graph` instead of building one from configuration (tests,
+    /// and the CLI's demo against the simulator).
+    pub fn with_graph(self, graph: GraphClient) -> Self {
+        // A fresh cell cannot be full: `set` only fails when it is.
+        let _ = self.graph.set(graph);
+        self
+    }
+
+    /// The Graph client, built on first use over the shared HTTPS client.
+    /// Building does no network I/O, but it can refuse a credential
+    /// setting; doing it lazily keeps `dormant serve` ready whatever Graph
+    /// needs, and only the functions that call Graph report the problem.
+    pub async fn graph(&self) -> Result<&GraphClient, GraphError> {
+        self.graph
+            .get_or_try_init(|| async {
+                let settings = GraphSettings::from_config(&self.config);
+                let tokens = Arc::new(EntraTokenProvider::new(
+                    settings.clone(),
+                    self.http.clone(),
+                    None,
+                )?);
+                let pacer = Arc::new(Pacer::new(PacerConfig::from_settings(&settings)));
+                Ok(GraphClient::with_parts(
+                    &settings,
+                    self.http.clone(),
+                    tokens,
+                    pacer,
+                ))
+            })
+            .await
     }
 
     /// Creates dormant's containers and queues once per process, on first
@@ -99,9 +163,8 @@ pub fn failure_record(failure: &PermanentFailure) -> AuditRecord {
 pub fn catalog(ctx: Arc<AppContext>) -> Functions {
     let recorder = ctx.failure_recorder();
     let actions = ctx.clone();
-    Functions::new()
-        .queue(user_actions::NAME, user_actions::BINDING, move |inv| {
-            user_actions::run(actions.clone(), inv)
-        })
-        .on_permanent_failure(recorder)
+    let functions = Functions::new().queue(user_actions::NAME, user_actions::BINDING, move |inv| {
+        user_actions::run(actions.clone(), inv)
+    });
+    gdpr::register(functions, ctx).on_permanent_failure(recorder)
 }

@@ -8,6 +8,7 @@ use chrono::{Duration, Utc};
 use serde_json::json;
 
 use super::AppContext;
+use crate::gdpr::erase::{EraseError, Eraser};
 use crate::host::{FunctionError, Invocation, Outcome, QueueTrigger};
 use crate::lifecycle::{ActionKind, ActionMessage};
 use crate::store::{ACTIONS_QUEUE, SendOptions};
@@ -53,9 +54,41 @@ pub async fn run(
         });
     }
 
-    // The lifecycle steps and GDPR erasure plug in here as they land; until
-    // then a kind is refused honestly: recorded, never retried forever.
-    Err(unsupported(message.kind))
+    match message.kind {
+        ActionKind::GdprErase => erase(&ctx, &message).await,
+        // The lifecycle steps plug in here as they land; until then a kind
+        // is refused honestly: recorded, never retried forever.
+        kind => Err(unsupported(kind)),
+    }
+}
+
+/// `gdpr-erase`: `case` carries the request id (CONTRACT: ids only).
+async fn erase(ctx: &AppContext, message: &ActionMessage) -> Result<Outcome, FunctionError> {
+    let store = ctx
+        .storage()
+        .await
+        .map_err(|e| FunctionError::Transient(e.into()))?;
+    // A credential setting Graph refuses will not fix itself by retrying,
+    // but an operator can fix it within the retries; let the host retry.
+    let graph = ctx
+        .graph()
+        .await
+        .map_err(|e| FunctionError::Transient(e.into()))?;
+    let eraser = Eraser {
+        store,
+        audit: &ctx.audit,
+        graph,
+    };
+    match eraser.run(&message.user, &message.case).await {
+        Ok(request) => Ok(Outcome {
+            return_value: request.view(),
+            ..Outcome::default()
+        }),
+        Err(EraseError::Transient(e)) => Err(FunctionError::Transient(e)),
+        Err(EraseError::Permanent { code, message }) => {
+            Err(FunctionError::permanent(code, message))
+        }
+    }
 }
 
 fn unsupported(kind: ActionKind) -> FunctionError {

@@ -4,6 +4,7 @@ mod audit_wiring;
 mod azurite;
 mod config_files;
 mod functions_folders;
+mod gdpr;
 mod graph;
 mod graph_sim;
 mod harness;

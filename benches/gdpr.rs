@@ -1,0 +1,354 @@
+//! GDPR endpoint benchmark (`cargo bench --bench gdpr`): `POST
+//! /api/gdpr/delete` on `dormant serve` (release binary, local store) with
+//! real RS256 tokens, 200 keep-alive connections on loopback; requests/s,
+//! p50/p99 latency, peak RSS.
+//!
+//! Every request does the whole job: verify the token (cached JWKS), count
+//! it in the subject's store-backed hourly window, create or find the
+//! request, enqueue the erasure, append the audit record. Subjects are
+//! distinct (at most 10 requests each, the hourly limit).
+//!
+//! Peers measured in the same run with the same client:
+//! - dormant's bare readiness route (`GET /`): the floor of the HTTP stack;
+//! - a Python standard-library server verifying the same tokens with
+//!   `cryptography` (RS256, iss, aud, exp/nbf, auth_time) and answering 202
+//!   without storing anything: a lower bound for a verifier in the language
+//!   of most custom-handler samples (it does less work than dormant).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde_json::json;
+
+const CONNECTIONS: usize = 200;
+const PER_CONNECTION: usize = 60;
+const ISSUER: &str = "https://bench.b2clogin.com/tenant/v2.0/";
+const AUDIENCE: &str = "3c1d7a55-0000-4000-8000-00000000a0d1";
+
+const PEER: &str = r#"
+import base64, json, os, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from cryptography.hazmat.primitives.asymmetric import rsa, padding
+from cryptography.hazmat.primitives import hashes
+def b64(s): return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+KEY = rsa.RSAPublicNumbers(int.from_bytes(b64(os.environ["PEER_E"]), "big"), int.from_bytes(b64(os.environ["PEER_N"]), "big")).public_key()
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def _send(self, code, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def do_GET(self): self._send(200, "ready")
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        if n: self.rfile.read(n)
+        try:
+            token = self.headers["Authorization"].split(" ", 1)[1]
+            h, p, s = token.split(".")
+            header = json.loads(b64(h))
+            assert header["alg"] == "RS256" and header["kid"] == "k1"
+            KEY.verify(b64(s), (h + "." + p).encode(), padding.PKCS1v15(), hashes.SHA256())
+            c = json.loads(b64(p)); now = time.time()
+            assert c["iss"] == os.environ["PEER_ISS"] and c["aud"] == os.environ["PEER_AUD"]
+            assert c["exp"] + 300 > now and c.get("nbf", 0) - 300 < now and now - c["auth_time"] < 900
+            self._send(202, {"requestId": c["sub"], "status": "accepted"})
+        except Exception:
+            self._send(401, {"error": {"code": "invalid-token", "message": "no"}})
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn wait_ready(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("not ready");
+}
+
+fn stop(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+struct Load {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    ok: usize,
+    total: usize,
+}
+
+/// `CONNECTIONS` tasks, each with its own keep-alive connection, sending
+/// its share of `tokens` (None = no Authorization header).
+async fn load(method: reqwest::Method, url: String, tokens: Arc<Vec<String>>) -> Load {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..CONNECTIONS {
+        let (url, tokens, method) = (url.clone(), tokens.clone(), method.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .http1_only()
+                .build()
+                .expect("client");
+            let mut lat = Vec::with_capacity(PER_CONNECTION);
+            let mut ok = 0;
+            for i in 0..PER_CONNECTION {
+                let mut r = client.request(method.clone(), &url);
+                if !tokens.is_empty() {
+                    r = r.bearer_auth(&tokens[(c * PER_CONNECTION + i) % tokens.len()]);
+                }
+                let t = Instant::now();
+                let resp = r.send().await.expect("request");
+                let good = resp.status().is_success();
+                let _ = resp.bytes().await;
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                ok += usize::from(good);
+            }
+            (lat, ok)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut ok = 0;
+    for t in tasks {
+        let (lat, n) = t.await.expect("task");
+        all.extend(lat);
+        ok += n;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Load {
+        rps: all.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        ok,
+        total: all.len(),
+    }
+}
+
+/// The issuer's metadata and JWKS over HTTPS (a fresh CA, trusted by
+/// dormant through `DORMANT_CA_FILE`).
+async fn issuer(jwk: serde_json::Value, dir: &std::path::Path) -> (String, std::path::PathBuf) {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("https://{}", listener.local_addr().expect("addr"));
+    let metadata = json!({"issuer": ISSUER, "jwks_uri": format!("{base}/keys")});
+    let jwks = json!({"keys": [jwk]});
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || async move { axum::Json(metadata) }),
+        )
+        .route("/keys", get(move || async move { axum::Json(jwks) }));
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+    let ca_issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().expect("key");
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .signed_by(&leaf_key, &ca_issuer)
+        .expect("leaf");
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca_cert.pem()).expect("write ca");
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+                }
+            });
+        }
+    });
+    (base, ca_path)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--test") {
+        return;
+    }
+    let key = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("rsa key");
+    let n = B64.encode(key.public_key().modulus().big_endian_without_leading_zero());
+    let e = B64.encode(
+        key.public_key()
+            .exponent()
+            .big_endian_without_leading_zero(),
+    );
+    let header = B64.encode(json!({"alg": "RS256", "typ": "JWT", "kid": "k1"}).to_string());
+    let now = chrono::Utc::now().timestamp();
+    // One subject per 10 requests: the hourly limit is never the bottleneck.
+    let subjects = CONNECTIONS * PER_CONNECTION / 10;
+    let tokens: Vec<String> = (0..subjects)
+        .map(|i| {
+            let claims = json!({"iss": ISSUER, "aud": AUDIENCE, "exp": now + 3600, "nbf": now - 60,
+                "auth_time": now - 10, "sub": format!("5b3a1c2d-3333-4e4e-8f8f-{i:012x}"), "tfp": "B2C_1_susi"});
+            let input = format!("{header}.{}", B64.encode(claims.to_string()));
+            let mut sig = vec![0u8; key.public_modulus_len()];
+            key.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), input.as_bytes(), &mut sig)
+                .expect("sign");
+            format!("{input}.{}", B64.encode(sig))
+        })
+        .collect();
+    // Connection c sends slots c*PER_CONNECTION.. : each subject's ten
+    // requests come from one connection, as one user's would.
+    let tokens: Arc<Vec<String>> = Arc::new(
+        (0..CONNECTIONS * PER_CONNECTION)
+            .map(|slot| tokens[slot / 10].clone())
+            .collect(),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let jwk = json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": "k1", "n": n, "e": e});
+        let (base, ca) = issuer(jwk, dir.path()).await;
+        // The local store fsyncs every write under a per-container lock
+        // (crash safety for the CLI); the same run on tmpfs separates the
+        // disk from the code path.
+        let shm = std::path::Path::new("/dev/shm");
+        let tmpfs = tempfile::tempdir_in(if shm.is_dir() { shm } else { dir.path() }).expect("tmpfs dir");
+        let mut runs = Vec::new();
+        for (label, store) in [("disk", dir.path().join("store")), ("tmpfs", tmpfs.path().join("store"))] {
+            let port = free_port();
+            let child = Command::new(env!("CARGO_BIN_EXE_dormant"))
+                .arg("serve")
+                .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+                .env("DORMANT_TENANT_ID", "8f0c2d2e-1111-4c4c-9d9d-123456789abc")
+                .env("DORMANT_STORE_DIR", &store)
+                .env("DORMANT_GDPR_ISSUER", ISSUER)
+                .env("DORMANT_GDPR_AUDIENCE", AUDIENCE)
+                .env("DORMANT_GDPR_METADATA_URL", format!("{base}/.well-known/openid-configuration"))
+                .env("DORMANT_CA_FILE", &ca)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn dormant");
+            wait_ready(port);
+            let pid = child.id();
+            let ready = load(reqwest::Method::GET, format!("http://127.0.0.1:{port}/"), Arc::new(Vec::new())).await;
+            let delete = load(reqwest::Method::POST, format!("http://127.0.0.1:{port}/api/gdpr/delete"), tokens.clone()).await;
+            let rss = peak_rss_mib(pid);
+            stop(child);
+            runs.push((label, ready, delete, rss));
+        }
+
+        // Verification alone, in process: the cost a request pays before
+        // any storage (keys cached after the first call).
+        let gdpr = dormant::config::Gdpr {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            metadata_url: url::Url::parse(&format!("{base}/.well-known/openid-configuration")).expect("url"),
+            max_auth_age_secs: 600,
+        };
+        let verifier = dormant::gdpr::token::TokenVerifier::new(
+            &gdpr,
+            dormant::graph::build_http_client(Some(&ca)).expect("client"),
+        );
+        let now = chrono::Utc::now();
+        verifier.verify(&tokens[0], now).await.expect("valid");
+        let samples = 5000;
+        let t = Instant::now();
+        for token in tokens.iter().take(samples) {
+            verifier.verify(token, now).await.expect("valid");
+        }
+        let verify_us = t.elapsed().as_secs_f64() * 1e6 / samples as f64;
+
+        let peer_port = free_port();
+        let peer = Command::new("python3")
+            .arg("-c")
+            .arg(PEER)
+            .env("PORT", peer_port.to_string())
+            .env("PEER_N", &n)
+            .env("PEER_E", &e)
+            .env("PEER_ISS", ISSUER)
+            .env("PEER_AUD", AUDIENCE)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn python peer");
+        wait_ready(peer_port);
+        let peer_pid = peer.id();
+        let python = load(
+            reqwest::Method::POST,
+            format!("http://127.0.0.1:{peer_port}/"),
+            tokens,
+        )
+        .await;
+        let peer_rss = peak_rss_mib(peer_pid);
+        stop(peer);
+
+        println!("| measure ({CONNECTIONS} connections) | req/s | p50 | p99 | ok | peak RSS |");
+        println!("|---|---|---|---|---|---|");
+        for (label, ready, delete, rss) in &runs {
+            println!(
+                "| dormant POST /api/gdpr/delete, store on {label} (verify + limit + state + queue + audit) | {:.0} | {:.2} ms | {:.2} ms | {}/{} | {rss:.1} MiB |",
+                delete.rps, delete.p50_ms, delete.p99_ms, delete.ok, delete.total
+            );
+            println!(
+                "| dormant GET / (readiness, same process, store on {label}) | {:.0} | {:.2} ms | {:.2} ms | {}/{} | {rss:.1} MiB |",
+                ready.rps, ready.p50_ms, ready.p99_ms, ready.ok, ready.total
+            );
+        }
+        println!(
+            "| python http.server + cryptography, verify only | {:.0} | {:.2} ms | {:.2} ms | {}/{} | {peer_rss:.1} MiB |",
+            python.rps, python.p50_ms, python.p99_ms, python.ok, python.total
+        );
+        println!("| dormant token verification alone, one core, in process | {:.0}/s | {verify_us:.1} µs each | — | {samples}/{samples} | — |", 1e6 / verify_us);
+    });
+}

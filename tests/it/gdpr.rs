@@ -1,0 +1,1098 @@
+//! The GDPR endpoints end to end in-process: real RS256 tokens signed with
+//! a generated key, served from an HTTPS OpenID metadata + JWKS stand-in
+//! (trusted through `DORMANT_CA_FILE`), the local store, and a small Graph
+//! stand-in for the erasure and export. The attack list of the issue is
+//! here: `alg: none`, HS256 keyed with the public key, unknown `kid` (and
+//! the refetch limit), wrong issuer/audience, expired, not yet valid, stale
+//! `auth_time`, tampered payload, oversized token and body, another user's
+//! request id, the hourly limit.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair};
+use axum::Router;
+use axum::extract::{Path, RawQuery};
+use axum::routing::{delete, get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use dormant::config::{Config, Sources};
+use dormant::functions::{AppContext, catalog};
+use dormant::graph::{GraphClient, GraphSettings, Pacer, PacerConfig, StaticToken};
+use dormant::host::Application;
+use dormant::store::audit::AuditLog;
+use dormant::store::{ACTIONS_QUEUE, ERASURES_QUEUE, Store};
+use hmac::Mac as _;
+use serde_json::{Value, json};
+
+use crate::harness::{TENANT, repo_root};
+
+const ISSUER: &str = "https://contoso.b2clogin.com/8f0c2d2e-1111-4c4c-9d9d-123456789abc/v2.0/";
+const AUDIENCE: &str = "3c1d7a55-0000-4000-8000-00000000a0d1";
+const KID: &str = "key-1";
+const ALICE: &str = "5b3a1c2d-3333-4e4e-8f8f-0123456789ab";
+const BOB: &str = "6c4b2d3e-4444-4f4f-9a9a-123456789abc";
+
+/// A signing key and its JWK.
+struct Signer {
+    key: RsaKeyPair,
+    n: String,
+    e: String,
+}
+
+impl Signer {
+    fn new() -> Self {
+        let key = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("rsa key");
+        let public = key.public_key();
+        let n = B64.encode(public.modulus().big_endian_without_leading_zero());
+        let e = B64.encode(public.exponent().big_endian_without_leading_zero());
+        Self { key, n, e }
+    }
+
+    fn jwk(&self, kid: &str) -> Value {
+        json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": self.n, "e": self.e})
+    }
+
+    fn sign(&self, header: &Value, claims: &Value) -> String {
+        let input = format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        );
+        let mut sig = vec![0u8; self.key.public_modulus_len()];
+        self.key
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                input.as_bytes(),
+                &mut sig,
+            )
+            .expect("sign");
+        format!("{input}.{}", B64.encode(sig))
+    }
+
+    fn token(&self, claims: &Value) -> String {
+        self.sign(&json!({"alg": "RS256", "typ": "JWT", "kid": KID}), claims)
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// A B2C user-flow token: `sub` is the object id, the policy is in `tfp`.
+fn b2c_claims(user: &str) -> Value {
+    let t = now();
+    json!({"iss": ISSUER, "aud": AUDIENCE, "exp": t + 3600, "nbf": t - 60, "iat": t - 60,
+        "auth_time": t - 30, "sub": user, "tfp": "B2C_1_signupsignin", "ver": "1.0",
+        "emails": ["alice@example.com"]})
+}
+
+/// An Entra-shaped token: pairwise `sub` (not an object id), `oid`, `tid`, `acr`.
+fn entra_claims(user: &str) -> Value {
+    let t = now();
+    json!({"iss": ISSUER, "aud": AUDIENCE, "exp": t + 3600, "nbf": t - 60, "iat": t - 60,
+        "auth_time": t - 30, "sub": "AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ",
+        "oid": user, "tid": TENANT, "acr": "1", "ver": "2.0"})
+}
+
+/// The HTTPS issuer stand-in: metadata and JWKS, counting JWKS fetches.
+struct Issuer {
+    base: String,
+    ca: std::path::PathBuf,
+    jwks_fetches: Arc<AtomicUsize>,
+    /// The published key set; tests swap it to rotate keys.
+    jwks: Arc<Mutex<Value>>,
+}
+
+async fn issuer(signer: &Signer, dir: &std::path::Path) -> Issuer {
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let jwks = Arc::new(Mutex::new(json!({"keys": [
+        // Keys we cannot use are skipped, as in Entra's real JWKS.
+        {"kty": "EC", "kid": "ec-1", "crv": "P-256", "x": "AA", "y": "AA"},
+        signer.jwk(KID),
+    ]})));
+    let published = jwks.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("https://{}", listener.local_addr().expect("addr"));
+    let metadata = json!({"issuer": ISSUER, "jwks_uri": format!("{base}/discovery/v2.0/keys")});
+    let counter = fetches.clone();
+    let app = Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || async move { axum::Json(metadata) }),
+        )
+        .route(
+            "/discovery/v2.0/keys",
+            get(move || async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let keys = published.lock().expect("jwks").clone();
+                axum::Json(keys)
+            }),
+        );
+    let ca = serve_tls(listener, app, dir);
+    Issuer {
+        base,
+        ca,
+        jwks_fetches: fetches,
+        jwks,
+    }
+}
+
+/// Serves `app` over TLS with a leaf signed by a fresh CA; returns the CA path.
+fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "dormant gdpr test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().expect("key");
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])
+        .expect("params")
+        .signed_by(&leaf_key, &issuer)
+        .expect("leaf");
+    let ca_path = dir.join("issuer-ca.pem");
+    std::fs::write(&ca_path, ca_cert.pem()).expect("write ca");
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+    ca_path
+}
+
+/// A Graph stand-in: delete, purge, user read with `$select`, extension
+/// properties, directory audits. Remembers what was asked.
+#[derive(Clone, Default)]
+struct GraphState {
+    deleted: Arc<Mutex<HashSet<String>>>,
+    purged: Arc<Mutex<HashSet<String>>>,
+    calls: Arc<Mutex<Vec<String>>>,
+    /// While set, `DELETE /users/{id}` answers 503.
+    unavailable: Arc<std::sync::atomic::AtomicBool>,
+    /// While set, `DELETE /users/{id}` answers 403 (e.g. the user holds an admin role).
+    refuse: Arc<std::sync::atomic::AtomicBool>,
+}
+
+async fn graph_stand_in(state: GraphState) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (s1, s2, s3, s4, s5) = (
+        state.clone(),
+        state.clone(),
+        state.clone(),
+        state.clone(),
+        state,
+    );
+    let app = Router::new()
+        .route(
+            "/v1.0/users/{id}",
+            delete(move |Path(id): Path<String>| async move {
+                s1.calls.lock().expect("calls").push(format!("DELETE user {id}"));
+                if s1.refuse.load(Ordering::SeqCst) {
+                    return (axum::http::StatusCode::FORBIDDEN, axum::Json(json!({"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges"}})));
+                }
+                if s1.unavailable.load(Ordering::SeqCst) {
+                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"error": {"code": "serviceNotAvailable", "message": "x"}})));
+                }
+                let gone = s1.purged.lock().expect("p").contains(&id)
+                    || !s1.deleted.lock().expect("d").insert(id);
+                if gone {
+                    (axum::http::StatusCode::NOT_FOUND, axum::Json(json!({"error": {"code": "Request_ResourceNotFound", "message": "x"}})))
+                } else {
+                    (axum::http::StatusCode::NO_CONTENT, axum::Json(json!(null)))
+                }
+            })
+            .get(move |Path(id): Path<String>, RawQuery(q): RawQuery| async move {
+                s4.calls.lock().expect("calls").push(format!("GET user {}", q.unwrap_or_default()));
+                axum::Json(json!({"id": id, "displayName": "Alice", "identities": [{"signInType": "emailAddress", "issuer": "contoso.onmicrosoft.com", "issuerAssignedId": "alice@example.com"}], "extension_0a1b_loyaltyId": "L-42"}))
+            }),
+        )
+        .route(
+            "/v1.0/directory/deletedItems/{id}",
+            delete(move |Path(id): Path<String>| async move {
+                s2.calls.lock().expect("calls").push(format!("DELETE deletedItem {id}"));
+                if s2.deleted.lock().expect("d").contains(&id) && s2.purged.lock().expect("p").insert(id) {
+                    (axum::http::StatusCode::NO_CONTENT, axum::Json(json!(null)))
+                } else {
+                    (axum::http::StatusCode::NOT_FOUND, axum::Json(json!({"error": {"code": "Request_ResourceNotFound", "message": "x"}})))
+                }
+            }),
+        )
+        .route(
+            "/v1.0/directoryObjects/getAvailableExtensionProperties",
+            post(move || async move {
+                s3.calls.lock().expect("calls").push("POST extensions".into());
+                axum::Json(json!({"value": [
+                    {"name": "extension_0a1b_loyaltyId", "targetObjects": ["User"]},
+                    {"name": "extension_0a1b_groupTag", "targetObjects": ["Group"]}
+                ]}))
+            }),
+        )
+        .route(
+            "/v1.0/auditLogs/directoryAudits",
+            get(move |RawQuery(q): RawQuery| async move {
+                s5.calls.lock().expect("calls").push(format!("GET audits {}", q.unwrap_or_default()));
+                axum::Json(json!({"value": [{"id": "audit-1", "activityDisplayName": "Update user", "targetResources": [{"id": ALICE}]}]}))
+            }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
+}
+
+struct App {
+    base: String,
+    store: Store,
+    client: reqwest::Client,
+}
+
+impl App {
+    async fn start(
+        store_dir: &std::path::Path,
+        issuer: Option<&Issuer>,
+        graph: Option<&str>,
+    ) -> Self {
+        let mut env = vec![
+            ("DORMANT_TENANT_ID".to_string(), TENANT.to_string()),
+            (
+                "DORMANT_STORE_DIR".to_string(),
+                store_dir.display().to_string(),
+            ),
+        ];
+        if let Some(i) = issuer {
+            env.push(("DORMANT_GDPR_ISSUER".into(), ISSUER.into()));
+            env.push(("DORMANT_GDPR_AUDIENCE".into(), AUDIENCE.into()));
+            env.push((
+                "DORMANT_GDPR_METADATA_URL".into(),
+                format!("{}/.well-known/openid-configuration", i.base),
+            ));
+            env.push(("DORMANT_CA_FILE".into(), i.ca.display().to_string()));
+        }
+        let config = Config::load(&Sources::from_env(None, env)).expect("config");
+        let mut ctx = AppContext::build(config).expect("context");
+        if let Some(root) = graph {
+            let mut settings = GraphSettings::new(TENANT);
+            settings.graph_url = url::Url::parse(root).expect("url");
+            settings.max_retry_time = Duration::from_secs(2);
+            let client = GraphClient::with_parts(
+                &settings,
+                reqwest::Client::new(),
+                Arc::new(StaticToken(secrecy::SecretString::from(
+                    "graph-token".to_string(),
+                ))),
+                Arc::new(Pacer::new(PacerConfig::from_settings(&settings))),
+            );
+            ctx = ctx.with_graph(client);
+        }
+        let ctx = Arc::new(ctx);
+        let app = Application::bind(0).await.expect("bind");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.serve(catalog(ctx.clone()), std::future::pending()));
+        Self {
+            base,
+            store: Store::local(store_dir).expect("store"),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::Response {
+        let mut r = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.expect("request")
+    }
+
+    async fn delete(&self, token: &str) -> reqwest::Response {
+        self.call(reqwest::Method::POST, "/api/gdpr/delete", Some(token))
+            .await
+    }
+
+    /// Plays the host: takes the next message off `dormant-actions` and
+    /// POSTs it to `/UserActions` as the queue trigger does.
+    async fn deliver_next_action(&self) -> (u16, Value) {
+        let msgs = self
+            .store
+            .receive(ACTIONS_QUEUE, 1, Duration::from_secs(30))
+            .await
+            .expect("receive");
+        let msg = msgs.into_iter().next().expect("an action was enqueued");
+        self.deliver(&msg.text).await
+    }
+
+    async fn deliver(&self, text: &str) -> (u16, Value) {
+        let envelope =
+            json!({"Data": {"message": text}, "Metadata": {"DequeueCount": "1", "Id": "\"m-1\""}});
+        let r = self
+            .client
+            .post(format!("{}/UserActions", self.base))
+            .json(&envelope)
+            .send()
+            .await
+            .expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+async fn error_of(r: reqwest::Response) -> (u16, Option<String>, String) {
+    let status = r.status().as_u16();
+    let challenge = r
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body: Value = r.json().await.expect("error body is JSON");
+    let code = body["error"]["code"]
+        .as_str()
+        .expect("error.code")
+        .to_owned();
+    assert!(body["error"]["message"].is_string());
+    (status, challenge, code)
+}
+
+#[tokio::test]
+async fn erasure_from_token_to_purge_and_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = Signer::new();
+    let issuer = issuer(&signer, dir.path()).await;
+    let graph_state = GraphState::default();
+    let graph = graph_stand_in(graph_state.clone()).await;
+    let app = App::start(&dir.path().join("store"), Some(&issuer), Some(&graph)).await;
+    let alice = signer.token(&b2c_claims(ALICE));
+
+    let r = app.delete(&alice).await;
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let body: Value = r.json().await.expect("json");
+    let id = body["requestId"].as_str().expect("requestId").to_owned();
+    assert_eq!(body["status"], "accepted");
+    assert_eq!(location, format!("/api/gdpr/requests/{id}"));
+
+    // A repeat while pending: the same request.
+    let again: Value = app.delete(&alice).await.json().await.expect("json");
+    assert_eq!(again["requestId"], id.as_str());
+
+    // Status for the owner; 404 for anyone else, as for an unknown id.
+    let s: Value = app
+        .call(reqwest::Method::GET, &location, Some(&alice))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(s["status"], "accepted");
+    assert!(s["updatedAt"].is_string());
+    let bob = signer.token(&entra_claims(BOB));
+    let (status, _, code) =
+        error_of(app.call(reqwest::Method::GET, &location, Some(&bob)).await).await;
+    assert_eq!((status, code.as_str()), (404, "not-found"));
+    let (status, _, _) = error_of(
+        app.call(
+            reqwest::Method::GET,
+            "/api/gdpr/requests/not-a-request",
+            Some(&alice),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // The queue message carries ids only; the job runs from UserActions.
+    let msgs = app
+        .store
+        .receive(ACTIONS_QUEUE, 32, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    assert_eq!(
+        msgs.len(),
+        2,
+        "one message per accepted POST (the repeat re-enqueues)"
+    );
+    let message: Value = serde_json::from_str(&msgs[0].text).expect("json");
+    assert_eq!(message["kind"], "gdpr-erase");
+    assert_eq!(message["user"], ALICE);
+    assert_eq!(message["case"], id.as_str());
+    assert!(
+        !msgs[0].text.contains("alice@"),
+        "no personal data in the message"
+    );
+
+    let (code, ret) = app.deliver(&msgs[0].text).await;
+    assert_eq!(code, 200, "{ret}");
+    assert_eq!(ret["ReturnValue"]["status"], "done");
+    // The second delivery does nothing twice.
+    let (code, _) = app.deliver(&msgs[1].text).await;
+    assert_eq!(code, 200);
+    let calls = graph_state.calls.lock().expect("calls").clone();
+    assert_eq!(
+        calls,
+        [
+            format!("DELETE user {ALICE}"),
+            format!("DELETE deletedItem {ALICE}")
+        ]
+    );
+
+    let s: Value = app
+        .call(reqwest::Method::GET, &location, Some(&alice))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(s["status"], "done");
+    // A repeat after completion says done.
+    let r = app.delete(&alice).await;
+    assert_eq!(r.status(), 200);
+    let done: Value = r.json().await.expect("json");
+    assert_eq!(
+        (done["requestId"].as_str(), done["status"].as_str()),
+        (Some(id.as_str()), Some("done"))
+    );
+
+    let events = app
+        .store
+        .receive(ERASURES_QUEUE, 32, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    assert_eq!(events.len(), 1);
+    let event: Value = serde_json::from_str(&events[0].text).expect("json");
+    assert_eq!(event["v"], 1);
+    assert_eq!(event["user"], ALICE);
+    assert!(event["erasedAt"].is_string());
+
+    let audit = AuditLog::new(app.store.clone())
+        .read_day(chrono::Utc::now().date_naive())
+        .await
+        .expect("audit");
+    let steps: Vec<(&str, String)> = audit
+        .iter()
+        .map(|r| {
+            (
+                r.step.as_str(),
+                serde_json::to_value(r.outcome)
+                    .expect("o")
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("gdpr-erase-request", "accepted"),
+        ("gdpr-delete-user", "done"),
+        ("gdpr-purge-user", "done"),
+        ("gdpr-erased-event", "done"),
+        ("gdpr-erase", "done"),
+        ("gdpr-erase", "skipped"),
+        ("gdpr-erase-request", "skipped"),
+    ] {
+        assert!(
+            steps
+                .iter()
+                .any(|(s, o)| *s == expected.0 && o == expected.1),
+            "{expected:?} in {steps:?}"
+        );
+    }
+    let all = serde_json::to_string(&audit).expect("json");
+    assert!(
+        !all.contains("alice@") && !all.contains("Alice"),
+        "ids only in the audit log"
+    );
+    assert!(
+        audit
+            .iter()
+            .all(|r| r.user.as_deref().is_none_or(|u| u == ALICE))
+    );
+}
+
+#[tokio::test]
+async fn a_user_deleted_elsewhere_is_still_purged_and_unknown_requests_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = Signer::new();
+    let issuer = issuer(&signer, dir.path()).await;
+    let graph_state = GraphState::default();
+    graph_state
+        .deleted
+        .lock()
+        .expect("d")
+        .insert(ALICE.to_owned());
+    let graph = graph_stand_in(graph_state.clone()).await;
+    let app = App::start(&dir.path().join("store"), Some(&issuer), Some(&graph)).await;
+    assert_eq!(
+        app.delete(&signer.token(&entra_claims(ALICE)))
+            .await
+            .status(),
+        202
+    );
+    let (code, ret) = app.deliver_next_action().await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        ret["ReturnValue"]["status"], "done",
+        "already deleted → continue to the purge"
+    );
+    assert!(graph_state.purged.lock().expect("p").contains(ALICE));
+
+    // An unknown request id in a message: recorded, answered 200, not retried.
+    let mut forged: Value = json!({"v":1,"kind":"gdpr-erase","tenant":TENANT,"user":BOB,
+        "case":"6a1f0000-0000-4000-8000-000000000009","run":"20261122T020000Z-a1b2c3",
+        "notBefore":"2026-01-01T00:00:00Z"});
+    let (code, _) = app.deliver(&forged.to_string()).await;
+    assert_eq!(code, 200);
+    forged["kind"] = json!("disable");
+    let (code, _) = app.deliver(&forged.to_string()).await;
+    assert_eq!(
+        code, 200,
+        "other kinds stay refused until the lifecycle lands"
+    );
+    let audit = AuditLog::new(app.store.clone())
+        .read_day(chrono::Utc::now().date_naive())
+        .await
+        .expect("audit");
+    assert!(audit.iter().any(|r| r.step == "unknown-request"));
+    assert!(audit.iter().any(|r| r.step == "unsupported-kind"));
+    assert!(audit.iter().any(|r| r.step == "gdpr-delete-user" && r.detail.as_deref() == Some("already-deleted")));
+}
+
+#[tokio::test]
+async fn export_holds_every_attribute_the_audits_and_our_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = Signer::new();
+    let issuer = issuer(&signer, dir.path()).await;
+    let graph_state = GraphState::default();
+    let graph = graph_stand_in(graph_state.clone()).await;
+    let app = App::start(&dir.path().join("store"), Some(&issuer), Some(&graph)).await;
+    let alice = signer.token(&b2c_claims(ALICE));
+    let r = app
+        .call(reqwest::Method::GET, "/api/gdpr/export", Some(&alice))
+        .await;
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.expect("json");
+    assert_eq!(doc["user"]["id"], ALICE);
+    assert_eq!(doc["user"]["extension_0a1b_loyaltyId"], "L-42");
+    assert_eq!(doc["auditEvents"][0]["id"], "audit-1");
+    assert!(doc["exportedAt"].is_string());
+    assert!(doc["dormantRecords"].is_array());
+    // A second export: our first export's record is in it; extension
+    // properties come from the cache.
+    let doc: Value = app
+        .call(reqwest::Method::GET, "/api/gdpr/export", Some(&alice))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        doc["dormantRecords"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .any(|r| r["step"] == "gdpr-export")
+    );
+    let calls = graph_state.calls.lock().expect("calls").clone();
+    assert_eq!(
+        calls.iter().filter(|c| *c == "POST extensions").count(),
+        1,
+        "{calls:?}"
+    );
+    let user_get = calls
+        .iter()
+        .find(|c| c.starts_with("GET user"))
+        .expect("user read");
+    let query = urlencoding_decode(user_get);
+    for p in [
+        "identities",
+        "extension_0a1b_loyaltyId",
+        "otherMails",
+        "createdDateTime",
+    ] {
+        assert!(query.contains(p), "{p} selected: {query}");
+    }
+    assert!(
+        !query.contains("groupTag"),
+        "only user extension properties"
+    );
+    let audits = calls
+        .iter()
+        .find(|c| c.starts_with("GET audits"))
+        .expect("audits");
+    assert!(
+        urlencoding_decode(audits).contains(&format!("targetResources/any(t:t/id eq '{ALICE}')"))
+    );
+}
+
+fn urlencoding_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[tokio::test]
+async fn tokens_that_must_be_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = Signer::new();
+    let issuer = issuer(&signer, dir.path()).await;
+    let app = App::start(&dir.path().join("store"), Some(&issuer), None).await;
+    let t = now();
+
+    // Both token shapes pass (sanity for the refusals below).
+    for good in [
+        signer.token(&b2c_claims(ALICE)),
+        signer.token(&entra_claims(BOB)),
+    ] {
+        assert_eq!(app.delete(&good).await.status(), 202);
+    }
+
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut c = b2c_claims(ALICE);
+        f(&mut c);
+        signer.token(&c)
+    };
+    let good = signer.token(&b2c_claims(ALICE));
+    let (h, p, s) = {
+        let mut parts = good.split('.');
+        (
+            parts.next().expect("h").to_owned(),
+            parts.next().expect("p").to_owned(),
+            parts.next().expect("s").to_owned(),
+        )
+    };
+    // HS256 keyed with the public key material, the classic confusion.
+    let hs = {
+        let header = B64.encode(json!({"alg": "HS256", "typ": "JWT", "kid": KID}).to_string());
+        let input = format!("{header}.{p}");
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(signer.n.as_bytes()).expect("hmac");
+        mac.update(input.as_bytes());
+        format!("{input}.{}", B64.encode(mac.finalize().into_bytes()))
+    };
+    let tampered = {
+        let mut c = b2c_claims(ALICE);
+        c["sub"] = json!(BOB);
+        format!("{h}.{}.{s}", B64.encode(c.to_string()))
+    };
+    let none = format!(
+        "{}.{p}.",
+        B64.encode(json!({"alg": "none", "typ": "JWT"}).to_string())
+    );
+    let unknown_kid = signer.sign(
+        &json!({"alg": "RS256", "kid": "forged"}),
+        &b2c_claims(ALICE),
+    );
+    let cases: Vec<(&str, String)> = vec![
+        ("alg none", none),
+        ("HS256 with the public key", hs),
+        ("unknown kid", unknown_kid.clone()),
+        ("tampered payload", tampered),
+        (
+            "wrong issuer",
+            with(&|c| c["iss"] = json!("https://evil.example/v2.0/")),
+        ),
+        ("wrong audience", with(&|c| c["aud"] = json!("another-app"))),
+        (
+            "expired past the skew",
+            with(&|c| c["exp"] = json!(t - 301)),
+        ),
+        (
+            "not yet valid past the skew",
+            with(&|c| c["nbf"] = json!(t + 301)),
+        ),
+        (
+            "no exp",
+            with(&|c| {
+                c.as_object_mut().expect("obj").remove("exp");
+            }),
+        ),
+        (
+            "subject not an object id",
+            with(&|c| c["sub"] = json!("alice")),
+        ),
+        ("oversized", with(&|c| c["pad"] = json!("x".repeat(20_000)))),
+        ("garbage", "not.a.jwt".to_owned()),
+    ];
+    for (name, token) in &cases {
+        let r = app.delete(token).await;
+        let (status, challenge, code) = error_of(r).await;
+        assert_eq!((status, code.as_str()), (401, "invalid-token"), "{name}");
+        let challenge = challenge.unwrap_or_default();
+        assert!(
+            challenge.starts_with("Bearer ") && challenge.contains("error=\"invalid_token\""),
+            "{name}: {challenge}"
+        );
+    }
+    // Within the skew still passes.
+    assert_eq!(
+        app.delete(&with(&|c| c["exp"] = json!(t - 200)))
+            .await
+            .status(),
+        202
+    );
+
+    // Unknown kids do not hammer the issuer: one fetch for the first
+    // token, none for any number of forged kids within five minutes.
+    for _ in 0..5 {
+        assert_eq!(app.delete(&unknown_kid).await.status(), 401);
+    }
+    assert_eq!(issuer.jwks_fetches.load(Ordering::SeqCst), 1);
+
+    // Stale sign-in: 403 with a step-up hint; no auth_time at all: 403 too.
+    for token in [
+        with(&|c| c["auth_time"] = json!(t - 600 - 301 - 10)),
+        with(&|c| {
+            c.as_object_mut().expect("obj").remove("auth_time");
+        }),
+    ] {
+        let (status, challenge, code) = error_of(app.delete(&token).await).await;
+        assert_eq!((status, code.as_str()), (403, "reauthentication-required"));
+        assert!(challenge.unwrap_or_default().contains("max_age=\"600\""));
+    }
+
+    // Missing token: 401 with a bare challenge.
+    let (status, challenge, code) = error_of(
+        app.call(reqwest::Method::POST, "/api/gdpr/delete", None)
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (401, "missing-token"));
+    assert!(challenge.unwrap_or_default().starts_with("Bearer"));
+
+    // A body over 64 KiB: 413, before anything else.
+    let r = app
+        .client
+        .post(format!("{}/api/gdpr/delete", app.base))
+        .bearer_auth(&good)
+        .body(vec![b'{'; 64 * 1024 + 1])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(error_of(r).await.0, 413);
+
+    // No error body ever echoes the token.
+    let r = app.delete(&cases[3].1).await;
+    let text = r.text().await.expect("text");
+    assert!(!text.contains(&cases[3].1[..40]));
+}
+
+#[tokio::test]
+async fn the_hourly_limit_holds_across_instances() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = Signer::new();
+    let issuer = issuer(&signer, dir.path()).await;
+    let store = dir.path().join("store");
+    let one = App::start(&store, Some(&issuer), None).await;
+    let two = App::start(&store, Some(&issuer), None).await;
+    let alice = signer.token(&b2c_claims(ALICE));
+    for i in 0..10 {
+        let app = if i % 2 == 0 { &one } else { &two };
+        assert!(
+            app.delete(&alice).await.status().is_success(),
+            "request {i}"
+        );
+    }
+    for app in [&one, &two] {
+        let r = app
+            .call(
+                reqwest::Method::GET,
+                "/api/gdpr/requests/6a1f0000-0000-4000-8000-000000000009",
+                Some(&alice),
+            )
+            .await;
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("seconds");
+        assert!((3000..=3600).contains(&retry), "{retry}");
+        assert_eq!(error_of(r).await, (429, None, "rate-limited".to_owned()));
+    }
+    // Another subject has its own budget.
+    assert_eq!(
+        one.delete(&signer.token(&entra_claims(BOB))).await.status(),
+        202
+    );
+}
+
+#[tokio::test]
+async fn without_gdpr_settings_the_endpoints_say_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = App::start(dir.path(), None, None).await;
+    for (method, path) in [
+        (reqwest::Method::POST, "/api/gdpr/delete"),
+        (reqwest::Method::GET, "/api/gdpr/export"),
+        (
+            reqwest::Method::GET,
+            "/api/gdpr/requests/6a1f0000-0000-4000-8000-000000000009",
+        ),
+    ] {
+        let (status, _, code) = error_of(app.call(method, path, Some("x.y.z")).await).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (503, "gdpr-not-configured"),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn gdpr_functions_require_the_function_key() {
+    for name in ["GdprDelete", "GdprExport", "GdprStatus"] {
+        let path = repo_root()
+            .join("functions")
+            .join(name)
+            .join("function.json");
+        let json: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        let trigger = &json["bindings"][0];
+        assert_eq!(trigger["type"], "httpTrigger", "{name}");
+        assert_eq!(trigger["authLevel"], "function", "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_picked_up_once_the_refresh_interval_allows() {
+    use dormant::gdpr::token::{TokenError, TokenVerifier};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = Signer::new();
+    // Generated up front: key generation must not eat the refresh interval.
+    let new = Signer::new();
+    let issuer = issuer(&old, dir.path()).await;
+    let gdpr = dormant::config::Gdpr {
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+        metadata_url: url::Url::parse(&format!("{}/.well-known/openid-configuration", issuer.base))
+            .expect("url"),
+        max_auth_age_secs: 600,
+    };
+    let http = dormant::graph::build_http_client(Some(&issuer.ca)).expect("client");
+    let verifier = TokenVerifier::new(&gdpr, http).with_min_refresh(Duration::from_secs(1));
+    let now = chrono::Utc::now();
+
+    let user = verifier
+        .verify(&old.token(&entra_claims(ALICE)), now)
+        .await
+        .expect("valid");
+    assert_eq!(
+        (user.subject.as_str(), user.policy.as_deref()),
+        (ALICE, None)
+    );
+    let mut custom = b2c_claims(BOB);
+    custom.as_object_mut().expect("obj").remove("tfp");
+    custom["acr"] = json!("B2C_1A_signup_signin");
+    let custom = verifier
+        .verify(&old.token(&custom), now)
+        .await
+        .expect("valid");
+    assert_eq!(custom.policy.as_deref(), Some("B2C_1A_signup_signin"));
+    let b2c = verifier
+        .verify(&old.token(&b2c_claims(BOB)), now)
+        .await
+        .expect("valid");
+    assert_eq!(
+        (b2c.subject.as_str(), b2c.policy.as_deref()),
+        (BOB, Some("B2C_1_signupsignin"))
+    );
+
+    // The issuer rotates to a new key.
+    *issuer.jwks.lock().expect("jwks") = json!({"keys": [new.jwk("key-2")]});
+    let rotated = new.sign(&json!({"alg": "RS256", "kid": "key-2"}), &b2c_claims(ALICE));
+    assert!(
+        matches!(
+            verifier.verify(&rotated, now).await,
+            Err(TokenError::Invalid(_))
+        ),
+        "within the interval the unknown kid is refused without a fetch"
+    );
+    assert_eq!(verifier.jwks_fetches(), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    verifier
+        .verify(&rotated, now)
+        .await
+        .expect("the new key after one refresh");
+    assert_eq!(verifier.jwks_fetches(), 2);
+    // The withdrawn key no longer verifies.
+    assert!(
+        verifier
+            .verify(&old.token(&b2c_claims(ALICE)), now)
+            .await
+            .is_err()
+    );
+    assert_eq!(issuer.jwks_fetches.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_operator_cli_records_and_enqueues_the_same_erasure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dormant"))
+            .args(args)
+            .env_clear()
+            .env("DORMANT_TENANT_ID", TENANT)
+            .env("DORMANT_STORE_DIR", dir.path())
+            .current_dir(dir.path())
+            .output()
+            .expect("run dormant")
+    };
+    for help in [
+        &["gdpr", "--help"][..],
+        &["gdpr", "erase", "--help"],
+        &["gdpr", "export", "--help"],
+    ] {
+        assert!(run(help).status.success(), "{help:?}");
+    }
+    assert_eq!(
+        run(&["gdpr", "erase", "alice@example.com"]).status.code(),
+        Some(2)
+    );
+    let first = run(&["gdpr", "erase", ALICE]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let first: Value = serde_json::from_slice(&first.stdout).expect("json");
+    assert_eq!(first["status"], "accepted");
+    let again: Value =
+        serde_json::from_slice(&run(&["gdpr", "erase", ALICE]).stdout).expect("json");
+    assert_eq!(again["requestId"], first["requestId"]);
+
+    let store = Store::local(dir.path()).expect("store");
+    let msgs = store
+        .receive(ACTIONS_QUEUE, 32, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    assert!(!msgs.is_empty());
+    let message: Value = serde_json::from_str(&msgs[0].text).expect("json");
+    assert_eq!(
+        (message["kind"].as_str(), message["user"].as_str()),
+        (Some("gdpr-erase"), Some(ALICE))
+    );
+    let audit = AuditLog::new(store)
+        .read_day(chrono::Utc::now().date_naive())
+        .await
+        .expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.step == "gdpr-erase-request" && r.detail.as_deref() == Some("by-operator"))
+    );
+}
+
+#[tokio::test]
+async fn graph_outage_is_retried_by_the_host_and_the_request_stays_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = Signer::new();
+    let issuer = issuer(&signer, dir.path()).await;
+    let graph_state = GraphState::default();
+    graph_state.unavailable.store(true, Ordering::SeqCst);
+    let graph = graph_stand_in(graph_state.clone()).await;
+    let app = App::start(&dir.path().join("store"), Some(&issuer), Some(&graph)).await;
+    let alice = signer.token(&b2c_claims(ALICE));
+    let r = app.delete(&alice).await;
+    let location = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let msgs = app
+        .store
+        .receive(ACTIONS_QUEUE, 1, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    let (code, _) = app.deliver(&msgs[0].text).await;
+    assert_eq!(code, 500, "transient: the host retries");
+    let s: Value = app
+        .call(reqwest::Method::GET, &location, Some(&alice))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(s["status"], "running");
+    graph_state.unavailable.store(false, Ordering::SeqCst);
+    let (code, ret) = app.deliver(&msgs[0].text).await;
+    assert_eq!(
+        (code, ret["ReturnValue"]["status"].as_str()),
+        (200, Some("done"))
+    );
+}
+
+#[tokio::test]
+async fn a_graph_refusal_fails_the_request_and_a_new_post_starts_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = Signer::new();
+    let issuer = issuer(&signer, dir.path()).await;
+    let graph_state = GraphState::default();
+    graph_state.refuse.store(true, Ordering::SeqCst);
+    let graph = graph_stand_in(graph_state.clone()).await;
+    let app = App::start(&dir.path().join("store"), Some(&issuer), Some(&graph)).await;
+    let alice = signer.token(&entra_claims(ALICE));
+    let first: Value = app.delete(&alice).await.json().await.expect("json");
+    let (code, ret) = app.deliver_next_action().await;
+    assert_eq!(code, 200, "a refusal is final, not retried");
+    assert_eq!(ret["ReturnValue"]["status"], "failed");
+    let location = format!(
+        "/api/gdpr/requests/{}",
+        first["requestId"].as_str().expect("id")
+    );
+    let s: Value = app
+        .call(reqwest::Method::GET, &location, Some(&alice))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(s["status"], "failed");
+    let audit = AuditLog::new(app.store.clone())
+        .read_day(chrono::Utc::now().date_naive())
+        .await
+        .expect("audit");
+    assert!(audit.iter().any(|r| r.step == "gdpr-erase"
+        && r.error.as_deref() == Some("graph-403-Authorization_RequestDenied")));
+    graph_state.refuse.store(false, Ordering::SeqCst);
+    let second: Value = app.delete(&alice).await.json().await.expect("json");
+    assert_ne!(second["requestId"], first["requestId"]);
+    assert_eq!(second["status"], "accepted");
+}
