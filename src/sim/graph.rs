@@ -1312,21 +1312,7 @@ fn manager(st: &State, ids: &RequestIds, v: &str, key: &str) -> Reply {
     let Some(m) = t.manager_of(i) else {
         return not_found("manager", ids);
     };
-    let sel = Selection {
-        props: V1_DEFAULT.iter().map(|s| s.to_string()).collect(),
-        explicit: false,
-    };
-    let mut o = Map::new();
-    o.insert(
-        "@odata.context".into(),
-        json!(format!(
-            "{}/{v}/$metadata#directoryObjects/$entity",
-            st.base_url
-        )),
-    );
-    o.insert("@odata.type".into(), json!("#microsoft.graph.user"));
-    o.extend(render_user(&t, m, &sel));
-    Reply::json(200, Value::Object(o))
+    user_entity(st, &t, m, v)
 }
 
 fn no_mailbox(ids: &RequestIds) -> Reply {
@@ -1660,21 +1646,27 @@ fn restore_deleted(st: &State, ids: &RequestIds, v: &str, id: &str) -> Reply {
     let mut t = st.tenant_write();
     t.users[i as usize].deleted_at = 0;
     t.push_audit(now, "Restore user", i, None, "", "");
+    user_entity(st, &t, i, v)
+}
+
+/// A user as a `directoryObject` entity with Graph's default properties
+/// (what `GET /users/{id}/manager` and a deleted-item restore answer).
+fn user_entity(st: &State, t: &Tenant, i: u32, v: &str) -> Reply {
     let sel = Selection {
         props: V1_DEFAULT.iter().map(|s| s.to_string()).collect(),
         explicit: false,
     };
-    let mut m = Map::new();
-    m.insert(
+    let mut o = Map::new();
+    o.insert(
         "@odata.context".into(),
         json!(format!(
             "{}/{v}/$metadata#directoryObjects/$entity",
             st.base_url
         )),
     );
-    m.insert("@odata.type".into(), json!("#microsoft.graph.user"));
-    m.extend(render_user(&t, i, &sel));
-    Reply::json(200, Value::Object(m))
+    o.insert("@odata.type".into(), json!("#microsoft.graph.user"));
+    o.extend(render_user(t, i, &sel));
+    Reply::json(200, Value::Object(o))
 }
 
 fn patch_report_settings(st: &State, r: &Req, ids: &RequestIds) -> Reply {
