@@ -151,26 +151,7 @@ fn serve_tls(
     dir: &std::path::Path,
 ) -> std::path::PathBuf {
     let (acceptor, ca_path) = crate::harness::test_tls(dir, "issuer-ca.pem");
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            let app = app.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let service = hyper_util::service::TowerToHyperService::new(app);
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
-            });
-        }
-    });
+    crate::harness::serve_https(listener, acceptor, app);
     ca_path
 }
 

@@ -210,3 +210,31 @@ pub fn test_tls(dir: &std::path::Path, ca_file: &str) -> (tokio_rustls::TlsAccep
     .expect("server config");
     (tokio_rustls::TlsAcceptor::from(Arc::new(config)), ca_path)
 }
+
+/// Serves `app` over TLS on `listener` until the test process ends.
+pub fn serve_https(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+) {
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+}
