@@ -15,7 +15,7 @@
 //!   without storing anything: a lower bound for a verifier in the language
 //!   of most custom-handler samples (it does less work than dormant).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,9 @@ use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde_json::json;
+
+mod support;
+use support::{free_port, status_mib, stop};
 
 const CONNECTIONS: usize = 200;
 const PER_CONNECTION: usize = 60;
@@ -66,13 +69,6 @@ class H(BaseHTTPRequestHandler):
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 fn wait_ready(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -82,24 +78,6 @@ fn wait_ready(port: u16) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("not ready");
-}
-
-fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 struct Load {
@@ -175,43 +153,8 @@ async fn issuer(jwk: serde_json::Value, dir: &std::path::Path) -> (String, std::
             get(move || async move { axum::Json(metadata) }),
         )
         .route("/keys", get(move || async move { axum::Json(jwks) }));
-    let ca_key = rcgen::KeyPair::generate().expect("key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
-    let ca_issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf_key = rcgen::KeyPair::generate().expect("key");
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .expect("params")
-        .signed_by(&leaf_key, &ca_issuer)
-        .expect("leaf");
-    let ca_path = dir.join("ca.pem");
-    std::fs::write(&ca_path, ca_cert.pem()).expect("write ca");
-    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![leaf.der().clone()], key)
-    .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, app) = (acceptor.clone(), app.clone());
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(tcp).await {
-                    let service = hyper_util::service::TowerToHyperService::new(app);
-                    let _ = hyper_util::server::conn::auto::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
-                }
-            });
-        }
-    });
+    let (acceptor, ca_path) = support::https::test_tls(dir, "ca.pem");
+    support::https::serve_https(listener, acceptor, app);
     (base, ca_path)
 }
 
@@ -283,7 +226,7 @@ fn main() {
             let pid = child.id();
             let ready = load(reqwest::Method::GET, format!("http://127.0.0.1:{port}/"), Arc::new(Vec::new())).await;
             let delete = load(reqwest::Method::POST, format!("http://127.0.0.1:{port}/api/gdpr/delete"), tokens.clone()).await;
-            let rss = peak_rss_mib(pid);
+            let rss = status_mib(pid, "VmHWM");
             stop(child);
             runs.push((label, ready, delete, rss));
         }
@@ -330,7 +273,7 @@ fn main() {
             tokens,
         )
         .await;
-        let peer_rss = peak_rss_mib(peer_pid);
+        let peer_rss = status_mib(peer_pid, "VmHWM");
         stop(peer);
 
         println!("| measure ({CONNECTIONS} connections) | req/s | p50 | p99 | ok | peak RSS |");

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use dormant::host::{Application, Functions, Outcome};
 
+mod support;
+use support::{free_port, status_mib, stop};
+
 const STARTS: usize = 20;
 const LOAD_SECS: u64 = 5;
 const CONNECTIONS: usize = 16;
@@ -42,13 +45,6 @@ class H(BaseHTTPRequestHandler):
         self._send(200, {"Outputs": {}, "Logs": [], "ReturnValue": None})
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["FUNCTIONS_CUSTOMHANDLER_PORT"])), H).serve_forever()
 "#;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 fn dormant_cmd(port: u16) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_dormant"));
@@ -95,11 +91,6 @@ fn spawn(mut cmd: Command) -> Child {
         .expect("spawn")
 }
 
-fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 fn cold_start_ms(make: impl Fn(u16) -> Command) -> f64 {
     let mut samples = Vec::with_capacity(STARTS);
     for _ in 0..STARTS {
@@ -117,26 +108,14 @@ fn cold_start_ms(make: impl Fn(u16) -> Command) -> f64 {
     samples[samples.len() / 2]
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn idle_rss_mib(make: impl Fn(u16) -> Command) -> f64 {
     let port = free_port();
     let child = spawn(make(port));
     assert!(wait_ready(port, Instant::now() + Duration::from_secs(30)));
     std::thread::sleep(Duration::from_secs(1));
-    let kib = rss_kib(child.id());
+    let mib = status_mib(child.id(), "VmRSS");
     stop(child);
-    kib as f64 / 1024.0
+    mib
 }
 
 fn envelope() -> String {

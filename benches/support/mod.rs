@@ -1,0 +1,35 @@
+//! What the benchmarks share: free ports, child processes, memory readings,
+//! and the HTTPS stand-in the tests use.
+// Each bench is its own crate and uses only part of this.
+#![allow(dead_code)]
+
+use std::process::Child;
+
+#[path = "../../tests/support/https.rs"]
+pub mod https;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn stop(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A `/proc/{pid}/status` memory field (`VmRSS`, `VmHWM`) in MiB.
+pub fn status_mib(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
