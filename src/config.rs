@@ -226,6 +226,10 @@ pub struct Config {
     /// may use: several instances, or another tool on the same app
     /// registration, share it.
     pub graph_budget_share: f64,
+    /// `DORMANT_EXCHANGE_URL`: Exchange Online's REST admin endpoint root
+    /// (`https://outlook.office365.com`), for converting mailboxes to shared.
+    /// `None`: the conversion waits for a person, and licenses stay.
+    pub exchange_url: Option<Url>,
     pub storage: StorageConfig,
     pub gdpr: Option<Gdpr>,
     pub policy: Policy,
@@ -301,6 +305,8 @@ struct RawConfig {
     ca_file: Option<String>,
     #[serde(default)]
     graph_budget_share: Option<f64>,
+    #[serde(default, deserialize_with = "text")]
+    exchange_url: Option<String>,
     #[serde(default, deserialize_with = "text")]
     store_dir: Option<String>,
     #[serde(default, deserialize_with = "text")]
@@ -676,6 +682,10 @@ fn validate(raw: RawConfig, sources: &Sources) -> Result<Config, ConfigError> {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
     };
+    let exchange_url = raw
+        .exchange_url
+        .as_deref()
+        .and_then(|u| parse_https("exchange_url", u, &mut p));
     let client_secret_name = nonempty(&raw.client_secret_name);
     let client_cert_name = nonempty(&raw.client_cert_name);
     match credential {
@@ -770,6 +780,7 @@ fn validate(raw: RawConfig, sources: &Sources) -> Result<Config, ConfigError> {
         authority_host: authority_host.expect("problems would have returned"),
         ca_file,
         graph_budget_share,
+        exchange_url,
         storage,
         gdpr,
         policy: policy.expect("problems would have returned"),

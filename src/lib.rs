@@ -5,6 +5,7 @@
 //! I/O. Production code never imports `sim`; only the CLI's `demo`/`sim`
 //! commands and the tests do.
 
+pub mod clock;
 pub mod config;
 pub mod functions;
 pub mod gdpr;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dormant::config::{Config, Sources};
 use dormant::functions::{self, AppContext};
 use dormant::host::{Application, server::shutdown_signal};
-use dormant::scan::run::{Progress, ScanOptions, Scanner};
+use dormant::scan::run::{Progress, ScanOptions};
 use dormant::store::{REPORTS_CONTAINER, StorageConfig};
 use dormant::telemetry::{self, LogTarget};
 
@@ -43,6 +43,46 @@ enum Command {
     /// user's own requests through the GDPR endpoints).
     #[command(subcommand)]
     Gdpr(GdprCommand),
+    /// Drain the actions queue outside Functions (the same code as the
+    /// UserActions queue trigger).
+    Worker(WorkerArgs),
+    /// Undo the user's newest case within 30 days: back from deleted items,
+    /// enabled again, its licenses and mailbox restored. Prints the outcome.
+    Restore(RestoreArgs),
+    /// Release a quarantined run: open its cases and enqueue their due steps.
+    Release(ReleaseArgs),
+}
+
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    /// Stop once the queue is empty instead of polling on.
+    #[arg(long)]
+    once: bool,
+    /// Seconds a taken message stays invisible to other workers (a killed
+    /// worker's message reappears after this).
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    visibility_secs: u64,
+    /// Configuration file (default: $DORMANT_CONFIG, else ./dormant.toml if present).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct RestoreArgs {
+    /// The user's directory object id.
+    user_id: String,
+    /// Configuration file (default: $DORMANT_CONFIG, else ./dormant.toml if present).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ReleaseArgs {
+    /// The quarantined run (`20261122T020000Z-…`).
+    run_id: String,
+    /// Configuration file (default: $DORMANT_CONFIG, else ./dormant.toml if present).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -127,7 +167,95 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo(args),
         Command::Sim(args) => sim(args),
         Command::Gdpr(command) => gdpr_cli(command),
+        Command::Worker(args) => worker(args),
+        Command::Restore(args) => restore(args),
+        Command::Release(args) => release(args),
     }
+}
+
+/// Loads configuration, builds the context and runs `job` on a runtime;
+/// the job's error is printed and exits 1.
+fn with_context<F, Fut>(config: Option<PathBuf>, job: F) -> ExitCode
+where
+    F: FnOnce(AppContext) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    telemetry::init(LogTarget::Stderr);
+    let config = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let ctx = match AppContext::build(config) {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                eprintln!("dormant: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match job(ctx).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dormant: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn worker(args: WorkerArgs) -> ExitCode {
+    use dormant::functions::user_actions::{DrainOptions, drain};
+    let options = DrainOptions {
+        once: args.once,
+        visibility: std::time::Duration::from_secs(args.visibility_secs.max(1)),
+        batch: 16,
+    };
+    with_context(args.config, |ctx| async move {
+        let drained = tokio::select! {
+            d = drain(&ctx, &options) => d?,
+            _ = shutdown_signal() => {
+                eprintln!("dormant worker: stopping");
+                return Ok(());
+            }
+        };
+        eprintln!(
+            "dormant worker: {} handled, {} left for retry, {} moved to the poison queue",
+            drained.handled, drained.retried, drained.poisoned
+        );
+        Ok(())
+    })
+}
+
+fn restore(args: RestoreArgs) -> ExitCode {
+    let Some(user) = dormant::ids::ObjectId::parse(&args.user_id) else {
+        eprintln!("dormant: USER_ID must be a directory object id (a GUID)");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    with_context(args.config, |ctx| async move {
+        let lifecycle = ctx.lifecycle().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let report = lifecycle.restore(user.as_str(), "").await?;
+        println!("{}", serde_json::to_string(&report)?);
+        Ok(())
+    })
+}
+
+fn release(args: ReleaseArgs) -> ExitCode {
+    let Some(run) = dormant::ids::RunId::parse(&args.run_id) else {
+        eprintln!("dormant: RUN_ID must be a run id such as 20261122T020000Z-ab12cd");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    with_context(args.config, |ctx| async move {
+        let cases = ctx.scanner().await?.release(&run).await?;
+        println!(
+            "{}",
+            serde_json::json!({"runId": run.to_string(), "status": "released", "cases": cases})
+        );
+        Ok(())
+    })
 }
 
 fn sim(args: dormant::sim::SimArgs) -> ExitCode {
@@ -237,8 +365,8 @@ async fn run_scan(config: Config, options: ScanOptions) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let graph = match ctx.graph().await {
-        Ok(g) => g.clone(),
+    let scanner = match ctx.scanner().await {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("dormant: cannot set up Microsoft Graph: {e}");
             return ExitCode::FAILURE;
@@ -262,11 +390,6 @@ async fn run_scan(config: Config, options: ScanOptions) -> ExitCode {
         })
     } else {
         Arc::new(())
-    };
-    let scanner = Scanner {
-        graph,
-        store: ctx.store.clone(),
-        config: Arc::new(ctx.config.clone()),
     };
     match scanner.run(&options, progress).await {
         Ok(outcome) => {

@@ -4,7 +4,10 @@
 //! `catalog()` is the single list the router serves; a test checks it
 //! against the `functions/*/function.json` folders the host reads.
 
+pub mod admin;
 pub mod gdpr;
+pub mod release_run;
+pub mod restore_user;
 pub mod user_actions;
 
 use std::sync::Arc;
@@ -13,14 +16,19 @@ use anyhow::Context as _;
 use azure_core::credentials::TokenCredential;
 use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId};
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::gdpr::export::ExtensionCache;
 use crate::gdpr::token::TokenVerifier;
+use crate::graph::exchange::ExchangeAdmin;
 use crate::graph::{
     EntraTokenProvider, GraphClient, GraphError, GraphSettings, Pacer, PacerConfig,
     build_http_client,
 };
+use crate::host::FunctionError;
 use crate::host::{FailureRecorder, Functions, PermanentFailure};
+use crate::lifecycle::Lifecycle;
+use crate::scan::run::Scanner;
 use crate::store::audit::{AuditLog, AuditRecord, Outcome};
 use crate::store::{StorageConfig, Store};
 
@@ -42,8 +50,11 @@ pub struct AppContext {
     pub gdpr: Option<Arc<TokenVerifier>>,
     /// User extension attribute names for exports.
     pub extensions: ExtensionCache,
+    /// dormant's "now" (the system clock outside tests).
+    pub clock: Clock,
     storage_ready: tokio::sync::OnceCell<()>,
     graph: tokio::sync::OnceCell<GraphClient>,
+    exchange: tokio::sync::OnceCell<Option<ExchangeAdmin>>,
 }
 
 impl AppContext {
@@ -79,8 +90,10 @@ impl AppContext {
             http,
             gdpr,
             extensions: ExtensionCache::default(),
+            clock: Clock::system(),
             storage_ready: tokio::sync::OnceCell::new(),
             graph: tokio::sync::OnceCell::new(),
+            exchange: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -120,6 +133,66 @@ impl AppContext {
                 ))
             })
             .await
+    }
+
+    /// Runs on `clock` instead of the system clock (tests walking a
+    /// simulated tenant through weeks).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Exchange Online's admin API, when `DORMANT_EXCHANGE_URL` is set.
+    pub async fn exchange(&self) -> Result<Option<&ExchangeAdmin>, GraphError> {
+        self.exchange
+            .get_or_try_init(|| async {
+                match &self.config.exchange_url {
+                    Some(root) => Ok(Some(ExchangeAdmin::new(
+                        &GraphSettings::from_config(&self.config),
+                        root,
+                        self.http.clone(),
+                    )?)),
+                    None => Ok(None),
+                }
+            })
+            .await
+            .map(Option::as_ref)
+    }
+
+    /// The scanner of this tenant.
+    pub async fn scanner(&self) -> Result<Scanner, GraphError> {
+        let graph = self.graph().await?.clone();
+        let mut scanner = Scanner::new(graph, self.store.clone(), Arc::new(self.config.clone()));
+        scanner.clock = self.clock.clone();
+        scanner.exchange = self.exchange().await?.cloned();
+        Ok(scanner)
+    }
+
+    /// Everything a lifecycle step needs, set up on first use.
+    pub async fn lifecycle(&self) -> Result<Lifecycle<'_>, FunctionError> {
+        let store = self
+            .storage()
+            .await
+            .map_err(|e| FunctionError::Transient(e.into()))?;
+        // A credential setting Graph refuses will not fix itself by
+        // retrying, but an operator can fix it within the retries.
+        let graph = self
+            .graph()
+            .await
+            .map_err(|e| FunctionError::Transient(e.into()))?;
+        let exchange = self
+            .exchange()
+            .await
+            .map_err(|e| FunctionError::Transient(e.into()))?;
+        Ok(Lifecycle {
+            graph,
+            store,
+            audit: &self.audit,
+            config: &self.config,
+            clock: &self.clock,
+            exchange,
+            http: &self.http,
+        })
     }
 
     /// Creates dormant's containers and queues once per process, on first
@@ -166,5 +239,7 @@ pub fn catalog(ctx: Arc<AppContext>) -> Functions {
     let functions = Functions::new().queue(user_actions::NAME, user_actions::BINDING, move |inv| {
         user_actions::run(actions.clone(), inv)
     });
+    let functions = restore_user::register(functions, ctx.clone());
+    let functions = release_run::register(functions, ctx.clone());
     gdpr::register(functions, ctx).on_permanent_failure(recorder)
 }

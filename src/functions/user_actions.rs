@@ -1,16 +1,20 @@
-//! `UserActions` (queue `dormant-actions`): one lifecycle step or GDPR
-//! erasure per message. Thin: decode and validate the v1 message, wait for
-//! `notBefore`, hand over to the domain.
+//! `UserActions` (queue `dormant-actions`): one lifecycle step, restore or
+//! GDPR erasure per message. Thin: decode and validate the v1 message, wait
+//! for `notBefore`, hand over to the domain. `dormant worker` drains the
+//! same queue through the same [`handle`].
 
 use std::sync::Arc;
+use std::time::Duration as StdDuration;
 
-use chrono::{Duration, Utc};
-use serde_json::json;
+use chrono::Duration;
+use serde_json::{Value, json};
 
 use super::AppContext;
 use crate::gdpr::erase::{EraseError, Eraser};
-use crate::host::{FunctionError, Invocation, Outcome, QueueTrigger};
-use crate::lifecycle::{ActionKind, ActionMessage};
+use crate::host::envelope::unwrap_encoded;
+use crate::host::{FunctionError, Invocation, Outcome, PermanentFailure, QueueTrigger};
+use crate::lifecycle::{ActionKind, ActionMessage, LifecycleError, StepReport};
+use crate::store::audit::{AuditRecord, Outcome as AuditOutcome};
 use crate::store::{ACTIONS_QUEUE, SendOptions};
 
 pub const NAME: &str = "UserActions";
@@ -18,18 +22,26 @@ pub const BINDING: &str = "message";
 
 /// Azure queues delay a message by at most 7 days.
 const MAX_QUEUE_DELAY: Duration = Duration::days(7);
+/// The host's `maxDequeueCount` (host.json): after this many failed
+/// deliveries a message goes to `<queue>-poison`.
+pub const MAX_DEQUEUE_COUNT: u32 = 5;
 
 pub async fn run(
     ctx: Arc<AppContext>,
     invocation: Invocation<QueueTrigger>,
 ) -> Result<Outcome, FunctionError> {
-    let message = ActionMessage::from_value(&invocation.trigger.message, &ctx.config.tenant_id)
+    handle(&ctx, &invocation.trigger.message).await
+}
+
+/// One decoded queue message, from the host or from `dormant worker`.
+pub async fn handle(ctx: &AppContext, value: &Value) -> Result<Outcome, FunctionError> {
+    let message = ActionMessage::from_value(value, &ctx.config.tenant_id)
         .map_err(|e| FunctionError::permanent(e.code(), e.to_string()))?;
     tracing::info!(kind = message.kind.as_str(), user = %message.user, case = %message.case, run = %message.run, "action received");
 
     // Early: put it back with the remaining delay (a queue delay tops out
     // at 7 days, so long waits take several hops).
-    let wait = message.not_before - Utc::now();
+    let wait = message.not_before - ctx.clock.now();
     if wait > Duration::seconds(1) {
         let delay = wait.min(MAX_QUEUE_DELAY);
         ctx.storage()
@@ -55,10 +67,62 @@ pub async fn run(
     }
 
     match message.kind {
-        ActionKind::GdprErase => erase(&ctx, &message).await,
-        // The lifecycle steps plug in here as they land; until then a kind
-        // is refused honestly: recorded, never retried forever.
-        kind => Err(unsupported(kind)),
+        ActionKind::GdprErase => erase(ctx, &message).await,
+        // Unmanaged guests are reported (`reset-redemption` in the CSV); the
+        // reset itself is not part of this build: refused honestly,
+        // recorded, never retried forever.
+        ActionKind::ResetRedemption => Err(FunctionError::permanent(
+            "unsupported-kind",
+            "this build does not run `reset-redemption` steps",
+        )),
+        ActionKind::Restore => {
+            let lifecycle = ctx.lifecycle().await?;
+            let result = lifecycle
+                .restore(message.user.as_str(), message.run.as_str())
+                .await;
+            answer(ctx, &message, result).await
+        }
+        _ => {
+            let lifecycle = ctx.lifecycle().await?;
+            let result = lifecycle.run_step(&message).await;
+            answer(ctx, &message, result).await
+        }
+    }
+}
+
+/// Transient → 500 (the host retries); refused → its own audit line (with
+/// the case and user) and 200; a line that cannot be written → 500.
+async fn answer(
+    ctx: &AppContext,
+    message: &ActionMessage,
+    result: Result<StepReport, LifecycleError>,
+) -> Result<Outcome, FunctionError> {
+    match result {
+        Ok(report) => Ok(Outcome {
+            return_value: serde_json::to_value(&report).unwrap_or(Value::Null),
+            ..Outcome::default()
+        }),
+        Err(e) if e.is_transient() => Err(FunctionError::Transient(e.into())),
+        Err(e) => {
+            let code = match &e {
+                LifecycleError::Refused { code, .. } => *code,
+                _ => "step-failed",
+            };
+            let mut record = AuditRecord::new(message.kind.as_str(), AuditOutcome::Failed);
+            record.time = ctx.clock.now();
+            record.run = Some(message.run.to_string());
+            record.case = Some(message.case.clone());
+            record.user = Some(message.user.to_string());
+            record.error = Some(format!("{code}: {e}"));
+            ctx.audit
+                .record(&record)
+                .await
+                .map_err(|e| FunctionError::Transient(e.into()))?;
+            Ok(Outcome {
+                return_value: json!({"outcome": "failed", "detail": code}),
+                ..Outcome::default()
+            })
+        }
     }
 }
 
@@ -91,9 +155,96 @@ async fn erase(ctx: &AppContext, message: &ActionMessage) -> Result<Outcome, Fun
     }
 }
 
-fn unsupported(kind: ActionKind) -> FunctionError {
-    FunctionError::permanent(
-        "unsupported-kind",
-        format!("this build does not run `{}` steps", kind.as_str()),
-    )
+/// How `dormant worker` drains the queue.
+#[derive(Debug, Clone)]
+pub struct DrainOptions {
+    /// Stop when the queue has nothing visible, instead of polling on.
+    pub once: bool,
+    /// How long a received message stays invisible to other workers; a
+    /// worker killed mid-step leaves it to reappear after this.
+    pub visibility: StdDuration,
+    /// Messages taken per receive (Azure allows 1–32).
+    pub batch: u32,
+}
+
+/// What a drain did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Drained {
+    pub handled: u64,
+    pub retried: u64,
+    pub poisoned: u64,
+}
+
+/// `dormant worker`: the same handling as the queue trigger, with the
+/// host's semantics played here: success or a recorded permanent failure
+/// deletes the message; a transient failure leaves it to reappear; after
+/// [`MAX_DEQUEUE_COUNT`] deliveries it moves to `dormant-actions-poison`.
+pub async fn drain(ctx: &AppContext, options: &DrainOptions) -> anyhow::Result<Drained> {
+    let store = ctx.storage().await?;
+    let poison = format!("{ACTIONS_QUEUE}-poison");
+    store.ensure_queue(&poison).await?;
+    let recorder = ctx.failure_recorder();
+    let mut out = Drained::default();
+    loop {
+        let batch = store
+            .receive(
+                ACTIONS_QUEUE,
+                options.batch.clamp(1, 32),
+                options.visibility,
+            )
+            .await?;
+        if batch.is_empty() {
+            if options.once {
+                return Ok(out);
+            }
+            tokio::time::sleep(StdDuration::from_secs(2)).await;
+            continue;
+        }
+        for msg in batch {
+            let result = match unwrap_encoded(Value::String(msg.text.clone())) {
+                Ok(value) => handle(ctx, &value).await,
+                Err(reason) => Err(FunctionError::permanent("malformed-message", reason)),
+            };
+            let done = match result {
+                Ok(_) => true,
+                Err(FunctionError::Permanent { code, message }) => {
+                    let failure = PermanentFailure {
+                        function: NAME,
+                        invocation_id: String::new(),
+                        code,
+                        message,
+                        message_id: Some(msg.id.clone()),
+                        dequeue_count: Some(msg.dequeue_count),
+                    };
+                    match recorder(failure).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "could not record a refused message; it stays queued");
+                            false
+                        }
+                    }
+                }
+                Err(FunctionError::Transient(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), delivery = msg.dequeue_count, "transient failure; the message will be retried");
+                    false
+                }
+            };
+            if done {
+                store
+                    .delete_message(ACTIONS_QUEUE, &msg.id, &msg.pop_receipt)
+                    .await?;
+                out.handled += 1;
+            } else if msg.dequeue_count >= MAX_DEQUEUE_COUNT {
+                store
+                    .send(&poison, &msg.text, SendOptions::default())
+                    .await?;
+                store
+                    .delete_message(ACTIONS_QUEUE, &msg.id, &msg.pop_receipt)
+                    .await?;
+                out.poisoned += 1;
+            } else {
+                out.retried += 1;
+            }
+        }
+    }
 }

@@ -108,6 +108,13 @@ enum AuthFailure {
 const INVALID_CLIENT_CODES: &[&str] = &["7000215", "7000222", "700027", "7000274", "700024"];
 
 impl EntraTokenProvider {
+    /// The same credential for another resource (Exchange Online's admin
+    /// API takes `https://outlook.office365.com/.default`).
+    pub fn with_scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = scope.into();
+        self
+    }
+
     /// `keyvault_credential` reads Key Vault; `None` = the managed identity
     /// (`keyvault_identity_client_id`, else system-assigned). Tests inject one.
     pub fn new(

@@ -45,6 +45,7 @@ pub mod auth;
 pub mod batch;
 pub mod client;
 pub mod error;
+pub mod exchange;
 pub mod http;
 pub mod models;
 pub mod ops;

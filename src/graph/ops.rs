@@ -186,6 +186,40 @@ impl GraphClient {
         .map(|_| ())
     }
 
+    /// `POST /users/{id}/assignLicense` adding `licenses` back (a restore),
+    /// with the plans that were disabled on each.
+    pub async fn add_licenses(
+        &self,
+        id: &str,
+        licenses: &[AssignedLicense],
+    ) -> Result<(), GraphError> {
+        self.write(
+            Method::POST,
+            self.url(&["users", id, "assignLicense"]),
+            Some(&serde_json::json!({ "addLicenses": licenses, "removeLicenses": [] })),
+            RequestClass::Write,
+            "/users/{id}/assignLicense",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Groups and directory roles the user is in, nested groups included
+    /// (`GET /users/{id}/transitiveMemberOf?$select=id`): whether a user
+    /// became excluded or privileged since a case opened.
+    pub async fn transitive_member_of(&self, id: &str) -> Result<Vec<DirectoryObject>, GraphError> {
+        let url = self.url_with_query(
+            &["users", id, "transitiveMemberOf"],
+            &[("$select", "id"), ("$top", "999")],
+        );
+        let l = self.listing(
+            url,
+            RequestClass::ReadList,
+            "/users/{id}/transitiveMemberOf",
+        );
+        self.collect(l).await
+    }
+
     /// `GET /subscribedSkus` (`skuId` → `skuPartNumber`).
     pub async fn subscribed_skus(&self) -> Result<Vec<SubscribedSku>, GraphError> {
         let l = self.listing(

@@ -1,5 +1,77 @@
 //! Cases and steps: plan, re-verify, act, record.
+//!
+//! - [`case`]: the case state and where it lives;
+//! - [`advance`]: what each nightly scan does to cases (open, cancel,
+//!   enqueue due steps, close);
+//! - [`worker`]: one queued step, exactly once in effect; restore;
+//! - [`recheck`]: does a case still hold, right before a step;
+//! - [`notify`]: mail and webhook notifications.
 
+pub mod advance;
+pub mod case;
 pub mod message;
+pub mod notify;
+pub mod recheck;
+pub mod worker;
 
+pub use case::{Case, CaseStatus, CaseStore};
 pub use message::{ActionKind, ActionMessage, MessageError};
+pub use worker::StepReport;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::graph::exchange::ExchangeAdmin;
+use crate::graph::{GraphClient, GraphError};
+use crate::store::audit::AuditLog;
+use crate::store::{Store, StoreError};
+
+/// What the lifecycle works with, borrowed from the caller (the function
+/// context, the CLI, a test).
+#[derive(Clone, Copy)]
+pub struct Lifecycle<'a> {
+    pub graph: &'a GraphClient,
+    pub store: &'a Store,
+    pub audit: &'a AuditLog,
+    pub config: &'a Config,
+    pub clock: &'a Clock,
+    /// `None` when `DORMANT_EXCHANGE_URL` is not set: mailbox conversions
+    /// wait for a person.
+    pub exchange: Option<&'a ExchangeAdmin>,
+    /// For the notification webhook.
+    pub http: &'a reqwest::Client,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("Graph: {0}")]
+    Graph(#[from] GraphError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    /// Retrying the same message cannot help; recorded, never retried.
+    /// The message holds no personal data.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
+    /// A dependency (the webhook) is down; worth a retry.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("the case kept changing under this worker ({0} attempts)")]
+    Contention(u32),
+}
+
+impl LifecycleError {
+    pub fn refused(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Refused {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Graph(e) => e.is_transient(),
+            Self::Store(e) => e.is_transient() || e.is_conflict(),
+            Self::Refused { .. } => false,
+            Self::Unavailable(_) | Self::Contention(_) => true,
+        }
+    }
+}

@@ -254,6 +254,7 @@ mod tests {
             by_verdict: BTreeMap::from([("inactive".to_owned(), 40), ("review".to_owned(), 1)]),
             actions_planned: 40,
             actions_enqueued: 0,
+            cases: None,
             quarantined,
             directory_quota: None,
             graph_requests: 12,

@@ -30,6 +30,9 @@ pub struct Summary {
     pub by_verdict: BTreeMap<String, u64>,
     pub actions_planned: u64,
     pub actions_enqueued: u64,
+    /// What the run did to cases (enforce mode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cases: Option<crate::lifecycle::advance::Advanced>,
     pub quarantined: bool,
     pub directory_quota: Option<DirectoryQuota>,
     pub graph_requests: u64,
@@ -61,6 +64,7 @@ mod tests {
             by_verdict: BTreeMap::from([("inactive".to_owned(), 3)]),
             actions_planned: 3,
             actions_enqueued: 0,
+            cases: None,
             quarantined: false,
             directory_quota: None,
             graph_requests: 5,

@@ -21,12 +21,17 @@ use tokio::task::JoinSet;
 use super::context::{ContextError, RunContext};
 use super::partition::Partition;
 use super::usage::UsageIndex;
-use super::worker::{PartitionError, PartitionResult, RowSink, scan_partition};
+use super::worker::{Candidate, PartitionError, PartitionResult, RowSink, scan_partition};
+use crate::clock::Clock;
 use crate::config::{Config, Mode};
 use crate::graph::GraphClient;
+use crate::graph::exchange::ExchangeAdmin;
 use crate::ids::RunId;
+use crate::lifecycle::advance::Advanced;
+use crate::lifecycle::{self, CaseStore, Lifecycle, LifecycleError};
 use crate::policy;
 use crate::report::{CsvChunks, ReportStats, Summary, html};
+use crate::store::audit::{AuditLog, AuditRecord, Outcome as AuditOutcome};
 use crate::store::{
     BlobWriter, ETag, Precondition, REPORTS_CONTAINER, STATE_CONTAINER, Store, StoreError,
 };
@@ -49,6 +54,10 @@ pub enum ScanError {
     State(String),
     #[error("partition coverage is incomplete: {0} partition(s) have no result")]
     Incomplete(usize),
+    #[error("cases: {0}")]
+    Cases(#[from] LifecycleError),
+    #[error("cannot release: {0}")]
+    NotReleasable(String),
 }
 
 impl ScanError {
@@ -58,7 +67,8 @@ impl ScanError {
             Self::Context(e) => e.is_transient(),
             Self::Partition(e) => e.is_transient(),
             Self::Store(e) => e.is_transient(),
-            Self::State(_) => false,
+            Self::State(_) | Self::NotReleasable(_) => false,
+            Self::Cases(e) => e.is_transient(),
         }
     }
 }
@@ -132,6 +142,10 @@ pub struct Scanner {
     pub graph: GraphClient,
     pub store: Store,
     pub config: Arc<Config>,
+    pub clock: Clock,
+    /// Mailbox conversions for the cases the scan opens (`None`: they wait
+    /// for a person).
+    pub exchange: Option<ExchangeAdmin>,
 }
 
 fn run_path(run: &RunId, rest: &str) -> String {
@@ -160,6 +174,29 @@ impl RowSink for BlobSink {
 }
 
 impl Scanner {
+    /// A scanner on the system clock without Exchange.
+    pub fn new(graph: GraphClient, store: Store, config: Arc<Config>) -> Self {
+        Self {
+            graph,
+            store,
+            config,
+            clock: Clock::system(),
+            exchange: None,
+        }
+    }
+
+    fn lifecycle<'a>(&'a self, audit: &'a AuditLog) -> Lifecycle<'a> {
+        Lifecycle {
+            graph: &self.graph,
+            store: &self.store,
+            audit,
+            config: &self.config,
+            clock: &self.clock,
+            exchange: self.exchange.as_ref(),
+            http: self.graph.http(),
+        }
+    }
+
     /// Runs a scan to its end in this process: resumes the tenant's
     /// unfinished run if there is one (a crashed or killed scan), else starts
     /// a new one.
@@ -169,7 +206,7 @@ impl Scanner {
         progress: Arc<dyn Progress>,
     ) -> Result<RunOutcome, ScanError> {
         self.store.ensure_defaults().await?;
-        let now = Utc::now();
+        let now = self.clock.now();
         let (run, ctx, usage) = match self.unfinished_run().await? {
             Some(run) => {
                 tracing::info!(run = %run, "resuming an unfinished scan");
@@ -212,9 +249,15 @@ impl Scanner {
         };
         let ctx = Arc::new(ctx);
         let usage = Arc::new(usage);
-        self.scan_all(&run, ctx.clone(), usage, options.concurrency, progress)
-            .await?;
-        let outcome = self.finalize(&run, &ctx).await?;
+        self.scan_all(
+            &run,
+            ctx.clone(),
+            usage.clone(),
+            options.concurrency,
+            progress,
+        )
+        .await?;
+        let outcome = self.finalize(&run, &ctx, usage.as_ref().as_ref()).await?;
         self.release_lease(&run).await?;
         Ok(outcome)
     }
@@ -294,7 +337,7 @@ impl Scanner {
         {
             let expired = Lease {
                 run: run.clone(),
-                expires_at: Utc::now(),
+                expires_at: self.clock.now(),
             };
             // Losing this race means someone else already took over.
             if let Err(e) = self
@@ -422,7 +465,12 @@ impl Scanner {
         Ok(leaves)
     }
 
-    async fn finalize(&self, run: &RunId, ctx: &RunContext) -> Result<RunOutcome, ScanError> {
+    async fn finalize(
+        &self,
+        run: &RunId,
+        ctx: &RunContext,
+        usage: Option<&UsageIndex>,
+    ) -> Result<RunOutcome, ScanError> {
         let leaves = self.covered(run).await?;
         let (mut state, etag) = self
             .get_json::<RunState>(&run_path(run, "run.json"))
@@ -445,9 +493,25 @@ impl Scanner {
             ));
         }
         let actionable = ctx.actionable && gaps == 0;
-        let reason = policy::quarantine(planned, stats.scanned, &self.config.policy.quarantine);
         let enforce = self.config.policy.mode == Mode::Enforce;
+        let candidates: Vec<Candidate> = leaves
+            .iter()
+            .flat_map(|l| l.candidates.iter().cloned())
+            .collect();
+        // New cases are what the quarantine limits; open cases go on.
+        let cases = CaseStore::new(self.store.clone());
+        let case_plan = lifecycle::advance::plan_run(&cases, &candidates).await?;
+        let new_cases = case_plan.new_cases.len() as u64;
+        let reason = policy::quarantine(new_cases, stats.scanned, &self.config.policy.quarantine);
         let quarantined = enforce && actionable && reason.is_some();
+        let audit = AuditLog::new(self.store.clone());
+        let advanced = if enforce && actionable && !quarantined && !state.dry_run {
+            self.lifecycle(&audit)
+                .advance(run, &case_plan, &candidates, usage)
+                .await?
+        } else {
+            Advanced::default()
+        };
         if !enforce && let Some(r) = &reason {
             warnings.push(format!(
                 "in enforce mode this run would quarantine itself: {r}"
@@ -490,7 +554,7 @@ impl Scanner {
             run_id: run.to_string(),
             tenant_kind: self.config.tenant_kind.as_str().to_owned(),
             started_at: state.started_at,
-            finished_at: Utc::now(),
+            finished_at: self.clock.now(),
             mode: match self.config.policy.mode {
                 Mode::Report => "report",
                 Mode::Enforce => "enforce",
@@ -499,9 +563,8 @@ impl Scanner {
             scanned: stats.scanned,
             by_verdict: stats.by_verdict.clone(),
             actions_planned: planned,
-            // Cases open and steps are enqueued by the lifecycle (not yet
-            // part of this build): nothing is enqueued here.
-            actions_enqueued: 0,
+            actions_enqueued: advanced.enqueued,
+            cases: enforce.then_some(advanced),
             quarantined,
             directory_quota: ctx.directory_quota,
             graph_requests: graph_stats.requests,
@@ -541,6 +604,13 @@ impl Scanner {
             Precondition::IfMatch(etag),
         )
         .await?;
+        if quarantined {
+            let mut line = AuditRecord::new("quarantine", AuditOutcome::Skipped);
+            line.time = self.clock.now();
+            line.run = Some(run.to_string());
+            line.detail = summary.quarantine_reason.clone();
+            audit.record(&line).await?;
+        }
         tracing::info!(run = %run, scanned = summary.scanned, rows = stats.by_verdict.values().sum::<u64>(), quarantined, "scan finished");
         Ok(RunOutcome {
             run: run.clone(),
@@ -549,5 +619,100 @@ impl Scanner {
             json: json_name,
             html: html_name,
         })
+    }
+
+    /// The state of a run (`RunStatus`, `dormant release`).
+    pub async fn run_state(&self, run: &RunId) -> Result<Option<RunState>, ScanError> {
+        Ok(self
+            .get_json::<RunState>(&run_path(run, "run.json"))
+            .await?
+            .map(|(s, _)| s))
+    }
+
+    /// Releases a quarantined run (`dormant release`, `ReleaseRun`): a
+    /// person looked at the plan and lets it go. The run's cases open and
+    /// their due steps are enqueued exactly as the run would have done;
+    /// every step still re-checks its user first. Repeating a release (or
+    /// finishing one a crash interrupted) is harmless: opening is
+    /// create-only and a queued step is not queued again.
+    pub async fn release(&self, run: &RunId) -> Result<Advanced, ScanError> {
+        let (mut state, _) = self
+            .get_json::<RunState>(&run_path(run, "run.json"))
+            .await?
+            .ok_or_else(|| ScanError::NotReleasable(format!("there is no run {run}")))?;
+        match state.status {
+            RunStatus::Quarantined | RunStatus::Released => {}
+            other => {
+                return Err(ScanError::NotReleasable(format!(
+                    "run {run} is {other:?}, not quarantined"
+                )));
+            }
+        }
+        if self.config.policy.mode != Mode::Enforce {
+            return Err(ScanError::NotReleasable(
+                "policy.mode is report: nothing is ever enqueued".into(),
+            ));
+        }
+        let mut later: Vec<String> = self
+            .store
+            .list(STATE_CONTAINER, "runs/")
+            .await?
+            .into_iter()
+            .filter(|b| {
+                b.name.ends_with("/run.json")
+                    && b.name.as_str() > run_path(run, "run.json").as_str()
+            })
+            .map(|b| b.name)
+            .collect();
+        later.sort();
+        for name in later {
+            if let Some((s, _)) = self.get_json::<RunState>(&name).await?
+                && s.status != RunStatus::Running
+            {
+                return Err(ScanError::NotReleasable(format!(
+                    "run {} finished after {run}: release the newest run instead",
+                    s.run
+                )));
+            }
+        }
+        let now = self.clock.now();
+        self.acquire_lease(run, now).await?;
+        let (_ctx, usage) = self.load_context(run).await?;
+        let candidates: Vec<Candidate> = self
+            .covered(run)
+            .await?
+            .iter()
+            .flat_map(|l| l.candidates.iter().cloned())
+            .collect();
+        let cases = CaseStore::new(self.store.clone());
+        let plan = lifecycle::advance::plan_run(&cases, &candidates).await?;
+        let audit = AuditLog::new(self.store.clone());
+        let advanced = self
+            .lifecycle(&audit)
+            .advance(run, &plan, &candidates, usage.as_ref())
+            .await?;
+        if state.status != RunStatus::Released {
+            let mut line = AuditRecord::new("release", AuditOutcome::Done);
+            line.time = now;
+            line.run = Some(run.to_string());
+            line.detail = Some(format!(
+                "opened={};enqueued={}",
+                advanced.opened, advanced.enqueued
+            ));
+            audit.record(&line).await?;
+            let (_, etag) = self
+                .get_json::<RunState>(&run_path(run, "run.json"))
+                .await?
+                .ok_or_else(|| ScanError::State(format!("run {run} has no state")))?;
+            state.status = RunStatus::Released;
+            self.put_json(
+                &run_path(run, "run.json"),
+                &state,
+                Precondition::IfMatch(etag),
+            )
+            .await?;
+        }
+        self.release_lease(run).await?;
+        Ok(advanced)
     }
 }

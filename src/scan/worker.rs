@@ -207,7 +207,7 @@ async fn is_unmanaged_guest(graph: &GraphClient, user: &User) -> bool {
     }
 }
 
-fn subject_of(user: &User, usage: Option<&UsageIndex>) -> Subject {
+pub fn subject_of(user: &User, usage: Option<&UsageIndex>) -> Subject {
     let upn = user.user_principal_name.clone().unwrap_or_default();
     Subject {
         id: user.id.to_ascii_lowercase(),

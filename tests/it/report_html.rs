@@ -47,6 +47,7 @@ fn sample() -> (Summary, ReportStats) {
         by_verdict: stats.by_verdict.clone(),
         actions_planned: 3,
         actions_enqueued: 0,
+        cases: None,
         quarantined: true,
         directory_quota: None,
         graph_requests: 42,

@@ -188,11 +188,7 @@ async fn scan(
         Config::load(&Sources::from_env(None, env)).expect("config from the simulator's settings");
     let graph = GraphClient::new(GraphSettings::from_config(&config)).expect("graph");
     let store = Store::local(dir.path()).expect("store");
-    let scanner = Scanner {
-        graph,
-        store: store.clone(),
-        config: Arc::new(config),
-    };
+    let scanner = Scanner::new(graph, store.clone(), Arc::new(config));
     let outcome = scanner
         .run(&ScanOptions::default(), Arc::new(()))
         .await

@@ -146,6 +146,16 @@ mod user_actions {
         wrong_tenant["tenant"] = serde_json::json!("other.onmicrosoft.com");
         assert_eq!(post(&serve, envelope(wrong_tenant)).await, 200);
         assert_eq!(
+            post(
+                &serve,
+                envelope(action("reset-redemption", chrono::Utc::now()))
+            )
+            .await,
+            200
+        );
+        // A step for a user without a case is a stale repeat: answered,
+        // nothing done, nothing recorded.
+        assert_eq!(
             post(&serve, envelope(action("purge", chrono::Utc::now()))).await,
             200
         );

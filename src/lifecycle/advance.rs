@@ -1,0 +1,380 @@
+//! What a nightly scan does to cases, in enforce mode and outside
+//! quarantine: open a case for each newly inactive user, stop the cases
+//! that no longer hold, enqueue every step that is due, close finished
+//! cases, and finish whatever a crash left half-recorded.
+//!
+//! The scan's verdict is the authority for users it found inactive. A user
+//! with an open case whom the scan did not list (it became active, was
+//! excluded, is held for review, or dormant's own conversion made the
+//! mailbox shared) is re-checked with dormant's own effects taken out
+//! (`recheck`), with the run's usage report.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use super::case::{Case, CaseStatus, CaseStore};
+use super::recheck::{CancelReason, Recheck, recheck};
+use super::{ActionKind, ActionMessage, Lifecycle, LifecycleError};
+use crate::graph::GraphError;
+use crate::ids::{ObjectId, RunId};
+use crate::policy::phases::plan;
+use crate::scan::UsageIndex;
+use crate::scan::worker::Candidate;
+use crate::store::audit::Outcome;
+use crate::store::{ACTIONS_QUEUE, SendOptions};
+
+/// A queued step not done after this long is queued again (its message
+/// may have gone to the poison queue); repeats are harmless.
+const REENQUEUE_AFTER: Duration = Duration::hours(23);
+/// Cases advanced at once.
+const CONCURRENCY: usize = 8;
+
+/// What the run would open, known before anything is written (the
+/// quarantine decides on it).
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub new_cases: Vec<Candidate>,
+    pub open_users: BTreeSet<String>,
+}
+
+/// What a run did to cases.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Advanced {
+    pub opened: u64,
+    pub cancelled: u64,
+    pub closed: u64,
+    pub enqueued: u64,
+    pub waiting: u64,
+    /// Cases that could not be advanced this run (Graph refused a re-check);
+    /// they are tried again by the next run.
+    pub failed: u64,
+}
+
+impl Advanced {
+    fn add(&mut self, other: &Advanced) {
+        self.opened += other.opened;
+        self.cancelled += other.cancelled;
+        self.closed += other.closed;
+        self.enqueued += other.enqueued;
+        self.waiting += other.waiting;
+        self.failed += other.failed;
+    }
+}
+
+pub async fn plan_run(cases: &CaseStore, candidates: &[Candidate]) -> Result<Plan, LifecycleError> {
+    let open_users: BTreeSet<String> = cases.open_users().await?.into_iter().collect();
+    let new_cases = candidates
+        .iter()
+        .filter(|c| !open_users.contains(&c.user.to_ascii_lowercase()))
+        .cloned()
+        .collect();
+    Ok(Plan {
+        new_cases,
+        open_users,
+    })
+}
+
+impl Lifecycle<'_> {
+    /// Applies `plan` for `run`: opens the new cases, advances the open ones.
+    pub async fn advance(
+        &self,
+        run: &RunId,
+        plan: &Plan,
+        candidates: &[Candidate],
+        usage: Option<&UsageIndex>,
+    ) -> Result<Advanced, LifecycleError> {
+        let by_user: BTreeMap<String, &Candidate> = candidates
+            .iter()
+            .map(|c| (c.user.to_ascii_lowercase(), c))
+            .collect();
+        let mut total = Advanced::default();
+
+        // Owned items: a closure over borrowed ones would not be `Send`
+        // for every lifetime, which the Functions handler needs.
+        let results: Vec<Advanced> = futures::stream::iter(plan.open_users.iter().cloned())
+            .map(|user| {
+                let candidate = by_user.get(&user).copied();
+                async move { self.advance_open(run, &user, candidate, usage).await }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        results.iter().for_each(|r| total.add(r));
+
+        let results: Vec<Advanced> = futures::stream::iter(plan.new_cases.iter().cloned())
+            .map(|c| async move { self.open_case(run, &c).await })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        results.iter().for_each(|r| total.add(r));
+        tracing::info!(run = %run, opened = total.opened, cancelled = total.cancelled, enqueued = total.enqueued, closed = total.closed, "cases advanced");
+        Ok(total)
+    }
+
+    async fn open_case(&self, run: &RunId, c: &Candidate) -> Result<Advanced, LifecycleError> {
+        let now = self.clock.now();
+        let steps = plan(c.shape(self.config.tenant_kind), &self.config.policy.phases);
+        let case = Case::open(&c.user, run, &steps, now);
+        let cases = CaseStore::new(self.store.clone());
+        let Some(etag) = cases.create(&case).await? else {
+            // Opened a moment ago by someone else: the next run advances it.
+            return Ok(Advanced::default());
+        };
+        let mut out = Advanced {
+            opened: 1,
+            ..Advanced::default()
+        };
+        let mut opened = self.record_line(&case, run, "open", Outcome::Done);
+        opened.detail = Some(
+            case.plan
+                .iter()
+                .map(|p| format!("{}@{}", p.kind.as_str(), p.day))
+                .collect::<Vec<_>>()
+                .join(";"),
+        );
+        self.audit.record(&opened).await?;
+        out.enqueued += self.enqueue_due(case, etag, run, now).await?;
+        Ok(out)
+    }
+
+    fn record_line(
+        &self,
+        case: &Case,
+        run: &RunId,
+        step: &str,
+        outcome: Outcome,
+    ) -> crate::store::audit::AuditRecord {
+        let mut r = crate::store::audit::AuditRecord::new(step, outcome);
+        r.time = self.clock.now();
+        r.run = Some(run.to_string());
+        r.case = Some(case.id.clone());
+        r.user = Some(case.user.clone());
+        r
+    }
+
+    async fn advance_open(
+        &self,
+        run: &RunId,
+        user: &str,
+        candidate: Option<&Candidate>,
+        usage: Option<&UsageIndex>,
+    ) -> Result<Advanced, LifecycleError> {
+        let cases = CaseStore::new(self.store.clone());
+        let mut out = Advanced::default();
+        for _ in 0..4 {
+            let Some((mut case, etag)) = cases.open_case(user).await? else {
+                return Ok(out);
+            };
+            if case.status.is_final() {
+                self.finish_final(case).await?;
+                return Ok(out);
+            }
+            // A step that acted but crashed before its line was marked.
+            let mut etag = etag;
+            let pending: Vec<ActionKind> = case
+                .steps
+                .iter()
+                .filter(|(_, s)| s.record.is_some() && !s.recorded)
+                .map(|(k, _)| *k)
+                .collect();
+            if !pending.is_empty() {
+                for kind in &pending {
+                    if let Some(record) = case.steps.get(kind).and_then(|s| s.record.clone()) {
+                        self.ensure_recorded(&record).await?;
+                    }
+                    case.steps.entry(*kind).or_default().recorded = true;
+                }
+                etag = match cases.save(&case, &etag).await {
+                    Ok(e) => e,
+                    Err(e) if e.is_conflict() => continue,
+                    Err(e) => return Err(e.into()),
+                };
+            }
+
+            let now = self.clock.now();
+            let verdict = match candidate {
+                Some(_) => Ok(None),
+                None => match recheck(self.graph, self.config, &case, usage, now).await {
+                    Ok(Recheck::Holds(_)) => Ok(None),
+                    Ok(Recheck::Absent) if case.is_done(ActionKind::Delete) => Ok(None),
+                    Ok(Recheck::Absent) => Ok(Some(CancelReason::UserGone)),
+                    Ok(Recheck::Cancel(reason)) => Ok(Some(reason)),
+                    Err(e) => Err(e),
+                },
+            };
+            let cancel = match verdict {
+                Ok(c) => c,
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(case = %case.id, error = %e, "re-check refused; the case waits for the next run");
+                    out.failed += 1;
+                    return Ok(out);
+                }
+            };
+            if let Some(reason) = cancel {
+                if self
+                    .end_case(
+                        case,
+                        &etag,
+                        CaseStatus::Cancelled,
+                        "cancel",
+                        Some(reason.code()),
+                        run.as_str(),
+                    )
+                    .await?
+                {
+                    out.cancelled += 1;
+                    return Ok(out);
+                }
+                continue;
+            }
+
+            if case.status == CaseStatus::Waiting {
+                match self.resume_waiting(&mut case, run, candidate).await? {
+                    true => {
+                        etag = match cases.save(&case, &etag).await {
+                            Ok(e) => e,
+                            Err(e) if e.is_conflict() => continue,
+                            Err(e) => return Err(e.into()),
+                        };
+                        if let Some(record) = case
+                            .steps
+                            .get(&ActionKind::ConvertMailbox)
+                            .and_then(|s| s.record.clone())
+                        {
+                            self.audit.record(&record).await?;
+                            case.steps
+                                .entry(ActionKind::ConvertMailbox)
+                                .or_default()
+                                .recorded = true;
+                            etag = match cases.save(&case, &etag).await {
+                                Ok(e) => e,
+                                Err(e) if e.is_conflict() => continue,
+                                Err(e) => return Err(e.into()),
+                            };
+                        }
+                    }
+                    false => {
+                        out.waiting += 1;
+                        return Ok(out);
+                    }
+                }
+            }
+
+            if case.next_step().is_none() {
+                if self
+                    .end_case(case, &etag, CaseStatus::Closed, "close", None, run.as_str())
+                    .await?
+                {
+                    out.closed += 1;
+                    return Ok(out);
+                }
+                continue;
+            }
+            out.enqueued += self.enqueue_due(case, etag, run, now).await?;
+            return Ok(out);
+        }
+        Err(LifecycleError::Contention(4))
+    }
+
+    /// A case waiting for its mailbox conversion goes on once Exchange is
+    /// configured, or once a person converted the mailbox (recorded as
+    /// the step, `converted-by-person`). Returns whether it goes on.
+    async fn resume_waiting(
+        &self,
+        case: &mut Case,
+        run: &RunId,
+        candidate: Option<&Candidate>,
+    ) -> Result<bool, LifecycleError> {
+        if self.exchange.is_some() {
+            case.status = CaseStatus::Open;
+            case.reason = None;
+            // The waiting line was recorded; the step itself runs again.
+            case.steps.remove(&ActionKind::ConvertMailbox);
+            return Ok(true);
+        }
+        let still_user_mailbox = match candidate {
+            Some(c) => c.has_user_mailbox,
+            None => match self.graph.mailbox_settings(&case.user).await {
+                Ok(m) => m.and_then(|m| m.user_purpose).as_deref() == Some("user"),
+                Err(GraphError::NotFound) => false,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        if still_user_mailbox {
+            return Ok(false);
+        }
+        let mut record = self.record_line(
+            case,
+            run,
+            ActionKind::ConvertMailbox.as_str(),
+            Outcome::Done,
+        );
+        record.detail = Some("converted-by-person".into());
+        case.status = CaseStatus::Open;
+        case.reason = None;
+        case.updated_at = record.time;
+        let state = case.steps.entry(ActionKind::ConvertMailbox).or_default();
+        state.done_at = Some(record.time);
+        state.record = Some(record);
+        state.recorded = false;
+        Ok(true)
+    }
+
+    /// Enqueues the case's next step when it is due and not already on the
+    /// queue. Returns 1 when a message went out. The message goes first:
+    /// a crash before the case is saved means one more (harmless) repeat,
+    /// never a step that is never queued.
+    async fn enqueue_due(
+        &self,
+        mut case: Case,
+        etag: crate::store::ETag,
+        run: &RunId,
+        now: DateTime<Utc>,
+    ) -> Result<u64, LifecycleError> {
+        let Some(next) = case.next_step() else {
+            return Ok(0);
+        };
+        let due = case.due_at(next.kind).unwrap_or(now);
+        if due > now {
+            return Ok(0);
+        }
+        let state = case.steps.get(&next.kind);
+        if state
+            .and_then(|s| s.enqueued_at)
+            .is_some_and(|at| now - at < REENQUEUE_AFTER)
+        {
+            return Ok(0);
+        }
+        let user = ObjectId::parse(&case.user).ok_or_else(|| {
+            LifecycleError::refused("bad-case", "the case's user id is not an object id")
+        })?;
+        let message = ActionMessage {
+            v: ActionMessage::VERSION,
+            kind: next.kind,
+            tenant: self.config.tenant_id.clone(),
+            user,
+            case: case.id.clone(),
+            run: run.clone(),
+            not_before: due,
+        };
+        self.store
+            .send(ACTIONS_QUEUE, &message.to_text(), SendOptions::default())
+            .await?;
+        let state = case.steps.entry(next.kind).or_default();
+        state.enqueued_at = Some(now);
+        state.enqueued_by = Some(run.clone());
+        case.updated_at = now;
+        let cases = CaseStore::new(self.store.clone());
+        if let Err(e) = cases.save(&case, &etag).await
+            && !e.is_conflict()
+        {
+            return Err(e.into());
+        }
+        Ok(1)
+    }
+}

@@ -1,0 +1,417 @@
+//! A case: one inactive user's walk through the phases, kept in
+//! `dormant-state` so every step is crash-safe, undoable and auditable.
+//!
+//! Layout:
+//! - `cases/open/{userId}.json`: the user's current case (at most one);
+//! - `cases/closed/{userId}/{caseId}.json`: finished, cancelled or restored
+//!   cases, kept for restore and for the record.
+//!
+//! Every write is ETag-guarded (`IfMatch`, or `IfNoneMatch` to open), so a
+//! nightly scan and several queue workers can touch one case at once and
+//! exactly one of them wins each change; the losers re-read and re-decide.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration, Utc};
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+
+use crate::graph::AssignedLicense;
+use crate::ids::RunId;
+use crate::lifecycle::ActionKind;
+use crate::policy::Step;
+use crate::policy::phases::due_at;
+use crate::store::audit::AuditRecord;
+use crate::store::{ETag, Precondition, STATE_CONTAINER, Store, StoreError};
+
+const OPEN_PREFIX: &str = "cases/open/";
+const CLOSED_PREFIX: &str = "cases/closed/";
+
+/// Deleted users stay restorable this long (Graph's deleted items).
+pub const RESTORE_WINDOW: Duration = Duration::days(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaseStatus {
+    /// Walking its plan.
+    Open,
+    /// A step needs a person first (a mailbox to convert by hand): the
+    /// nightly scan looks again and continues once it is done.
+    Waiting,
+    /// Stopped before its end: the user was active again, became excluded
+    /// or held for review, or was re-enabled by a person.
+    Cancelled,
+    /// Every step ran.
+    Closed,
+    /// Undone by an operator.
+    Restored,
+}
+
+impl CaseStatus {
+    /// A case in one of these states is archived and takes no more steps.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Cancelled | Self::Closed | Self::Restored)
+    }
+}
+
+/// One step of the plan with its day offset from the opening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    pub kind: ActionKind,
+    pub day: u32,
+}
+
+/// What happened to one step. Serialized with the case.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepState {
+    /// When a scan put the step's message on the queue, and which scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enqueued_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enqueued_by: Option<RunId>,
+    /// The step took effect (or was found done) at this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_at: Option<DateTime<Utc>>,
+    /// The audit line of the step, written into the case before it is
+    /// appended to the log: a crash between the two is finished by the next
+    /// delivery, which appends it unless the log already holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<AuditRecord>,
+    /// The record is in the audit log.
+    #[serde(default)]
+    pub recorded: bool,
+}
+
+/// What the steps removed, so a restore can put it back. Taken before each
+/// step acts (FACTS: the best-known open tool could not roll back because
+/// it kept no state).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// `accountEnabled` before the disable step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_enabled: Option<bool>,
+    /// The mailbox was a user mailbox that dormant converted to shared.
+    #[serde(default)]
+    pub converted_mailbox: bool,
+    /// Directly assigned licenses dormant removed (SKU id, disabled plans).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub licenses: Vec<AssignedLicense>,
+    /// Licenses a group assigns (SKU id → group id): not removable per
+    /// user, so reported and left alone.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_licenses: BTreeMap<String, String>,
+    /// When the soft delete happened (restorable for 30 days after).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Case {
+    pub id: String,
+    pub user: String,
+    pub opened_at: DateTime<Utc>,
+    pub opened_by: RunId,
+    pub status: CaseStatus,
+    /// Why the case waits or was cancelled (a short code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub plan: Vec<PlannedStep>,
+    #[serde(default)]
+    pub steps: BTreeMap<ActionKind, StepState>,
+    #[serde(default)]
+    pub snapshot: Snapshot,
+    /// The line that ended the case (cancel or close).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closing: Option<StepState>,
+    /// The restore, when an operator undid the case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<StepState>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `c-` + the opening time + randomness: sortable, opaque, no personal data.
+pub fn new_case_id(at: DateTime<Utc>) -> String {
+    let suffix: u32 = rand::rng().random();
+    format!("c-{}-{suffix:08x}", at.format("%Y%m%dT%H%M%SZ"))
+}
+
+impl Case {
+    pub fn open(user: &str, run: &RunId, plan: &[(Step, u32)], now: DateTime<Utc>) -> Self {
+        Self {
+            id: new_case_id(now),
+            user: user.to_ascii_lowercase(),
+            opened_at: now,
+            opened_by: run.clone(),
+            status: CaseStatus::Open,
+            reason: None,
+            plan: plan
+                .iter()
+                .map(|(s, d)| PlannedStep {
+                    kind: ActionKind::from(*s),
+                    day: *d,
+                })
+                .collect(),
+            steps: BTreeMap::new(),
+            snapshot: Snapshot::default(),
+            closing: None,
+            restore: None,
+            updated_at: now,
+        }
+    }
+
+    pub fn step(&self, kind: ActionKind) -> Option<&StepState> {
+        self.steps.get(&kind)
+    }
+
+    pub fn is_done(&self, kind: ActionKind) -> bool {
+        self.step(kind).is_some_and(|s| s.done_at.is_some())
+    }
+
+    pub fn in_plan(&self, kind: ActionKind) -> Option<&PlannedStep> {
+        self.plan.iter().find(|p| p.kind == kind)
+    }
+
+    pub fn due_at(&self, kind: ActionKind) -> Option<DateTime<Utc>> {
+        self.in_plan(kind).map(|p| due_at(self.opened_at, p.day))
+    }
+
+    /// The first step of the plan not done yet: steps run strictly in plan
+    /// order, so a later step never overtakes an earlier one.
+    pub fn next_step(&self) -> Option<PlannedStep> {
+        self.plan.iter().copied().find(|p| !self.is_done(p.kind))
+    }
+
+    /// Every step before `kind` in the plan is done.
+    pub fn ready_for(&self, kind: ActionKind) -> bool {
+        self.plan
+            .iter()
+            .take_while(|p| p.kind != kind)
+            .all(|p| self.is_done(p.kind))
+    }
+
+    /// The case's current phase for the report (`notify`, `disable`, …):
+    /// the last step done, or `opened`.
+    pub fn phase(&self) -> &'static str {
+        self.plan
+            .iter()
+            .rev()
+            .find(|p| self.is_done(p.kind))
+            .map(|p| p.kind.as_str())
+            .unwrap_or("opened")
+    }
+
+    fn open_name(user: &str) -> String {
+        format!("{OPEN_PREFIX}{}.json", user.to_ascii_lowercase())
+    }
+
+    fn closed_name(&self) -> String {
+        format!("{CLOSED_PREFIX}{}/{}.json", self.user, self.id)
+    }
+}
+
+/// Case persistence in `dormant-state`.
+#[derive(Debug, Clone)]
+pub struct CaseStore {
+    store: Store,
+}
+
+fn corrupt(name: &str, e: serde_json::Error) -> StoreError {
+    StoreError::permanent("case", format!("{name} is not a readable case: {e}"))
+}
+
+impl CaseStore {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<(Case, ETag)>, StoreError> {
+        match self.store.get(STATE_CONTAINER, name).await {
+            Ok(blob) => {
+                let case = serde_json::from_slice(&blob.body).map_err(|e| corrupt(name, e))?;
+                Ok(Some((case, blob.etag)))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn write(&self, name: &str, case: &Case, pre: Precondition) -> Result<ETag, StoreError> {
+        let body = serde_json::to_vec_pretty(case)
+            .map_err(|e| StoreError::permanent("case", e.to_string()))?;
+        self.store
+            .put(STATE_CONTAINER, name, Bytes::from(body), pre)
+            .await
+    }
+
+    /// The user's open (or waiting) case.
+    pub async fn open_case(&self, user: &str) -> Result<Option<(Case, ETag)>, StoreError> {
+        self.read(&Case::open_name(user)).await
+    }
+
+    /// Opens `case`; `Ok(None)` when the user already has one.
+    pub async fn create(&self, case: &Case) -> Result<Option<ETag>, StoreError> {
+        match self
+            .write(
+                &Case::open_name(&case.user),
+                case,
+                Precondition::IfNoneMatch,
+            )
+            .await
+        {
+            Ok(etag) => Ok(Some(etag)),
+            Err(e) if e.is_conflict() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes a changed open case over the version read as `etag`. A
+    /// conflict (someone else changed it) is returned as the error.
+    pub async fn save(&self, case: &Case, etag: &ETag) -> Result<ETag, StoreError> {
+        self.write(
+            &Case::open_name(&case.user),
+            case,
+            Precondition::IfMatch(etag.clone()),
+        )
+        .await
+    }
+
+    /// Moves a final case out of `open/`: first the final state is written
+    /// over `etag` (so any concurrent writer loses and re-reads a final
+    /// case), then the archive copy, then the open blob goes. Each stage is
+    /// idempotent, so a crash in between is finished by the next caller.
+    pub async fn archive(&self, case: &Case, etag: &ETag) -> Result<(), StoreError> {
+        debug_assert!(case.status.is_final());
+        self.save(case, etag).await?;
+        self.archive_final(case).await
+    }
+
+    /// The archive and delete stages of [`archive`](Self::archive), for a
+    /// final case already written.
+    pub async fn archive_final(&self, case: &Case) -> Result<(), StoreError> {
+        self.write(&case.closed_name(), case, Precondition::None)
+            .await?;
+        match self
+            .store
+            .delete(STATE_CONTAINER, &Case::open_name(&case.user))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// User ids with an open or waiting case.
+    pub async fn open_users(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .store
+            .list(STATE_CONTAINER, OPEN_PREFIX)
+            .await?
+            .into_iter()
+            .filter_map(|b| {
+                b.name
+                    .strip_prefix(OPEN_PREFIX)
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .map(str::to_owned)
+            })
+            .collect())
+    }
+
+    /// The user's newest archived case.
+    pub async fn latest_closed(&self, user: &str) -> Result<Option<(Case, ETag)>, StoreError> {
+        let prefix = format!("{CLOSED_PREFIX}{}/", user.to_ascii_lowercase());
+        let mut names: Vec<String> = self
+            .store
+            .list(STATE_CONTAINER, &prefix)
+            .await?
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        names.sort();
+        match names.pop() {
+            Some(name) => self.read(&name).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Writes an archived case back (a restore of a closed case).
+    pub async fn save_closed(&self, case: &Case, etag: &ETag) -> Result<ETag, StoreError> {
+        self.write(
+            &case.closed_name(),
+            case,
+            Precondition::IfMatch(etag.clone()),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Phases, TenantKind};
+    use crate::policy::{PlanShape, phases::plan};
+
+    fn case() -> Case {
+        let phases = Phases {
+            notify: 0,
+            disable: 14,
+            convert_mailbox: 14,
+            remove_licenses: 21,
+            delete: 51,
+            purge: None,
+        };
+        let shape = PlanShape {
+            kind: TenantKind::Workforce,
+            has_user_mailbox: true,
+            has_direct_licenses: true,
+        };
+        let now = DateTime::parse_from_rfc3339("2026-11-01T02:00:00Z")
+            .expect("date")
+            .with_timezone(&Utc);
+        Case::open(
+            "6B3F2C1E-0000-4000-8000-000000000001",
+            &RunId::new(now),
+            &plan(shape, &phases),
+            now,
+        )
+    }
+
+    #[test]
+    fn steps_run_in_plan_order_and_the_phase_follows() {
+        let mut c = case();
+        assert_eq!(c.user, "6b3f2c1e-0000-4000-8000-000000000001");
+        assert!(crate::ids::is_token_id(&c.id));
+        assert_eq!(c.phase(), "opened");
+        assert_eq!(c.next_step().map(|p| p.kind), Some(ActionKind::Notify));
+        assert!(c.ready_for(ActionKind::Notify));
+        assert!(!c.ready_for(ActionKind::Disable));
+        c.steps.entry(ActionKind::Notify).or_default().done_at = Some(c.opened_at);
+        assert!(c.ready_for(ActionKind::Disable));
+        assert!(
+            !c.ready_for(ActionKind::RemoveLicenses),
+            "the mailbox comes first"
+        );
+        assert_eq!(c.phase(), "notify");
+        assert_eq!(
+            c.due_at(ActionKind::Disable).map(|d| d.to_rfc3339()),
+            Some("2026-11-15T02:00:00+00:00".into())
+        );
+        assert_eq!(c.due_at(ActionKind::Purge), None, "purge is not configured");
+    }
+
+    #[test]
+    fn a_case_round_trips_through_json() {
+        let mut c = case();
+        c.snapshot.licenses.push(AssignedLicense {
+            sku_id: "sku".into(),
+            disabled_plans: vec!["p".into()],
+        });
+        let text = serde_json::to_string(&c).expect("serialize");
+        let back: Case = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back, c);
+    }
+}
