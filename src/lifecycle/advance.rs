@@ -65,11 +65,20 @@ impl Advanced {
     }
 }
 
-pub async fn plan_run(cases: &CaseStore, candidates: &[Candidate]) -> Result<Plan, LifecycleError> {
+/// `now` drops the users a person decided about (see [`CaseStore::hold`]).
+pub async fn plan_run(
+    cases: &CaseStore,
+    candidates: &[Candidate],
+    now: DateTime<Utc>,
+) -> Result<Plan, LifecycleError> {
     let open_users: BTreeSet<String> = cases.open_users().await?.into_iter().collect();
+    let held = cases.held(now).await?;
     let new_cases = candidates
         .iter()
-        .filter(|c| !open_users.contains(&c.user.to_ascii_lowercase()))
+        .filter(|c| {
+            let user = c.user.to_ascii_lowercase();
+            !open_users.contains(&user) && !held.contains_key(&user)
+        })
         .cloned()
         .collect();
     Ok(Plan {
@@ -132,7 +141,7 @@ impl Lifecycle<'_> {
         opened.detail = Some(
             case.plan
                 .iter()
-                .map(|p| format!("{}@{}", p.kind.as_str(), p.day))
+                .map(|p| format!("{}:{}", p.kind.as_str(), p.day))
                 .collect::<Vec<_>>()
                 .join(";"),
         );

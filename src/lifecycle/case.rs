@@ -27,6 +27,7 @@ use crate::store::{ETag, Precondition, STATE_CONTAINER, Store, StoreError};
 
 const OPEN_PREFIX: &str = "cases/open/";
 const CLOSED_PREFIX: &str = "cases/closed/";
+const HELD_PREFIX: &str = "cases/held/";
 
 /// Deleted users stay restorable this long (Graph's deleted items).
 pub const RESTORE_WINDOW: Duration = Duration::days(30);
@@ -336,6 +337,60 @@ impl CaseStore {
             Some(name) => self.read(&name).await,
             None => Ok(None),
         }
+    }
+
+    /// Remembers that a person decided about `user` (re-enabled the
+    /// account dormant disabled): no new case opens before `until`. Entra
+    /// keeps directory audits for 30 days only, so the scan's own
+    /// "recently re-enabled" signal fades long before the decision should.
+    pub async fn hold(&self, user: &str, until: DateTime<Utc>) -> Result<(), StoreError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "until": until }))
+            .map_err(|e| StoreError::permanent("hold", e.to_string()))?;
+        self.store
+            .put(
+                STATE_CONTAINER,
+                &format!("{HELD_PREFIX}{}.json", user.to_ascii_lowercase()),
+                Bytes::from(body),
+                Precondition::None,
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Users held at `now` (see [`hold`](Self::hold)); expired holds go.
+    pub async fn held(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, DateTime<Utc>>, StoreError> {
+        #[derive(Deserialize)]
+        struct Hold {
+            until: DateTime<Utc>,
+        }
+        let mut out = BTreeMap::new();
+        for b in self.store.list(STATE_CONTAINER, HELD_PREFIX).await? {
+            let Some(user) = b
+                .name
+                .strip_prefix(HELD_PREFIX)
+                .and_then(|n| n.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            let blob = match self.store.get(STATE_CONTAINER, &b.name).await {
+                Ok(blob) => blob,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            let hold: Hold = serde_json::from_slice(&blob.body)
+                .map_err(|e| StoreError::permanent("hold", e.to_string()))?;
+            if hold.until > now {
+                out.insert(user.to_owned(), hold.until);
+            } else if let Err(e) = self.store.delete(STATE_CONTAINER, &b.name).await
+                && !e.is_not_found()
+            {
+                return Err(e);
+            }
+        }
+        Ok(out)
     }
 
     /// Writes an archived case back (a restore of a closed case).

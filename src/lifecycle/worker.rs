@@ -175,6 +175,12 @@ impl Lifecycle<'_> {
             Err(e) if e.is_conflict() => return Ok(false),
             Err(e) => return Err(e.into()),
         }
+        if reason == Some(CancelReason::ReEnabled.code()) {
+            let days = i64::from(self.config.policy.inactive_after_days);
+            cases
+                .hold(&case.user, case.updated_at + chrono::Duration::days(days))
+                .await?;
+        }
         self.finish_final(case).await?;
         Ok(true)
     }

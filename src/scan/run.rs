@@ -500,7 +500,7 @@ impl Scanner {
             .collect();
         // New cases are what the quarantine limits; open cases go on.
         let cases = CaseStore::new(self.store.clone());
-        let case_plan = lifecycle::advance::plan_run(&cases, &candidates).await?;
+        let case_plan = lifecycle::advance::plan_run(&cases, &candidates, self.clock.now()).await?;
         let new_cases = case_plan.new_cases.len() as u64;
         let reason = policy::quarantine(new_cases, stats.scanned, &self.config.policy.quarantine);
         let quarantined = enforce && actionable && reason.is_some();
@@ -685,7 +685,7 @@ impl Scanner {
             .flat_map(|l| l.candidates.iter().cloned())
             .collect();
         let cases = CaseStore::new(self.store.clone());
-        let plan = lifecycle::advance::plan_run(&cases, &candidates).await?;
+        let plan = lifecycle::advance::plan_run(&cases, &candidates, self.clock.now()).await?;
         let audit = AuditLog::new(self.store.clone());
         let advanced = self
             .lifecycle(&audit)
