@@ -457,6 +457,10 @@ impl Lifecycle<'_> {
                 graph.revoke_sign_in_sessions(id).await?;
                 Ok(if was_enabled {
                     Acted::done("disabled;sessions-revoked")
+                } else if case.snapshot.account_enabled == Some(true) {
+                    // Enabled when this step took its snapshot: the change
+                    // is this step's, made before a crash hid the answer.
+                    Acted::done("disabled;sessions-revoked;resumed")
                 } else {
                     Acted::found_done("already-disabled;sessions-revoked")
                 })
@@ -474,6 +478,9 @@ impl Lifecycle<'_> {
                         ex.set_mailbox_type(id, true).await?;
                         Ok(Acted::done("converted-to-shared"))
                     }
+                    Some(MailboxKind::Shared) if case.snapshot.converted_mailbox => {
+                        Ok(Acted::done("converted-to-shared;resumed"))
+                    }
                     Some(MailboxKind::Shared) => Ok(Acted::found_done("already-shared")),
                     Some(MailboxKind::Other) => Ok(Acted::found_done("not-a-user-mailbox")),
                     None => Ok(Acted::found_done("no-mailbox")),
@@ -488,6 +495,12 @@ impl Lifecycle<'_> {
                     .map(|l| l.sku_id.clone())
                     .collect();
                 let groups = case.snapshot.group_licenses.len();
+                if direct.is_empty() && !case.snapshot.licenses.is_empty() {
+                    return Ok(Acted::done(format!(
+                        "removed={};group-assigned={groups};resumed",
+                        case.snapshot.licenses.len()
+                    )));
+                }
                 if direct.is_empty() {
                     return Ok(Acted::found_done(format!(
                         "no-direct-licenses;group-assigned={groups}"
@@ -504,6 +517,10 @@ impl Lifecycle<'_> {
                 Ok(Acted::done("soft-deleted"))
             }
             (ActionKind::Delete, None) => match graph.deleted_item(id).await {
+                // `deletedAt` is set before the delete is sent.
+                Ok(_) if case.snapshot.deleted_at.is_some() => {
+                    Ok(Acted::done("soft-deleted;resumed"))
+                }
                 Ok(_) => Ok(Acted::found_done("already-deleted")),
                 Err(GraphError::NotFound) => Err(LifecycleError::refused(
                     CancelReason::UserGone.code(),

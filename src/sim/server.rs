@@ -48,9 +48,15 @@ pub struct Faults {
     pub next_truncate: u32,
     /// The next N matching requests hang for `stuck_secs`.
     pub next_stuck: u32,
+    /// The next N matching requests take effect, then their answer hangs
+    /// for `stuck_secs`: the caller never learns that the change happened
+    /// (a crash or a network cut between acting and recording).
+    pub next_stuck_after_effect: u32,
     pub stuck_secs: u64,
     /// Faults only hit requests whose path contains this (e.g. `/users`).
     pub path_contains: Option<String>,
+    /// ... and, when set, only requests of this method (`PATCH`).
+    pub method: Option<String>,
 }
 
 impl Default for Faults {
@@ -67,6 +73,8 @@ impl Default for Faults {
             next_reset: 0,
             next_truncate: 0,
             next_stuck: 0,
+            next_stuck_after_effect: 0,
+            method: None,
             stuck_secs: 3_600,
             path_contains: None,
         }
@@ -252,10 +260,11 @@ enum Injected {
     Reset,
     Truncate,
     Stuck(u64),
+    StuckAfterEffect(u64),
     Unavailable,
 }
 
-fn pick_fault(st: &State, path: &str) -> (Injected, u64, u64) {
+fn pick_fault(st: &State, method: &hyper::Method, path: &str) -> (Injected, u64, u64) {
     let mut f = st.lock(&st.faults);
     let latency = f.latency_ms;
     let per_item = f.per_item_latency_us;
@@ -263,6 +272,9 @@ fn pick_fault(st: &State, path: &str) -> (Injected, u64, u64) {
         || f.path_contains
             .as_deref()
             .is_some_and(|p| !path.contains(p))
+        || f.method
+            .as_deref()
+            .is_some_and(|m| !m.eq_ignore_ascii_case(method.as_str()))
     {
         return (Injected::None, latency, per_item);
     }
@@ -275,6 +287,9 @@ fn pick_fault(st: &State, path: &str) -> (Injected, u64, u64) {
     } else if f.next_stuck > 0 {
         f.next_stuck -= 1;
         Injected::Stuck(f.stuck_secs)
+    } else if f.next_stuck_after_effect > 0 {
+        f.next_stuck_after_effect -= 1;
+        Injected::StuckAfterEffect(f.stuck_secs)
     } else if f.next_503 > 0 {
         f.next_503 -= 1;
         Injected::Unavailable
@@ -336,7 +351,7 @@ async fn handle(
         date: st.clock.now().format("%Y-%m-%dT%H:%M:%S").to_string(),
     };
 
-    let (fault, latency_ms, per_item_us) = pick_fault(&st, &r.path);
+    let (fault, latency_ms, per_item_us) = pick_fault(&st, &r.method, &r.path);
     if latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(latency_ms)).await;
     }
@@ -399,6 +414,13 @@ async fn handle(
         });
     if per_item_us > 0 && items > 0 {
         tokio::time::sleep(Duration::from_micros(per_item_us * items as u64)).await;
+    }
+    if let Injected::StuckAfterEffect(secs) = fault {
+        st.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(secs)) => {},
+            _ = st.shutdown.cancelled() => {},
+        }
     }
     let truncate = matches!(fault, Injected::Truncate);
     if truncate {

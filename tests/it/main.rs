@@ -10,6 +10,7 @@ mod graph_sim;
 mod harness;
 mod host_fixtures;
 mod host_protocol;
+mod lifecycle_crash;
 mod lifecycle_e2e;
 mod packaging;
 mod report_html;
