@@ -113,7 +113,7 @@ async fn answer(
             record.run = Some(message.run.to_string());
             record.case = Some(message.case.clone());
             record.user = Some(message.user.to_string());
-            record.error = Some(format!("{code}: {e}"));
+            record.error = Some(format!("{code}: {}", e.audit_text()));
             ctx.audit
                 .record(&record)
                 .await
@@ -175,15 +175,23 @@ pub struct Drained {
     pub poisoned: u64,
 }
 
+/// What became of one received message.
+enum Disposition {
+    Handled,
+    Retry,
+    Poisoned,
+}
+
 /// `dormant worker`: the same handling as the queue trigger, with the
 /// host's semantics played here: success or a recorded permanent failure
 /// deletes the message; a transient failure leaves it to reappear; after
 /// [`MAX_DEQUEUE_COUNT`] deliveries it moves to `dormant-actions-poison`.
+/// The messages of one receive run concurrently, as the host runs a batch.
 pub async fn drain(ctx: &AppContext, options: &DrainOptions) -> anyhow::Result<Drained> {
+    use futures::StreamExt as _;
     let store = ctx.storage().await?;
     let poison = format!("{ACTIONS_QUEUE}-poison");
     store.ensure_queue(&poison).await?;
-    let recorder = ctx.failure_recorder();
     let mut out = Drained::default();
     loop {
         let batch = store
@@ -200,51 +208,69 @@ pub async fn drain(ctx: &AppContext, options: &DrainOptions) -> anyhow::Result<D
             tokio::time::sleep(StdDuration::from_secs(2)).await;
             continue;
         }
-        for msg in batch {
-            let result = match unwrap_encoded(Value::String(msg.text.clone())) {
-                Ok(value) => handle(ctx, &value).await,
-                Err(reason) => Err(FunctionError::permanent("malformed-message", reason)),
-            };
-            let done = match result {
-                Ok(_) => true,
-                Err(FunctionError::Permanent { code, message }) => {
-                    let failure = PermanentFailure {
-                        function: NAME,
-                        invocation_id: String::new(),
-                        code,
-                        message,
-                        message_id: Some(msg.id.clone()),
-                        dequeue_count: Some(msg.dequeue_count),
-                    };
-                    match recorder(failure).await {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::error!(error = %format!("{e:#}"), "could not record a refused message; it stays queued");
-                            false
-                        }
-                    }
-                }
-                Err(FunctionError::Transient(e)) => {
-                    tracing::warn!(error = %format!("{e:#}"), delivery = msg.dequeue_count, "transient failure; the message will be retried");
-                    false
-                }
-            };
-            if done {
-                store
-                    .delete_message(ACTIONS_QUEUE, &msg.id, &msg.pop_receipt)
-                    .await?;
-                out.handled += 1;
-            } else if msg.dequeue_count >= MAX_DEQUEUE_COUNT {
-                store
-                    .send(&poison, &msg.text, SendOptions::default())
-                    .await?;
-                store
-                    .delete_message(ACTIONS_QUEUE, &msg.id, &msg.pop_receipt)
-                    .await?;
-                out.poisoned += 1;
-            } else {
-                out.retried += 1;
+        let results: Vec<anyhow::Result<Disposition>> = futures::stream::iter(batch)
+            .map(|msg| process(ctx, &poison, msg))
+            .buffer_unordered(options.batch.clamp(1, 32) as usize)
+            .collect()
+            .await;
+        for r in results {
+            match r? {
+                Disposition::Handled => out.handled += 1,
+                Disposition::Retry => out.retried += 1,
+                Disposition::Poisoned => out.poisoned += 1,
             }
         }
+    }
+}
+
+async fn process(
+    ctx: &AppContext,
+    poison: &str,
+    msg: crate::store::ReceivedMessage,
+) -> anyhow::Result<Disposition> {
+    let store = &ctx.store;
+    let result = match unwrap_encoded(Value::String(msg.text.clone())) {
+        Ok(value) => handle(ctx, &value).await,
+        Err(reason) => Err(FunctionError::permanent("malformed-message", reason)),
+    };
+    let done = match result {
+        Ok(_) => true,
+        Err(FunctionError::Permanent { code, message }) => {
+            let failure = PermanentFailure {
+                function: NAME,
+                invocation_id: String::new(),
+                code,
+                message,
+                message_id: Some(msg.id.clone()),
+                dequeue_count: Some(msg.dequeue_count),
+            };
+            match ctx.failure_recorder()(failure).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "could not record a refused message; it stays queued");
+                    false
+                }
+            }
+        }
+        Err(FunctionError::Transient(e)) => {
+            tracing::warn!(error = %format!("{e:#}"), delivery = msg.dequeue_count, "transient failure; the message will be retried");
+            false
+        }
+    };
+    if done {
+        store
+            .delete_message(ACTIONS_QUEUE, &msg.id, &msg.pop_receipt)
+            .await?;
+        Ok(Disposition::Handled)
+    } else if msg.dequeue_count >= MAX_DEQUEUE_COUNT {
+        store
+            .send(poison, &msg.text, SendOptions::default())
+            .await?;
+        store
+            .delete_message(ACTIONS_QUEUE, &msg.id, &msg.pop_receipt)
+            .await?;
+        Ok(Disposition::Poisoned)
+    } else {
+        Ok(Disposition::Retry)
     }
 }

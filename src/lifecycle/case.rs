@@ -214,6 +214,29 @@ impl Case {
     }
 }
 
+/// What the report shows of a user's open case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaseView {
+    /// The last step done (`notify`, `disable`, …) or `opened`.
+    pub phase: String,
+    pub next_step: Option<ActionKind>,
+    pub next_due: Option<DateTime<Utc>>,
+    pub waiting: bool,
+}
+
+impl Case {
+    pub fn view(&self) -> CaseView {
+        let next = self.next_step();
+        CaseView {
+            phase: self.phase().to_owned(),
+            next_step: next.map(|p| p.kind),
+            next_due: next.map(|p| due_at(self.opened_at, p.day)),
+            waiting: self.status == CaseStatus::Waiting,
+        }
+    }
+}
+
 /// Case persistence in `dormant-state`.
 #[derive(Debug, Clone)]
 pub struct CaseStore {
@@ -320,6 +343,20 @@ impl CaseStore {
                     .map(str::to_owned)
             })
             .collect())
+    }
+
+    /// Every open case's view, by user (the scan's report columns).
+    pub async fn views(&self) -> Result<BTreeMap<String, CaseView>, StoreError> {
+        use futures::{StreamExt as _, TryStreamExt as _};
+        let users = self.open_users().await?;
+        let views: Vec<Option<(String, CaseView)>> = futures::stream::iter(users)
+            .map(|user| async move {
+                Ok::<_, StoreError>(self.open_case(&user).await?.map(|(c, _)| (user, c.view())))
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        Ok(views.into_iter().flatten().collect())
     }
 
     /// The user's newest archived case.

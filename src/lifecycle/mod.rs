@@ -58,7 +58,26 @@ pub enum LifecycleError {
     Contention(u32),
 }
 
+/// Graph's status and code, never its message: Graph's messages can quote a
+/// UPN, and this text goes to the audit log.
+pub fn graph_code(e: &GraphError) -> String {
+    match e {
+        GraphError::Permanent { status, code, .. } => format!("graph {status} {code}"),
+        GraphError::NotFound => "graph 404".into(),
+        GraphError::Auth(_) => "graph authentication failed".into(),
+        other => other.to_string(),
+    }
+}
+
 impl LifecycleError {
+    /// The text for an audit line: free of personal data.
+    pub fn audit_text(&self) -> String {
+        match self {
+            Self::Graph(e) => graph_code(e),
+            other => other.to_string(),
+        }
+    }
+
     pub fn refused(code: &'static str, message: impl Into<String>) -> Self {
         Self::Refused {
             code,

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use super::case::{Case, CaseStatus, CaseStore, RESTORE_WINDOW, StepState};
 use super::recheck::{CancelReason, Recheck, recheck};
-use super::{ActionKind, ActionMessage, Lifecycle, LifecycleError, notify};
+use super::{ActionKind, ActionMessage, Lifecycle, LifecycleError, graph_code, notify};
 use crate::graph::exchange::MailboxKind;
 use crate::graph::{GraphError, User};
 use crate::store::audit::{AuditRecord, Outcome};
@@ -86,16 +86,6 @@ impl Acted {
             detail: detail.into(),
             waiting: false,
         }
-    }
-}
-
-fn graph_code(e: &GraphError) -> String {
-    // Graph's messages can quote a UPN; its status and code cannot.
-    match e {
-        GraphError::Permanent { status, code, .. } => format!("graph {status} {code}"),
-        GraphError::NotFound => "graph 404".into(),
-        GraphError::Auth(_) => "graph authentication failed".into(),
-        other => other.to_string(),
     }
 }
 
@@ -261,22 +251,37 @@ impl Lifecycle<'_> {
                     continue;
                 }
             };
-            let absent_ok = matches!(kind, ActionKind::Delete | ActionKind::Purge);
-            if user.is_none() && !absent_ok {
+            // Who is where now: a user back in the directory before the
+            // purge was restored by someone; a user gone before the delete
+            // (and not in deleted items) was removed by someone else.
+            let gone = match (kind, &user) {
+                (ActionKind::Purge, Some(_)) => Some(CancelReason::RestoredByPerson),
+                (ActionKind::Delete, None) if case.snapshot.deleted_at.is_none() => {
+                    match self.graph.deleted_item(&case.user).await {
+                        Ok(_) => None,
+                        Err(GraphError::NotFound) => Some(CancelReason::UserGone),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                (ActionKind::Delete | ActionKind::Purge, _) => None,
+                (_, None) => Some(CancelReason::UserGone),
+                (_, Some(_)) => None,
+            };
+            if let Some(reason) = gone {
                 if self
                     .end_case(
                         case,
                         &etag,
                         CaseStatus::Cancelled,
                         kind.as_str(),
-                        Some(CancelReason::UserGone.code()),
+                        Some(reason.code()),
                         message.run.as_str(),
                     )
                     .await?
                 {
                     return Ok(StepReport {
                         outcome: "cancelled",
-                        detail: Some(CancelReason::UserGone.code().to_owned()),
+                        detail: Some(reason.code().to_owned()),
                     });
                 }
                 continue;
@@ -522,10 +527,8 @@ impl Lifecycle<'_> {
                     Ok(Acted::done("soft-deleted;resumed"))
                 }
                 Ok(_) => Ok(Acted::found_done("already-deleted")),
-                Err(GraphError::NotFound) => Err(LifecycleError::refused(
-                    CancelReason::UserGone.code(),
-                    "the user is neither in the directory nor in deleted items",
-                )),
+                // Deleted by this step and then purged by someone else.
+                Err(GraphError::NotFound) => Ok(Acted::found_done("gone-from-deleted-items")),
                 Err(e) => Err(e.into()),
             },
             (ActionKind::Purge, None) => match graph.deleted_item(id).await {
@@ -536,10 +539,6 @@ impl Lifecycle<'_> {
                 Err(GraphError::NotFound) => Ok(Acted::found_done("already-purged")),
                 Err(e) => Err(e.into()),
             },
-            (ActionKind::Purge, Some(_)) => Err(LifecycleError::refused(
-                CancelReason::RestoredByPerson.code(),
-                "the user is back in the directory; nothing is purged",
-            )),
             (other, _) => Err(LifecycleError::refused(
                 "unsupported-kind",
                 format!("`{}` is not a case step", other.as_str()),

@@ -235,6 +235,18 @@ pub enum Action {
 }
 
 impl Action {
+    /// The report's action for a case whose next step is `kind`. The mailbox
+    /// conversion is the first half of taking the licenses.
+    pub fn from_step(kind: &str) -> Option<Self> {
+        Some(match kind {
+            "notify" => Self::Notify,
+            "disable" => Self::Disable,
+            "convert-mailbox" | "remove-licenses" => Self::RemoveLicenses,
+            "delete" | "purge" => Self::Delete,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",

@@ -55,6 +55,10 @@ pub struct RunContext {
     /// False when a configured activity source could not be read: the run
     /// reports but plans no action.
     pub actionable: bool,
+    /// Open cases by user, as they stood when the run started: the
+    /// report's `phase` and `nextStepDate`.
+    #[serde(default)]
+    pub cases: BTreeMap<String, crate::lifecycle::case::CaseView>,
     pub warnings: Vec<String>,
 }
 
@@ -101,6 +105,7 @@ impl RunContext {
             usage: UsageStatus::NotUsed,
             directory_quota: None,
             actionable: true,
+            cases: BTreeMap::new(),
             warnings: Vec::new(),
         };
 

@@ -230,8 +230,12 @@ impl Scanner {
                     Precondition::IfNoneMatch,
                 )
                 .await?;
-                let (ctx, usage) =
+                let (mut ctx, usage) =
                     RunContext::gather(&self.graph, &self.config, run.clone(), now).await?;
+                ctx.cases = CaseStore::new(self.store.clone())
+                    .views()
+                    .await
+                    .map_err(LifecycleError::from)?;
                 self.put_json(&run_path(&run, "context.json"), &ctx, Precondition::None)
                     .await?;
                 if let Some(u) = &usage {

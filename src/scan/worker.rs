@@ -381,10 +381,19 @@ impl<'a> Accumulator<'a> {
         let u = &p.user;
         let sign = p.subject.sign_ins.clone().unwrap_or_default();
         let usage: ServiceUsage = p.subject.usage.clone().unwrap_or_default();
-        let next_step_date = (a.verdict.is_actionable()
-            && self.config.policy.mode == Mode::Enforce
-            && self.ctx.actionable)
-            .then(|| policy::phases::due_at(self.ctx.now, self.config.policy.phases.notify));
+        let case = self.ctx.cases.get(&p.subject.id);
+        let next_step_date = match case {
+            Some(c) => c.next_due,
+            None => (a.verdict.is_actionable()
+                && self.config.policy.mode == Mode::Enforce
+                && self.ctx.actionable)
+                .then(|| policy::phases::due_at(self.ctx.now, self.config.policy.phases.notify)),
+        };
+        // An open case's own next step overrides the policy's first one.
+        let recommended_action = match case.and_then(|c| c.next_step) {
+            Some(kind) => policy::Action::from_step(kind.as_str()).unwrap_or(a.action),
+            None => a.action,
+        };
         ReportRow {
             user_id: p.subject.id.clone(),
             user_principal_name: p.subject.upn.clone(),
@@ -419,8 +428,8 @@ impl<'a> Accumulator<'a> {
             manager_email: looked.manager_email,
             risk_flags: a.flags.clone(),
             verdict: Some(a.verdict),
-            recommended_action: Some(a.action),
-            phase: None,
+            recommended_action: Some(recommended_action),
+            phase: case.map(|c| c.phase.clone()),
             next_step_date,
         }
     }

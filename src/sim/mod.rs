@@ -295,6 +295,8 @@ impl Sim {
             ("DORMANT_CLIENT_SECRET".into(), auth.secret.clone()),
             ("DORMANT_CA_FILE".into(), self.ca_file.display().to_string()),
             ("DORMANT_KEYVAULT_URL".into(), b.clone()),
+            // Exchange Online's admin API (mailbox conversions) is served here too.
+            ("DORMANT_EXCHANGE_URL".into(), b.clone()),
             (
                 "DORMANT_CLIENT_SECRET_NAME".into(),
                 auth.secret_name.clone(),

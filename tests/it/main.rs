@@ -12,6 +12,7 @@ mod host_fixtures;
 mod host_protocol;
 mod lifecycle_crash;
 mod lifecycle_e2e;
+mod lifecycle_ops;
 mod packaging;
 mod report_html;
 mod scan_e2e;
