@@ -56,6 +56,14 @@ pub struct RunContext {
     /// reports but plans no action.
     pub actionable: bool,
     pub warnings: Vec<String>,
+    /// `$top` of partition pages: a partition whose first page is full
+    /// splits, so this is also the split threshold.
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+}
+
+fn default_page_size() -> u32 {
+    super::run::DEFAULT_PAGE_SIZE
 }
 
 /// Why a run could not gather what protects people.
@@ -102,6 +110,7 @@ impl RunContext {
             directory_quota: None,
             actionable: true,
             warnings: Vec::new(),
+            page_size: default_page_size(),
         };
 
         if config.tenant_kind == TenantKind::Workforce {

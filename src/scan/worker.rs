@@ -128,7 +128,7 @@ async fn scan_once<S: RowSink + Send>(
     let query = UserQuery {
         select: SCAN_SELECT.iter().map(|s| s.to_string()).collect(),
         filter: Some(partition.filter()),
-        top: Some(999),
+        top: Some(ctx.page_size),
         ..UserQuery::default()
     };
     let listing = graph.users_listing(&query);

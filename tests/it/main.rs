@@ -13,6 +13,8 @@ mod host_protocol;
 mod packaging;
 mod report_html;
 mod scan_e2e;
+mod scan_functions;
+mod scan_partitions;
 mod scan_resume;
 mod serve_process;
 mod sim_bench;
