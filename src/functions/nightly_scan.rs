@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{AppContext, scan_failure};
 use crate::host::{FunctionError, Invocation, Outcome, TimerInfo};
-use crate::scan::run::{Begun, ScanError};
+use crate::scan::run::ScanError;
 
 pub const NAME: &str = "NightlyScan";
 pub const BINDING: &str = "timer";
@@ -26,9 +26,8 @@ pub async fn run(
     let scanner = ctx.scanner().await?;
     let return_value = match scanner.begin(false, &ctx.scan).await {
         Ok(begun) => {
-            let resumed = matches!(begun, Begun::Resumed(_));
-            tracing::info!(run = %begun.run(), resumed, "nightly scan queued");
-            json!({"runId": begun.run().as_str(), "resumed": resumed})
+            tracing::info!(run = %begun.run, resumed = begun.resumed, "nightly scan queued");
+            json!({"runId": begun.run.as_str(), "resumed": begun.resumed})
         }
         // A timer is not retried: a scan already running is the answer.
         Err(ScanError::Busy(run)) => {

@@ -95,5 +95,6 @@ pub fn render(view: &RunView) -> serde_json::Value {
         "quarantined": quarantined,
         "quarantineReason": view.summary.as_ref().and_then(|sum| sum.quarantine_reason.clone()),
         "reports": reports,
+        "error": s.error,
     })
 }

@@ -7,9 +7,16 @@ use std::sync::Arc;
 use super::{AppContext, scan_failure};
 use crate::host::{FunctionError, Invocation, Outcome, QueueTrigger};
 use crate::scan::message::ScanMessage;
+use crate::scan::run::ScanError;
 
 pub const NAME: &str = "ScanContinue";
 pub const BINDING: &str = "message";
+
+/// host.json `extensions.queues.maxDequeueCount`: the delivery after which
+/// a failing message goes to `dormant-scan-poison`. A step that fails that
+/// often frees the tenant's lease, so the next StartScan or NightlyScan
+/// sweeps the run up instead of waiting hours for the lease to lapse.
+pub const MAX_DEQUEUE_COUNT: u32 = 5;
 
 pub async fn run(
     ctx: Arc<AppContext>,
@@ -24,10 +31,27 @@ pub async fn run(
     } else {
         invocation.invocation_id.clone()
     };
-    let outcome = scanner
-        .step(&message, &ctx.scan, &id)
-        .await
-        .map_err(scan_failure)?;
+    let outcome = match scanner.step(&message, &ctx.scan, &id).await {
+        Ok(outcome) => outcome,
+        Err(e @ ScanError::UnknownRun(_)) => return Err(scan_failure(e)),
+        Err(e) if e.is_transient() => {
+            if invocation.trigger.meta.dequeue_count >= MAX_DEQUEUE_COUNT
+                && let Err(release) = scanner.let_go(&message.run).await
+            {
+                tracing::warn!(error = %release, "could not free the lease of a stalling run");
+            }
+            return Err(scan_failure(e));
+        }
+        Err(e) => {
+            // No retry can fix it: the run stops, says why, and frees the
+            // tenant (rather than holding it until the lease lapses).
+            if let Err(fail) = scanner.fail(&message.run, &e.to_string()).await {
+                tracing::warn!(error = %fail, "could not mark the run failed");
+                return Err(FunctionError::Transient(fail.into()));
+            }
+            return Err(scan_failure(e));
+        }
+    };
     tracing::info!(run = %message.run, scanned = outcome.scanned, handed_on = outcome.handed_on, finalized = outcome.finalized, "scan step done");
     Ok(Outcome {
         return_value: serde_json::to_value(&outcome).unwrap_or_default(),

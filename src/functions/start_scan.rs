@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::AppContext;
 use crate::host::Functions;
-use crate::scan::run::{Begun, ScanError};
+use crate::scan::run::ScanError;
 
 pub const NAME: &str = "StartScan";
 pub const ROUTE: &str = "scans";
@@ -82,17 +82,16 @@ async fn start(
     };
     match scanner.begin(dry_run, &ctx.scan).await {
         Ok(begun) => {
-            let run = begun.run().as_str().to_owned();
-            let resumed = matches!(begun, Begun::Resumed(_));
-            tracing::info!(run = %run, dry_run, resumed, "scan requested");
+            let run = begun.run.as_str();
+            tracing::info!(run = %run, dry_run = begun.dry_run, resumed = begun.resumed, "scan requested");
             (
                 StatusCode::ACCEPTED,
-                [(header::LOCATION, location(&run))],
+                [(header::LOCATION, location(run))],
                 axum::Json(json!({
                     "runId": run,
                     "status": "running",
-                    "dryRun": dry_run,
-                    "resumed": resumed,
+                    "dryRun": begun.dry_run,
+                    "resumed": begun.resumed,
                 })),
             )
                 .into_response()

@@ -117,6 +117,9 @@ pub enum RunStatus {
     /// waits for `dormant release`.
     Quarantined,
     Released,
+    /// Stopped by a failure retrying cannot fix (say, a permission the app
+    /// lacks); `error` says which. The tenant is free for the next run.
+    Failed,
 }
 
 impl RunStatus {
@@ -126,6 +129,7 @@ impl RunStatus {
             Self::Done => "done",
             Self::Quarantined => "quarantined",
             Self::Released => "released",
+            Self::Failed => "failed",
         }
     }
 }
@@ -141,6 +145,9 @@ pub struct RunState {
     /// `$top` of the run's partition pages.
     #[serde(default = "default_page_size")]
     pub page_size: u32,
+    /// Why a failed run stopped (no personal data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 fn default_page_size() -> u32 {
@@ -265,19 +272,13 @@ pub struct RunOutcome {
 
 /// How [`Scanner::begin`] went.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Begun {
-    Started(RunId),
+pub struct Begun {
+    pub run: RunId,
     /// The tenant's unfinished run had stalled (its lease lapsed): it was
     /// picked up again instead of starting another.
-    Resumed(RunId),
-}
-
-impl Begun {
-    pub fn run(&self) -> &RunId {
-        match self {
-            Self::Started(r) | Self::Resumed(r) => r,
-        }
-    }
+    pub resumed: bool,
+    /// The run's own setting (a resumed run keeps the one it started with).
+    pub dry_run: bool,
 }
 
 /// What one step did (the invocation's ReturnValue).
@@ -496,9 +497,12 @@ impl Scanner {
         self.store.ensure_defaults().await?;
         self.ensure_scan_queue(rt).await?;
         let now = Utc::now();
-        let lease = self.get_json::<Lease>(LEASE_BLOB).await?;
-        if let Some((held, _)) = &lease
+        if let Some((held, _)) = self.get_json::<Lease>(LEASE_BLOB).await?
             && held.expires_at > now
+            && self
+                .get_json::<RunState>(&run_path(&held.run, "run.json"))
+                .await?
+                .is_some_and(|(state, _)| state.status == RunStatus::Running)
         {
             return Err(ScanError::Busy(held.run.to_string()));
         }
@@ -506,21 +510,65 @@ impl Scanner {
             Some(run) => {
                 tracing::info!(run = %run, "an unfinished scan had stalled; sweeping it up");
                 self.acquire_lease(&run, now).await?;
-                (Begun::Resumed(run), ScanStep::Sweep)
+                let (state, _) = self.state(&run).await?;
+                let begun = Begun {
+                    run,
+                    resumed: true,
+                    dry_run: state.dry_run,
+                };
+                (begun, ScanStep::Sweep)
             }
-            None => (
-                Begun::Started(self.create_run(now, dry_run, rt.page_size).await?),
-                ScanStep::Start,
-            ),
+            None => {
+                let run = self.create_run(now, dry_run, rt.page_size).await?;
+                let begun = Begun {
+                    run,
+                    resumed: false,
+                    dry_run,
+                };
+                (begun, ScanStep::Start)
+            }
         };
-        let message = ScanMessage::new(&self.config.tenant_id, begun.run(), step);
+        let message = ScanMessage::new(&self.config.tenant_id, &begun.run, step);
         if let Err(e) = self.send(&message, None).await {
             // Without its message the run would sit on the lease for hours:
             // let the next StartScan or NightlyScan sweep it up.
-            self.release_lease(begun.run()).await?;
+            self.release_lease(&begun.run).await?;
             return Err(e);
         }
         Ok(begun)
+    }
+
+    /// Marks a run failed (a failure no retry can fix) and frees the
+    /// tenant. A run that is not running any more is left as it is.
+    pub async fn fail(&self, run: &RunId, reason: &str) -> Result<(), ScanError> {
+        let (mut state, etag) = self.state(run).await?;
+        if state.status != RunStatus::Running {
+            return Ok(());
+        }
+        state.status = RunStatus::Failed;
+        state.finished_at = Some(Utc::now());
+        state.error = Some(reason.chars().take(500).collect());
+        match self
+            .put_json(
+                &run_path(run, "run.json"),
+                &state,
+                Precondition::IfMatch(etag),
+            )
+            .await
+        {
+            // Someone else moved it on (finished or failed it): theirs stands.
+            Err(ScanError::Store(e)) if e.is_conflict() => return Ok(()),
+            other => other.map(|_| ())?,
+        }
+        tracing::warn!(run = %run, reason, "scan run failed");
+        self.release_lease(run).await
+    }
+
+    /// Frees the tenant's lease if `run` holds it, so the next StartScan
+    /// or NightlyScan sweeps the run up (its step's message is about to be
+    /// poisoned).
+    pub async fn let_go(&self, run: &RunId) -> Result<(), ScanError> {
+        self.release_lease(run).await
     }
 
     /// One `ScanContinue` invocation: does `message`'s step within the
@@ -543,11 +591,13 @@ impl Scanner {
         }
         self.keep_lease(run).await?;
         let outcome = match message.step {
-            ScanStep::Start => {
+            // A stalled run may have stalled before its context was
+            // gathered: a sweep prepares it too (read back when present).
+            ScanStep::Start | ScanStep::Sweep => {
                 self.prepare_context(&state).await?;
                 self.sweep(run, invocation, &rt.ledger).await?
             }
-            ScanStep::Sweep | ScanStep::Finalize => self.sweep(run, invocation, &rt.ledger).await?,
+            ScanStep::Finalize => self.sweep(run, invocation, &rt.ledger).await?,
             ScanStep::Partitions => {
                 let (ctx, usage) = self.load_context(run).await?;
                 let children = Children::Queue {
@@ -697,6 +747,7 @@ impl Scanner {
             started_at: now,
             finished_at: None,
             page_size: page_size.clamp(1, DEFAULT_PAGE_SIZE),
+            error: None,
         };
         self.put_json(
             &run_path(&run, "run.json"),
@@ -1318,7 +1369,8 @@ pub async fn view(store: &Store, run: &RunId) -> Result<Option<RunView>, ScanErr
         splits: recordings.splits.len(),
         pending: missing.len(),
     };
-    let (summary, reports) = if state.status == RunStatus::Running {
+    // A failed run wrote no report.
+    let (summary, reports) = if matches!(state.status, RunStatus::Running | RunStatus::Failed) {
         (None, None)
     } else {
         let names = report_names(run);

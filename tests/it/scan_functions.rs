@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use dormant::config::{Config, Sources};
 use dormant::functions::{AppContext, catalog};
+use dormant::graph::{GraphClient, GraphSettings};
 use dormant::host::{Application, InvocationResponse};
 use dormant::scan::run::{SCAN_QUEUE, ScanRuntime};
-use dormant::sim::{Sim, SimConfig, TenantKind};
+use dormant::sim::{Faults, Sim, SimConfig, TenantKind};
 use dormant::store::{ACTIONS_QUEUE, ReceivedMessage, Store};
 use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
@@ -27,10 +28,12 @@ struct Instance {
 }
 
 async fn instance(config: Config, rt: ScanRuntime) -> Instance {
+    instance_with(AppContext::build(config).expect("context"), rt).await
+}
+
+async fn instance_with(ctx: AppContext, rt: ScanRuntime) -> Instance {
     dormant::telemetry::init(dormant::telemetry::LogTarget::Stderr);
-    let ctx = AppContext::build(config)
-        .expect("context")
-        .with_scan_runtime(rt);
+    let ctx = ctx.with_scan_runtime(rt);
     let app = Application::bind(0).await.expect("bind");
     let base = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -503,6 +506,121 @@ async fn a_run_over_the_quarantine_limit_waits_and_says_so() {
     sim.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_no_retry_can_fix_fails_the_run_and_frees_the_tenant() {
+    let sim = tenant(TenantKind::Workforce, 100).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // An exclusion group that does not exist: the scan cannot tell who is
+    // protected, so it must not go on.
+    let one = instance(
+        config(
+            &sim,
+            dir.path(),
+            &[(
+                "DORMANT_POLICY__EXCLUDE_GROUPS",
+                "0d7f6c1e-9a1b-4c2d-8e3f-5a6b7c8d9e0f",
+            )],
+        ),
+        ScanRuntime::default(),
+    )
+    .await;
+    let store = Store::local(dir.path()).expect("store");
+    let (status, body, _) = post(&one.base, "/api/scans").await;
+    assert_eq!(status, 202);
+    let run = body["runId"].as_str().expect("run").to_owned();
+    let deliveries = drain(std::slice::from_ref(&one), &store, 1).await;
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].status, 200, "recorded, not retried forever");
+    let (_, view, _) = get(&one.base, &format!("/api/runs/{run}")).await;
+    assert_eq!(view["status"], "failed", "{view}");
+    assert!(
+        view["reports"].is_null() && view["counts"].is_null(),
+        "{view}"
+    );
+    assert!(
+        view["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("0d7f6c1e-9a1b-4c2d-8e3f-5a6b7c8d9e0f")),
+        "{view}"
+    );
+    let audit = store
+        .audit_log()
+        .read_day(chrono::Utc::now().date_naive())
+        .await
+        .expect("audit");
+    assert!(audit.iter().any(|r| r.step == "scan-failed"), "{audit:?}");
+    // The tenant is free: the next scan starts at once.
+    let (status, next, _) = post(&one.base, "/api/scans").await;
+    assert_eq!(status, 202, "{next}");
+    assert_ne!(next["runId"], run.as_str());
+    assert_eq!(next["resumed"], false);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_about_to_be_poisoned_frees_the_lease_so_the_run_is_swept_up() {
+    let users = 200;
+    let sim = tenant(TenantKind::Workforce, users).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(&sim, dir.path(), &[]);
+    let mut settings = GraphSettings::from_config(&config);
+    settings.max_retry_time = Duration::from_millis(300);
+    let graph = GraphClient::new(settings).expect("graph");
+    let one = instance_with(
+        AppContext::build(config)
+            .expect("context")
+            .with_graph(graph),
+        ScanRuntime::default(),
+    )
+    .await;
+    let store = Store::local(dir.path()).expect("store");
+    let (status, body, _) = post(&one.base, "/api/scans").await;
+    assert_eq!(status, 202);
+    let run = body["runId"].as_str().expect("run").to_owned();
+
+    // Graph down (tokens still issued).
+    sim.set_faults(Faults {
+        rate_503: 1.0,
+        path_contains: Some("/v1.0/".into()),
+        ..Faults::default()
+    });
+    let mut start = store
+        .receive(SCAN_QUEUE, 1, Duration::from_secs(60))
+        .await
+        .expect("receive")
+        .pop()
+        .expect("the start message");
+    start.dequeue_count = 1;
+    let (status, _) = post_envelope(&one.base, "ScanContinue", envelope(&start)).await;
+    assert_eq!(status, 500, "Graph down: retried");
+    let (status, busy, _) = post(&one.base, "/api/scans").await;
+    assert_eq!(status, 409, "{busy}");
+
+    start.dequeue_count = dormant::functions::scan_continue::MAX_DEQUEUE_COUNT;
+    let (status, _) = post_envelope(&one.base, "ScanContinue", envelope(&start)).await;
+    assert_eq!(status, 500);
+    store
+        .delete_message(SCAN_QUEUE, &start.id, &start.pop_receipt)
+        .await
+        .expect("the host moves it to the poison queue");
+
+    // Graph is back; the next StartScan sweeps the same run up.
+    sim.set_faults(Faults::default());
+    let (status, again, _) = post(&one.base, "/api/scans?dryRun=true").await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["runId"], run.as_str());
+    assert_eq!(again["resumed"], true);
+    assert_eq!(
+        again["dryRun"], false,
+        "a resumed run keeps its own setting"
+    );
+    drain(std::slice::from_ref(&one), &store, 1).await;
+    let (_, view, _) = get(&one.base, &format!("/api/runs/{run}")).await;
+    assert_eq!(view["status"], "done", "{view}");
+    assert_eq!(view["counts"]["scanned"], users);
+    sim.shutdown().await;
+}
+
 #[test]
 fn the_scan_functions_are_declared_as_the_contract_says() {
     let read = |name: &str| -> Value {
@@ -523,6 +641,14 @@ fn the_scan_functions_are_declared_as_the_contract_says() {
     }
     let queue = &read("ScanContinue")["bindings"][0];
     assert_eq!(queue["queueName"], SCAN_QUEUE);
+    let host_json: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("host.json")).expect("host.json"),
+    )
+    .expect("json");
+    assert_eq!(
+        host_json["extensions"]["queues"]["maxDequeueCount"],
+        dormant::functions::scan_continue::MAX_DEQUEUE_COUNT
+    );
     // The budget leaves room for partitions in flight and the finalise
     // inside host.json's functionTimeout.
     let host: Value = serde_json::from_str(
