@@ -621,6 +621,55 @@ async fn a_step_about_to_be_poisoned_frees_the_lease_so_the_run_is_swept_up() {
     sim.shutdown().await;
 }
 
+/// The same fan-out on Azure storage (Azurite checks Shared Key
+/// signatures, ETags and queue visibility as Azure does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fan_out_runs_on_azure_storage() {
+    let users = 500;
+    let sim = tenant(TenantKind::Workforce, users).await;
+    let connection = crate::azurite::azurite().connection_string();
+    let config = || {
+        let mut env = sim.settings();
+        env.push(("AzureWebJobsStorage".into(), connection.clone()));
+        Config::load(&Sources::from_env(None, env)).expect("config")
+    };
+    let instances = [
+        instance(config(), ScanRuntime::default()).await,
+        instance(config(), ScanRuntime::default()).await,
+    ];
+    let store = Store::connect(&config().storage, None).expect("azurite store");
+    let (status, body, _) = post(&instances[0].base, "/api/scans").await;
+    assert_eq!(status, 202, "{body}");
+    let run = body["runId"].as_str().expect("run").to_owned();
+    let deliveries = drain(&instances, &store, 2).await;
+    assert!(deliveries.iter().all(|d| d.status == 200), "{deliveries:?}");
+    assert_eq!(
+        deliveries
+            .iter()
+            .filter(|d| d.result["finalized"] == true)
+            .count(),
+        1
+    );
+    let (_, view, _) = get(&instances[1].base, &format!("/api/runs/{run}")).await;
+    assert_eq!(view["status"], "done", "{view}");
+    assert_eq!(view["counts"]["scanned"], users);
+    let csv = store
+        .get("dormant-reports", &format!("{run}/inactive-users.csv"))
+        .await
+        .expect("csv");
+    let rows = csv::Reader::from_reader(csv.body.as_ref())
+        .records()
+        .count() as u64;
+    let by_verdict: u64 = view["counts"]["byVerdict"]
+        .as_object()
+        .expect("byVerdict")
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert_eq!(rows, by_verdict);
+    sim.shutdown().await;
+}
+
 #[test]
 fn the_scan_functions_are_declared_as_the_contract_says() {
     let read = |name: &str| -> Value {
