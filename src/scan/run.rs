@@ -33,6 +33,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
+use futures::{StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -63,6 +64,10 @@ const LEASE_BLOB: &str = "scan.lease";
 /// A finaliser that has not finished by then is presumed dead. Longer than
 /// the longest invocation (10 minutes on Consumption).
 const FINALIZE_CLAIM_TTL: Duration = Duration::minutes(15);
+
+/// Blobs the finalise reads at once (partition records, then rows in
+/// order): a big tenant has thousands of partitions.
+const FINALIZE_READS: usize = 8;
 
 /// How long an invocation keeps starting partitions. host.json sets
 /// `functionTimeout` to 10 minutes (Consumption's maximum); what is left
@@ -1170,15 +1175,24 @@ impl Scanner {
         if !missing.is_empty() {
             return Err(ScanError::Incomplete(missing.len()));
         }
-        let mut out = Vec::with_capacity(leaves.len());
-        for p in &leaves {
-            let (record, _) = self
-                .get_json::<Recorded>(&leaf_blob(run, p))
-                .await?
-                .ok_or_else(|| ScanError::State("a recorded partition vanished".into()))?;
-            out.push(record);
-        }
-        Ok(out)
+        // Each read owns what it needs (futures borrowing through a lazy
+        // iterator defeat the compiler's `Send` proof for the handler).
+        let reads: Vec<_> = leaves
+            .iter()
+            .map(|p| {
+                let (store, name) = (self.store.clone(), leaf_blob(run, p));
+                async move {
+                    get_state_json::<Recorded>(&store, &name)
+                        .await?
+                        .map(|(record, _)| record)
+                        .ok_or_else(|| ScanError::State("a recorded partition vanished".into()))
+                }
+            })
+            .collect();
+        futures::stream::iter(reads)
+            .buffered(FINALIZE_READS)
+            .try_collect()
+            .await
     }
 
     /// The lifecycle's call point: open a case for every candidate of
@@ -1197,10 +1211,14 @@ impl Scanner {
     }
 
     async fn finalize(&self, run: &RunId) -> Result<RunOutcome, ScanError> {
-        let records = self.covered(run).await?;
+        let (leaves, rows): (Vec<PartitionResult>, Vec<Option<String>>) = self
+            .covered(run)
+            .await?
+            .into_iter()
+            .map(|r| (r.result, r.rows_blob))
+            .unzip();
         let (ctx, _) = self.load_context(run).await?;
         let (mut state, etag) = self.state(run).await?;
-        let leaves: Vec<PartitionResult> = records.iter().map(|r| r.result.clone()).collect();
 
         let mut stats = ReportStats::new(self.config.policy.inactive_after_days);
         let mut planned = 0u64;
@@ -1246,11 +1264,18 @@ impl Scanner {
         let header = CsvChunks::header();
         by_run.write(&header).await?;
         latest.write(&header).await?;
-        for record in &records {
-            let Some(rows) = &record.rows_blob else {
-                continue;
-            };
-            let part = self.store.get(STATE_CONTAINER, rows).await?;
+        // Read ahead a few parts; `buffered` keeps partition order.
+        let reads: Vec<_> = rows
+            .into_iter()
+            .flatten()
+            .map(|name| {
+                let store = self.store.clone();
+                async move { store.get(STATE_CONTAINER, &name).await }
+            })
+            .collect();
+        let mut parts = futures::stream::iter(reads).buffered(FINALIZE_READS);
+        while let Some(part) = parts.next().await {
+            let part = part?;
             by_run.write(&part.body).await?;
             latest.write(&part.body).await?;
         }
