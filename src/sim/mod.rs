@@ -186,7 +186,7 @@ impl From<SimArgs> for SimConfig {
             sign_in_lag_secs: a.sign_in_lag,
             write_truth: true,
             quota_total: None,
-            extra_upns: Vec::new(),
+            extra_upns: a.add_upns,
         }
     }
 }

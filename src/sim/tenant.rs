@@ -1327,6 +1327,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn seeded_upns_follow_graphs_rules_and_resolve() {
+        let mut t = Tenant::generate(TenantKind::Workforce, 20, 1, Utc::now());
+        let d = t.domain.clone();
+        let ok: Vec<String> = [
+            "~tilde", "O'Neil", "#x", "^c", "!b", "_u", "-d", "9n", "a.b",
+        ]
+        .iter()
+        .map(|l| format!("{l}@{d}"))
+        .collect();
+        t.add_users_with_upns(&ok).expect("legal UPNs");
+        for upn in &ok {
+            let i = t
+                .resolve(&upn.to_uppercase())
+                .expect("resolves, case-insensitively");
+            assert_eq!(&t.upn(i), upn);
+        }
+        assert_eq!(t.users.len(), 20 + ok.len());
+        for bad in [
+            format!(".lead@{d}"),
+            format!("sp ace@{d}"),
+            format!("semi;colon@{d}"),
+            "x@elsewhere.com".to_owned(),
+            format!("o'neil@{d}"),
+            "no-at-sign".to_owned(),
+        ] {
+            assert!(t.add_users_with_upns(&[bad.clone()]).is_err(), "{bad}");
+        }
+        assert_eq!(t.users.len(), 20 + ok.len(), "nothing added on refusal");
+    }
+
+    #[test]
     fn every_user_resolves_by_id_and_upn() {
         for kind in [TenantKind::Workforce, TenantKind::B2c] {
             let mut t = Tenant::generate(kind, 3000, 9, Utc::now());
