@@ -1352,7 +1352,10 @@ mod tests {
             format!("o'neil@{d}"),
             "no-at-sign".to_owned(),
         ] {
-            assert!(t.add_users_with_upns(&[bad.clone()]).is_err(), "{bad}");
+            assert!(
+                t.add_users_with_upns(std::slice::from_ref(&bad)).is_err(),
+                "{bad}"
+            );
         }
         assert_eq!(t.users.len(), 20 + ok.len(), "nothing added on refusal");
     }

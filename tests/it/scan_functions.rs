@@ -217,6 +217,38 @@ async fn post(base: &str, path: &str) -> (u16, Value, reqwest::header::HeaderMap
     (status, r.json().await.unwrap_or(Value::Null), headers)
 }
 
+/// `POST /api/scans` that must be accepted; the run id.
+async fn start_run(base: &str) -> String {
+    let (status, body, _) = post(base, "/api/scans").await;
+    assert_eq!(status, 202, "{body}");
+    body["runId"].as_str().expect("runId").to_owned()
+}
+
+/// One instance of the handler on a fresh local store.
+async fn lone_instance(
+    sim: &Sim,
+    dir: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> (Instance, Store) {
+    let one = instance(config(sim, dir, extra), ScanRuntime::default()).await;
+    (one, Store::local(dir).expect("store"))
+}
+
+fn finalized(deliveries: &[Delivery]) -> usize {
+    deliveries
+        .iter()
+        .filter(|d| d.result["finalized"] == true)
+        .count()
+}
+
+async fn assert_no_actions(store: &Store, why: &str) {
+    let actions = store
+        .receive(ACTIONS_QUEUE, 32, Duration::from_secs(1))
+        .await
+        .expect("receive");
+    assert!(actions.is_empty(), "{why}");
+}
+
 fn csv_ids(store_dir: &std::path::Path, run: &str) -> usize {
     let path = store_dir.join(format!("dormant-reports/{run}/inactive-users.csv"));
     let csv = std::fs::read(&path).expect("csv");
@@ -281,11 +313,7 @@ async fn the_nightly_timer_fans_the_scan_out_over_two_instances() {
             .sum();
         assert!(scanned > 0, "instance {i} shared the tenant");
     }
-    let finalized = deliveries
-        .iter()
-        .filter(|d| d.result["finalized"] == true)
-        .count();
-    assert_eq!(finalized, 1, "finalised exactly once");
+    assert_eq!(finalized(&deliveries), 1, "finalised exactly once");
 
     let (status, view, _) = get(&instances[1].base, &format!("/api/runs/{run}")).await;
     assert_eq!(status, 200, "{view}");
@@ -334,12 +362,8 @@ async fn start_scan_answers_202_at_once_and_a_dry_run_enqueues_nothing() {
     let users = 400;
     let sim = tenant(TenantKind::Workforce, users).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let one = instance(
-        config(&sim, dir.path(), &[("DORMANT_POLICY__MODE", "enforce")]),
-        ScanRuntime::default(),
-    )
-    .await;
-    let store = Store::local(dir.path()).expect("store");
+    let (one, store) =
+        lone_instance(&sim, dir.path(), &[("DORMANT_POLICY__MODE", "enforce")]).await;
 
     let (status, body, _) = post(&one.base, "/api/scans?dryRun=maybe").await;
     assert_eq!(status, 400);
@@ -391,11 +415,7 @@ async fn start_scan_answers_202_at_once_and_a_dry_run_enqueues_nothing() {
     .expect("json");
     assert_eq!(summary["dryRun"], true);
     assert_eq!(summary["mode"], "enforce");
-    let actions = store
-        .receive(ACTIONS_QUEUE, 32, Duration::from_secs(1))
-        .await
-        .expect("receive");
-    assert!(actions.is_empty(), "a dry run enqueues nothing");
+    assert_no_actions(&store, "a dry run enqueues nothing").await;
 
     for path in [
         "/api/runs/not-a-run",
@@ -421,9 +441,7 @@ async fn a_spent_time_budget_hands_the_rest_on_and_the_finalise_happens_once() {
         instance(config(&sim, dir.path(), &[]), budget()).await,
     ];
     let store = Store::local(dir.path()).expect("store");
-    let (status, body, _) = post(&instances[0].base, "/api/scans").await;
-    assert_eq!(status, 202, "{body}");
-    let run = body["runId"].as_str().expect("run").to_owned();
+    let run = start_run(&instances[0].base).await;
 
     // Every finalize message is delivered four times at once.
     let deliveries = drain(&instances, &store, 4).await;
@@ -451,11 +469,7 @@ async fn a_spent_time_budget_hands_the_rest_on_and_the_finalise_happens_once() {
         finalize_deliveries >= 4,
         "the finalise went to its own message"
     );
-    let finalized = deliveries
-        .iter()
-        .filter(|d| d.result["finalized"] == true)
-        .count();
-    assert_eq!(finalized, 1, "finalised exactly once");
+    assert_eq!(finalized(&deliveries), 1, "finalised exactly once");
 
     let (_, view, _) = get(&instances[0].base, &format!("/api/runs/{run}")).await;
     assert_eq!(view["status"], "done");
@@ -471,22 +485,16 @@ async fn a_spent_time_budget_hands_the_rest_on_and_the_finalise_happens_once() {
 async fn a_run_over_the_quarantine_limit_waits_and_says_so() {
     let sim = tenant(TenantKind::Workforce, 300).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let one = instance(
-        config(
-            &sim,
-            dir.path(),
-            &[
-                ("DORMANT_POLICY__MODE", "enforce"),
-                ("DORMANT_POLICY__QUARANTINE__MAX_NEW_CASES", "1"),
-            ],
-        ),
-        ScanRuntime::default(),
+    let (one, store) = lone_instance(
+        &sim,
+        dir.path(),
+        &[
+            ("DORMANT_POLICY__MODE", "enforce"),
+            ("DORMANT_POLICY__QUARANTINE__MAX_NEW_CASES", "1"),
+        ],
     )
     .await;
-    let store = Store::local(dir.path()).expect("store");
-    let (status, body, _) = post(&one.base, "/api/scans").await;
-    assert_eq!(status, 202);
-    let run = body["runId"].as_str().expect("run").to_owned();
+    let run = start_run(&one.base).await;
     drain(std::slice::from_ref(&one), &store, 1).await;
     let (_, view, _) = get(&one.base, &format!("/api/runs/{run}")).await;
     assert_eq!(view["status"], "quarantined", "{view}");
@@ -498,11 +506,7 @@ async fn a_run_over_the_quarantine_limit_waits_and_says_so() {
         "{view}"
     );
     assert_eq!(view["counts"]["actionsEnqueued"], 0);
-    let actions = store
-        .receive(ACTIONS_QUEUE, 32, Duration::from_secs(1))
-        .await
-        .expect("receive");
-    assert!(actions.is_empty(), "a quarantined run enqueues nothing");
+    assert_no_actions(&store, "a quarantined run enqueues nothing").await;
     sim.shutdown().await;
 }
 
@@ -512,22 +516,16 @@ async fn a_failure_no_retry_can_fix_fails_the_run_and_frees_the_tenant() {
     let dir = tempfile::tempdir().expect("tempdir");
     // An exclusion group that does not exist: the scan cannot tell who is
     // protected, so it must not go on.
-    let one = instance(
-        config(
-            &sim,
-            dir.path(),
-            &[(
-                "DORMANT_POLICY__EXCLUDE_GROUPS",
-                "0d7f6c1e-9a1b-4c2d-8e3f-5a6b7c8d9e0f",
-            )],
-        ),
-        ScanRuntime::default(),
+    let (one, store) = lone_instance(
+        &sim,
+        dir.path(),
+        &[(
+            "DORMANT_POLICY__EXCLUDE_GROUPS",
+            "0d7f6c1e-9a1b-4c2d-8e3f-5a6b7c8d9e0f",
+        )],
     )
     .await;
-    let store = Store::local(dir.path()).expect("store");
-    let (status, body, _) = post(&one.base, "/api/scans").await;
-    assert_eq!(status, 202);
-    let run = body["runId"].as_str().expect("run").to_owned();
+    let run = start_run(&one.base).await;
     let deliveries = drain(std::slice::from_ref(&one), &store, 1).await;
     assert_eq!(deliveries.len(), 1);
     assert_eq!(deliveries[0].status, 200, "recorded, not retried forever");
@@ -574,9 +572,7 @@ async fn a_step_about_to_be_poisoned_frees_the_lease_so_the_run_is_swept_up() {
     )
     .await;
     let store = Store::local(dir.path()).expect("store");
-    let (status, body, _) = post(&one.base, "/api/scans").await;
-    assert_eq!(status, 202);
-    let run = body["runId"].as_str().expect("run").to_owned();
+    let run = start_run(&one.base).await;
 
     // Graph down (tokens still issued).
     sim.set_faults(Faults {
@@ -638,18 +634,10 @@ async fn the_fan_out_runs_on_azure_storage() {
         instance(config(), ScanRuntime::default()).await,
     ];
     let store = Store::connect(&config().storage, None).expect("azurite store");
-    let (status, body, _) = post(&instances[0].base, "/api/scans").await;
-    assert_eq!(status, 202, "{body}");
-    let run = body["runId"].as_str().expect("run").to_owned();
+    let run = start_run(&instances[0].base).await;
     let deliveries = drain(&instances, &store, 2).await;
     assert!(deliveries.iter().all(|d| d.status == 200), "{deliveries:?}");
-    assert_eq!(
-        deliveries
-            .iter()
-            .filter(|d| d.result["finalized"] == true)
-            .count(),
-        1
-    );
+    assert_eq!(finalized(&deliveries), 1, "finalised exactly once");
     let (_, view, _) = get(&instances[1].base, &format!("/api/runs/{run}")).await;
     assert_eq!(view["status"], "done", "{view}");
     assert_eq!(view["counts"]["scanned"], users);

@@ -10,14 +10,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use dormant::config::{Config, Sources};
-use dormant::graph::{GraphClient, GraphSettings, UserQuery};
+use dormant::graph::UserQuery;
 use dormant::scan::Partition;
 use dormant::scan::partition::FIRST_CHARS;
-use dormant::scan::run::{ScanOptions, Scanner};
+use dormant::scan::run::ScanOptions;
 use dormant::sim::{Sim, SimConfig, TenantKind};
-use dormant::store::Store;
 use serde_json::Value;
+
+use crate::scan_e2e::scanner_for;
 
 /// One seeded user per legal first character (letters in both cases), and
 /// a cluster under `~a` big enough to split twice with pages of 10.
@@ -101,16 +101,8 @@ async fn check(kind: TenantKind, users: u32, page_size: u32) {
     .await
     .expect("simulator");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut env = sim.settings();
-    env.push(("DORMANT_STORE_DIR".into(), dir.path().display().to_string()));
-    env.push(("DORMANT_GRAPH_BUDGET_SHARE".into(), "1".into()));
-    let config = Config::load(&Sources::from_env(None, env)).expect("config");
-    let graph = GraphClient::new(GraphSettings::from_config(&config)).expect("graph");
-    let scanner = Scanner {
-        graph: graph.clone(),
-        store: Store::local(dir.path()).expect("store"),
-        config: Arc::new(config),
-    };
+    let scanner = scanner_for(&sim, dir.path(), &[("DORMANT_GRAPH_BUDGET_SHARE", "1")]);
+    let graph = scanner.graph.clone();
     let outcome = scanner
         .run(
             &ScanOptions {
