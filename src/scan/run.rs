@@ -248,7 +248,9 @@ impl ScanRuntime {
 
 /// The Graph client's counters are per process and shared by concurrent
 /// invocations: each report takes what was not reported yet, so the
-/// per-invocation records sum to the process's traffic, never more.
+/// per-invocation records sum to the process's traffic, never more. (Other
+/// jobs' calls in the same process between two scan steps, a GDPR export
+/// say, are counted with the scan.)
 #[derive(Debug, Default)]
 struct GraphLedger(Mutex<PacerStats>);
 
@@ -831,26 +833,18 @@ impl Scanner {
         get_state_json(&self.store, name).await
     }
 
-    /// The newest run still `running`, if any.
+    /// The newest run, if it is still `running`. Every run is created
+    /// under the lease, so the lease blob (expired or not) names the newest
+    /// one: no listing of every run's records.
     async fn unfinished_run(&self) -> Result<Option<RunId>, ScanError> {
-        let mut runs: Vec<String> = self
-            .store
-            .list(STATE_CONTAINER, "runs/")
+        let Some((lease, _)) = self.get_json::<Lease>(LEASE_BLOB).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .get_json::<RunState>(&run_path(&lease.run, "run.json"))
             .await?
-            .into_iter()
-            .filter(|b| b.name.ends_with("/run.json"))
-            .map(|b| b.name)
-            .collect();
-        runs.sort();
-        for name in runs.into_iter().rev() {
-            if let Some((state, _)) = self.get_json::<RunState>(&name).await? {
-                if state.status == RunStatus::Running {
-                    return Ok(Some(state.run));
-                }
-                return Ok(None);
-            }
-        }
-        Ok(None)
+            .filter(|(state, _)| state.status == RunStatus::Running)
+            .map(|(state, _)| state.run))
     }
 
     async fn acquire_lease(&self, run: &RunId, now: DateTime<Utc>) -> Result<(), ScanError> {
@@ -1127,15 +1121,22 @@ impl Scanner {
     }
 
     async fn graph_use(&self, run: &RunId) -> Result<GraphUse, ScanError> {
-        let mut total = GraphUse::default();
-        for blob in self
+        let reads: Vec<_> = self
             .store
             .list(STATE_CONTAINER, &run_path(run, "graph/"))
             .await?
-        {
-            if let Some((used, _)) = self.get_json::<GraphUse>(&blob.name).await? {
-                total.requests += used.requests;
-                total.throttled += used.throttled;
+            .into_iter()
+            .map(|blob| {
+                let store = self.store.clone();
+                async move { get_state_json::<GraphUse>(&store, &blob.name).await }
+            })
+            .collect();
+        let mut total = GraphUse::default();
+        let mut used = futures::stream::iter(reads).buffer_unordered(FINALIZE_READS);
+        while let Some(one) = used.next().await {
+            if let Some((one, _)) = one? {
+                total.requests += one.requests;
+                total.throttled += one.throttled;
             }
         }
         Ok(total)
