@@ -421,6 +421,11 @@ impl RowSink for LazyBlobSink {
             None => unreachable!("the writer was just opened"),
         }
     }
+
+    /// An unfinished upload commits nothing: dropping it drops the rows.
+    fn restart(&mut self) {
+        self.writer = None;
+    }
 }
 
 /// Where the children of a split go.
@@ -1496,6 +1501,36 @@ mod tests {
         let (leaves, missing) = rec.walk();
         assert!(missing.is_empty());
         assert_eq!(leaves.len(), Partition::roots().len());
+    }
+
+    #[tokio::test]
+    async fn a_restarted_partition_writes_its_rows_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::local(dir.path()).expect("store");
+        store.ensure_defaults().await.expect("containers");
+        let mut sink = LazyBlobSink {
+            store: store.clone(),
+            name: "runs/r/parts/61.x.csv".into(),
+            writer: None,
+        };
+        sink.write(b"first attempt\n".to_vec())
+            .await
+            .expect("write");
+        sink.restart();
+        sink.write(b"second attempt\n".to_vec())
+            .await
+            .expect("write");
+        sink.writer
+            .take()
+            .expect("open")
+            .finish()
+            .await
+            .expect("finish");
+        let blob = store
+            .get(STATE_CONTAINER, "runs/r/parts/61.x.csv")
+            .await
+            .expect("rows");
+        assert_eq!(blob.body.as_ref(), b"second attempt\n");
     }
 
     #[test]
