@@ -110,9 +110,14 @@ struct Delivery {
 
 /// Plays the queue trigger until `dormant-scan` has nothing visible:
 /// receives a batch, delivers each message to an instance (round robin,
-/// concurrently), deletes what was answered 2xx. `duplicate_finalize`
-/// delivers each `finalize` message that many times at once.
-async fn drain(instances: &[Instance], store: &Store, duplicate_finalize: usize) -> Vec<Delivery> {
+/// concurrently), deletes what was answered 2xx. `copies(step)` says how
+/// many times at once a message of that step is delivered (queues deliver
+/// at least once).
+async fn drain(
+    instances: &[Instance],
+    store: &Store,
+    copies: impl Fn(&str) -> usize,
+) -> Vec<Delivery> {
     let mut deliveries = Vec::new();
     let mut next = 0;
     for _round in 0..2000 {
@@ -126,12 +131,7 @@ async fn drain(instances: &[Instance], store: &Store, duplicate_finalize: usize)
         let mut tasks = tokio::task::JoinSet::new();
         for message in batch {
             let step: Value = serde_json::from_str(&message.text).expect("JSON text");
-            let copies = if step["step"] == "finalize" {
-                duplicate_finalize.max(1)
-            } else {
-                1
-            };
-            for copy in 0..copies {
+            for copy in 0..copies(step["step"].as_str().unwrap_or_default()).max(1) {
                 let (i, base) = (
                     next % instances.len(),
                     instances[next % instances.len()].base.clone(),
@@ -234,6 +234,11 @@ async fn lone_instance(
     (one, Store::local(dir).expect("store"))
 }
 
+/// Every message delivered once.
+fn once(_step: &str) -> usize {
+    1
+}
+
 fn finalized(deliveries: &[Delivery]) -> usize {
     deliveries
         .iter()
@@ -265,9 +270,11 @@ async fn the_nightly_timer_fans_the_scan_out_over_two_instances() {
     let users = 1500;
     let sim = tenant(TenantKind::Workforce, users).await;
     let dir = tempfile::tempdir().expect("tempdir");
+    // Pages of 60: the big partitions split and hand their children on.
+    let rt = || ScanRuntime::default().with_page_size(60);
     let instances = [
-        instance(config(&sim, dir.path(), &[]), ScanRuntime::default()).await,
-        instance(config(&sim, dir.path(), &[]), ScanRuntime::default()).await,
+        instance(config(&sim, dir.path(), &[]), rt()).await,
+        instance(config(&sim, dir.path(), &[]), rt()).await,
     ];
     let store = Store::local(dir.path()).expect("store");
 
@@ -294,7 +301,7 @@ async fn the_nightly_timer_fans_the_scan_out_over_two_instances() {
     assert_eq!(status, 200);
     assert_eq!(again.return_value["runningRunId"], run.as_str());
 
-    let deliveries = drain(&instances, &store, 1).await;
+    let deliveries = drain(&instances, &store, once).await;
     assert!(deliveries.iter().all(|d| d.status == 200), "{deliveries:?}");
     assert_ids_only(&deliveries);
     let partition_messages = deliveries
@@ -320,6 +327,17 @@ async fn the_nightly_timer_fans_the_scan_out_over_two_instances() {
     assert_eq!(view["status"], "done");
     assert_eq!(view["counts"]["scanned"], users);
     assert_eq!(view["partitions"]["pending"], 0);
+    assert!(
+        view["partitions"]["split"].as_u64().unwrap_or(0) > 0,
+        "{view}"
+    );
+    assert!(
+        deliveries
+            .iter()
+            .any(|d| d.text.contains("\"partitions\"")
+                && d.result["handedOn"].as_u64().unwrap_or(0) > 0),
+        "split children went to the queue"
+    );
     assert_eq!(view["quarantined"], false);
     assert!(view["counts"]["graphRequests"].as_u64().unwrap_or(0) > partition_messages as u64);
     let csv = view["reports"]["csv"].as_str().expect("csv name");
@@ -392,7 +410,7 @@ async fn start_scan_answers_202_at_once_and_a_dry_run_enqueues_nothing() {
         format!("/api/runs/{run}")
     );
 
-    let deliveries = drain(std::slice::from_ref(&one), &store, 1).await;
+    let deliveries = drain(std::slice::from_ref(&one), &store, once).await;
     assert!(deliveries.iter().all(|d| d.status == 200), "{deliveries:?}");
 
     let (status, view, _) = get(&one.base, &format!("/api/runs/{run}")).await;
@@ -444,7 +462,11 @@ async fn a_spent_time_budget_hands_the_rest_on_and_the_finalise_happens_once() {
     let run = start_run(&instances[0].base).await;
 
     // Every finalize message is delivered four times at once.
-    let deliveries = drain(&instances, &store, 4).await;
+    let deliveries = drain(&instances, &store, |step| match step {
+        "finalize" => 4,
+        _ => 1,
+    })
+    .await;
     assert!(deliveries.iter().all(|d| d.status == 200), "{deliveries:?}");
     assert_ids_only(&deliveries);
     let continued = deliveries
@@ -495,7 +517,7 @@ async fn a_run_over_the_quarantine_limit_waits_and_says_so() {
     )
     .await;
     let run = start_run(&one.base).await;
-    drain(std::slice::from_ref(&one), &store, 1).await;
+    drain(std::slice::from_ref(&one), &store, once).await;
     let (_, view, _) = get(&one.base, &format!("/api/runs/{run}")).await;
     assert_eq!(view["status"], "quarantined", "{view}");
     assert_eq!(view["quarantined"], true);
@@ -526,7 +548,7 @@ async fn a_failure_no_retry_can_fix_fails_the_run_and_frees_the_tenant() {
     )
     .await;
     let run = start_run(&one.base).await;
-    let deliveries = drain(std::slice::from_ref(&one), &store, 1).await;
+    let deliveries = drain(std::slice::from_ref(&one), &store, once).await;
     assert_eq!(deliveries.len(), 1);
     assert_eq!(deliveries[0].status, 200, "recorded, not retried forever");
     let (_, view, _) = get(&one.base, &format!("/api/runs/{run}")).await;
@@ -610,7 +632,7 @@ async fn a_step_about_to_be_poisoned_frees_the_lease_so_the_run_is_swept_up() {
         again["dryRun"], false,
         "a resumed run keeps its own setting"
     );
-    drain(std::slice::from_ref(&one), &store, 1).await;
+    drain(std::slice::from_ref(&one), &store, once).await;
     let (_, view, _) = get(&one.base, &format!("/api/runs/{run}")).await;
     assert_eq!(view["status"], "done", "{view}");
     assert_eq!(view["counts"]["scanned"], users);
@@ -635,7 +657,8 @@ async fn the_fan_out_runs_on_azure_storage() {
     ];
     let store = Store::connect(&config().storage, None).expect("azurite store");
     let run = start_run(&instances[0].base).await;
-    let deliveries = drain(&instances, &store, 2).await;
+    // Every message delivered twice at once: nobody counts twice.
+    let deliveries = drain(&instances, &store, |_| 2).await;
     assert!(deliveries.iter().all(|d| d.status == 200), "{deliveries:?}");
     assert_eq!(finalized(&deliveries), 1, "finalised exactly once");
     let (_, view, _) = get(&instances[1].base, &format!("/api/runs/{run}")).await;
