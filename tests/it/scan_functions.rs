@@ -24,7 +24,8 @@ use crate::harness::{fixture, repo_root};
 
 struct Instance {
     base: String,
-    _stop: oneshot::Sender<()>,
+    /// Stops the in-process server when dropped (`None`: a child process).
+    _stop: Option<oneshot::Sender<()>>,
 }
 
 async fn instance(config: Config, rt: ScanRuntime) -> Instance {
@@ -40,7 +41,10 @@ async fn instance_with(ctx: AppContext, rt: ScanRuntime) -> Instance {
     tokio::spawn(app.serve(catalog(Arc::new(ctx)), async move {
         let _ = stopped.await;
     }));
-    Instance { base, _stop: stop }
+    Instance {
+        base,
+        _stop: Some(stop),
+    }
 }
 
 fn config(sim: &Sim, dir: &std::path::Path, extra: &[(&str, &str)]) -> Config {
@@ -678,6 +682,33 @@ async fn the_fan_out_runs_on_azure_storage() {
         .filter_map(Value::as_u64)
         .sum();
     assert_eq!(rows, by_verdict);
+    sim.shutdown().await;
+}
+
+/// `dormant serve` itself, configured from its environment as the host
+/// starts it, serves the scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dormant_serve_runs_a_scan_end_to_end() {
+    let users = 300;
+    let sim = tenant(TenantKind::B2c, users).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env: Vec<(String, String)> = sim.settings();
+    env.push(("DORMANT_STORE_DIR".into(), dir.path().display().to_string()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let serve = crate::harness::ServeProcess::start(&env).await;
+    let one = Instance {
+        base: serve.url(""),
+        _stop: None,
+    };
+    let store = Store::local(dir.path()).expect("store");
+    let run = start_run(&one.base).await;
+    let deliveries = drain(std::slice::from_ref(&one), &store, once).await;
+    assert!(deliveries.iter().all(|d| d.status == 200), "{deliveries:?}");
+    let (_, view, _) = get(&one.base, &format!("/api/runs/{run}")).await;
+    assert_eq!(view["status"], "done", "{view}");
+    assert_eq!(view["counts"]["scanned"], users);
+    let line = serve.wait_for_line("scan step done").await;
+    assert!(line.contains("invocation_id"), "{line}");
     sim.shutdown().await;
 }
 
