@@ -487,16 +487,16 @@ impl Scanner {
         .await?;
         self.record_graph_use(&run, &ledger).await?;
         let invocation = format!("cli-{}", short_random());
-        match self.claim_finalize(&run, &invocation).await? {
-            Claim::Won => {}
+        let claim = match self.claim_finalize(&run, &invocation).await? {
+            Claim::Won(claim) => claim,
             Claim::Finished => return Err(ScanError::State(format!("run {run} already finished"))),
             Claim::Held(until) => {
                 return Err(ScanError::Busy(format!(
                     "{run} is being finalised by another instance (until {until})"
                 )));
             }
-        }
-        let outcome = self.finalize(&run).await?;
+        };
+        let outcome = self.finalize_claimed(&run, claim).await?;
         self.release_lease(&run).await?;
         Ok(outcome)
     }
@@ -686,10 +686,10 @@ impl Scanner {
             return Ok(false);
         }
         match self.claim_finalize(run, invocation).await? {
-            Claim::Won => {
+            Claim::Won(claim) => {
                 // This invocation's own traffic belongs in the summary too.
                 self.record_graph_use(run, ledger).await?;
-                self.finalize(run).await?;
+                self.finalize_claimed(run, claim).await?;
                 self.release_lease(run).await?;
                 Ok(true)
             }
@@ -1168,9 +1168,34 @@ impl Scanner {
             }
         };
         match self.put_json(&name, &claim, pre).await {
-            Ok(_) => Ok(Claim::Won),
+            Ok(etag) => Ok(Claim::Won(etag)),
             Err(ScanError::Store(e)) if e.is_conflict() => Ok(Claim::Held(claim.until)),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Finalises under a won claim. If the finalise fails, the claim is
+    /// given up at once, so the retry need not wait for it to lapse.
+    async fn finalize_claimed(&self, run: &RunId, claim: ETag) -> Result<RunOutcome, ScanError> {
+        match self.finalize(run).await {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => {
+                let lapsed = FinalizeClaim {
+                    by: String::new(),
+                    until: Utc::now(),
+                };
+                if let Err(give_up) = self
+                    .put_json(
+                        &run_path(run, "finalize.json"),
+                        &lapsed,
+                        Precondition::IfMatch(claim),
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %give_up, "could not give up the finalise claim; it lapses on its own");
+                }
+                Err(e)
+            }
         }
     }
 
@@ -1424,7 +1449,8 @@ pub async fn view(store: &Store, run: &RunId) -> Result<Option<RunView>, ScanErr
 }
 
 enum Claim {
-    Won,
+    /// Ours, with the claim blob's ETag.
+    Won(ETag),
     /// Another invocation holds the claim until then.
     Held(DateTime<Utc>),
     /// The run is finished already.
