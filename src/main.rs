@@ -286,6 +286,7 @@ fn scan(args: ScanArgs) -> ExitCode {
     let options = ScanOptions {
         dry_run: args.dry_run,
         concurrency: args.concurrency,
+        ..ScanOptions::default()
     };
     rt.block_on(run_scan(config, options))
 }

@@ -6,8 +6,12 @@
 
 pub mod admin;
 pub mod gdpr;
+pub mod nightly_scan;
 pub mod release_run;
 pub mod restore_user;
+pub mod run_status;
+pub mod scan_continue;
+pub mod start_scan;
 pub mod user_actions;
 
 use std::sync::Arc;
@@ -25,10 +29,9 @@ use crate::graph::{
     EntraTokenProvider, GraphClient, GraphError, GraphSettings, Pacer, PacerConfig,
     build_http_client,
 };
-use crate::host::FunctionError;
-use crate::host::{FailureRecorder, Functions, PermanentFailure};
+use crate::host::{FailureRecorder, FunctionError, Functions, PermanentFailure};
 use crate::lifecycle::Lifecycle;
-use crate::scan::run::Scanner;
+use crate::scan::run::{ScanError, ScanRuntime, Scanner};
 use crate::store::audit::{AuditLog, AuditRecord, Outcome};
 use crate::store::{StorageConfig, Store};
 
@@ -52,6 +55,9 @@ pub struct AppContext {
     pub extensions: ExtensionCache,
     /// dormant's "now" (the system clock outside tests).
     pub clock: Clock,
+    /// What this instance's scan invocations share: partition slots, the
+    /// time budget, the Graph traffic ledger.
+    pub scan: ScanRuntime,
     storage_ready: tokio::sync::OnceCell<()>,
     graph: tokio::sync::OnceCell<GraphClient>,
     exchange: tokio::sync::OnceCell<Option<ExchangeAdmin>>,
@@ -91,6 +97,7 @@ impl AppContext {
             gdpr,
             extensions: ExtensionCache::default(),
             clock: Clock::system(),
+            scan: ScanRuntime::default(),
             storage_ready: tokio::sync::OnceCell::new(),
             graph: tokio::sync::OnceCell::new(),
             exchange: tokio::sync::OnceCell::new(),
@@ -101,6 +108,36 @@ impl AppContext {
     pub fn with_token_verifier(mut self, verifier: TokenVerifier) -> Self {
         self.gdpr = Some(Arc::new(verifier));
         self
+    }
+
+    /// Replaces the scan runtime (tests: a short time budget, small pages).
+    pub fn with_scan_runtime(mut self, scan: ScanRuntime) -> Self {
+        self.scan = scan;
+        self
+    }
+
+    /// The tenant's scanner over the shared Graph client and store. Either
+    /// failing is worth a retry (an operator can fix a credential setting
+    /// within the host's retries).
+    pub async fn scanner(&self) -> Result<Scanner, FunctionError> {
+        let store = self
+            .storage()
+            .await
+            .map_err(|e| FunctionError::Transient(e.into()))?
+            .clone();
+        let graph = self
+            .graph()
+            .await
+            .map_err(|e| FunctionError::Transient(e.into()))?
+            .clone();
+        let mut scanner = Scanner::new(graph, store, Arc::new(self.config.clone()));
+        scanner.clock = self.clock.clone();
+        scanner.exchange = self
+            .exchange()
+            .await
+            .map_err(|e| FunctionError::Transient(e.into()))?
+            .cloned();
+        Ok(scanner)
     }
 
     /// Uses `graph` instead of building one from configuration (tests,
@@ -157,15 +194,6 @@ impl AppContext {
             })
             .await
             .map(Option::as_ref)
-    }
-
-    /// The scanner of this tenant.
-    pub async fn scanner(&self) -> Result<Scanner, GraphError> {
-        let graph = self.graph().await?.clone();
-        let mut scanner = Scanner::new(graph, self.store.clone(), Arc::new(self.config.clone()));
-        scanner.clock = self.clock.clone();
-        scanner.exchange = self.exchange().await?.cloned();
-        Ok(scanner)
     }
 
     /// Everything a lifecycle step needs, set up on first use.
@@ -236,10 +264,29 @@ pub fn failure_record(failure: &PermanentFailure) -> AuditRecord {
 pub fn catalog(ctx: Arc<AppContext>) -> Functions {
     let recorder = ctx.failure_recorder();
     let actions = ctx.clone();
-    let functions = Functions::new().queue(user_actions::NAME, user_actions::BINDING, move |inv| {
-        user_actions::run(actions.clone(), inv)
-    });
+    let (nightly, continues) = (ctx.clone(), ctx.clone());
+    let functions = Functions::new()
+        .queue(user_actions::NAME, user_actions::BINDING, move |inv| {
+            user_actions::run(actions.clone(), inv)
+        })
+        .timer(nightly_scan::NAME, nightly_scan::BINDING, move |inv| {
+            nightly_scan::run(nightly.clone(), inv)
+        })
+        .queue(scan_continue::NAME, scan_continue::BINDING, move |inv| {
+            scan_continue::run(continues.clone(), inv)
+        });
+    let functions = start_scan::register(functions, ctx.clone());
+    let functions = run_status::register(functions, ctx.clone());
     let functions = restore_user::register(functions, ctx.clone());
     let functions = release_run::register(functions, ctx.clone());
     gdpr::register(functions, ctx).on_permanent_failure(recorder)
+}
+
+/// A scan failure as the host should see it: retry what can heal.
+pub fn scan_failure(e: ScanError) -> FunctionError {
+    match e {
+        e if e.is_transient() => FunctionError::Transient(e.into()),
+        ScanError::UnknownRun(_) => FunctionError::permanent("unknown-run", e.to_string()),
+        e => FunctionError::permanent("scan-failed", e.to_string()),
+    }
 }

@@ -60,6 +60,14 @@ pub struct RunContext {
     #[serde(default)]
     pub cases: BTreeMap<String, crate::lifecycle::case::CaseView>,
     pub warnings: Vec<String>,
+    /// `$top` of partition pages: a partition whose first page is full
+    /// splits, so this is also the split threshold.
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+}
+
+fn default_page_size() -> u32 {
+    super::run::DEFAULT_PAGE_SIZE
 }
 
 /// Why a run could not gather what protects people.
@@ -107,6 +115,7 @@ impl RunContext {
             actionable: true,
             cases: BTreeMap::new(),
             warnings: Vec::new(),
+            page_size: default_page_size(),
         };
 
         if config.tenant_kind == TenantKind::Workforce {

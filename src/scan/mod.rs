@@ -1,6 +1,7 @@
 //! The nightly inactivity scan.
 
 pub mod context;
+pub mod message;
 pub mod partition;
 pub mod run;
 pub mod usage;

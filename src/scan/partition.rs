@@ -76,6 +76,29 @@ impl Partition {
     pub fn key(&self) -> String {
         hex::encode(self.prefix.as_bytes())
     }
+
+    /// The partition a [`key`](Self::key) names, if it is one the plan can
+    /// produce (a root, or a child of a splittable partition). Keys arrive
+    /// in queue messages: anything else is refused, not scanned.
+    pub fn from_key(key: &str) -> Option<Partition> {
+        let bytes = hex::decode(key).ok()?;
+        let prefix = String::from_utf8(bytes).ok()?;
+        let mut chars = prefix.chars();
+        let first = chars.next()?;
+        if !FIRST_CHARS.contains(first) || prefix.chars().count() > MAX_DEPTH {
+            return None;
+        }
+        let mut parent = Partition {
+            prefix: first.to_string(),
+        };
+        for c in chars {
+            if !parent.can_split() || !NEXT_CHARS.contains(c) {
+                return None;
+            }
+            parent.prefix.push(c);
+        }
+        Some(parent)
+    }
 }
 
 #[cfg(test)]
@@ -121,6 +144,33 @@ mod tests {
         assert!(!FIRST_CHARS.contains('.'));
         assert!(!FIRST_CHARS.chars().any(|c| c.is_ascii_uppercase()));
         assert_eq!(Partition::roots().len(), FIRST_CHARS.len());
+    }
+
+    #[test]
+    fn keys_round_trip_and_only_planned_partitions_parse() {
+        for p in Partition::roots()
+            .into_iter()
+            .chain(Partition { prefix: "o".into() }.children())
+            .chain(
+                Partition {
+                    prefix: "o'".into(),
+                }
+                .children(),
+            )
+        {
+            assert_eq!(Partition::from_key(&p.key()), Some(p));
+        }
+        for bad in [
+            "",
+            "zz",
+            &hex::encode("."),
+            &hex::encode("A"),
+            &hex::encode("abcd"),
+            &hex::encode("a@b"),
+            &hex::encode("a b"),
+        ] {
+            assert_eq!(Partition::from_key(bad), None, "{bad}");
+        }
     }
 
     #[test]

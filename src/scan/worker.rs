@@ -86,6 +86,9 @@ pub trait RowSink {
         &mut self,
         bytes: Vec<u8>,
     ) -> impl std::future::Future<Output = Result<(), crate::store::StoreError>> + Send;
+    /// Forgets every row written so far: the partition starts again (an
+    /// expired skiptoken), and its rows must not be written twice.
+    fn restart(&mut self);
 }
 
 /// A user waiting for enrichment.
@@ -110,6 +113,7 @@ pub async fn scan_partition<S: RowSink + Send>(
         match scan_once(graph, config, ctx, usage, partition, sink).await {
             Err(PartitionError::Graph(GraphError::ExpiredSkipToken)) if restarts < MAX_RESTARTS => {
                 restarts += 1;
+                sink.restart();
                 tracing::warn!(partition = %partition.key(), restarts, "skiptoken expired; restarting the partition");
             }
             other => return other,
@@ -128,7 +132,7 @@ async fn scan_once<S: RowSink + Send>(
     let query = UserQuery {
         select: SCAN_SELECT.iter().map(|s| s.to_string()).collect(),
         filter: Some(partition.filter()),
-        top: Some(999),
+        top: Some(ctx.page_size),
         ..UserQuery::default()
     };
     let listing = graph.users_listing(&query);
@@ -468,5 +472,8 @@ impl RowSink for MemorySink {
     async fn write(&mut self, bytes: Vec<u8>) -> Result<(), crate::store::StoreError> {
         self.0.extend(bytes);
         Ok(())
+    }
+    fn restart(&mut self) {
+        self.0.clear();
     }
 }

@@ -109,6 +109,10 @@ pub struct SimArgs {
     /// Share of responses cut short.
     #[arg(long, default_value_t = 0.0)]
     pub truncate_rate: f64,
+    /// Also add a member with exactly this UPN (on the tenant's domain;
+    /// repeatable), e.g. to hold UPNs starting with `'`, `#` or `~`.
+    #[arg(long = "add-upn", value_name = "UPN")]
+    pub add_upns: Vec<String>,
 }
 
 /// In-process configuration.
@@ -130,6 +134,9 @@ pub struct SimConfig {
     pub write_truth: bool,
     /// `directorySizeQuota.total`; default 300,000 (workforce) or 1,250,000 (B2C).
     pub quota_total: Option<u64>,
+    /// Members added with exactly these UPNs (local parts; the tenant's
+    /// domain is appended when a UPN has no `@`).
+    pub extra_upns: Vec<String>,
 }
 
 impl Default for SimConfig {
@@ -148,6 +155,7 @@ impl Default for SimConfig {
             sign_in_lag_secs: 0,
             write_truth: true,
             quota_total: None,
+            extra_upns: Vec::new(),
         }
     }
 }
@@ -178,6 +186,7 @@ impl From<SimArgs> for SimConfig {
             sign_in_lag_secs: a.sign_in_lag,
             write_truth: true,
             quota_total: None,
+            extra_upns: a.add_upns,
         }
     }
 }
@@ -226,8 +235,20 @@ impl Sim {
         let clock = SimClock::starting_at(start);
         let users = cfg.users;
         let (kind, seed) = (cfg.kind, cfg.seed);
-        let tenant =
-            tokio::task::spawn_blocking(move || Tenant::generate(kind, users, seed, start)).await?;
+        let extra = cfg.extra_upns.clone();
+        let tenant = tokio::task::spawn_blocking(move || {
+            let mut t = Tenant::generate(kind, users, seed, start);
+            let upns: Vec<String> = extra
+                .iter()
+                .map(|u| match u.contains('@') {
+                    true => u.clone(),
+                    false => format!("{u}@{}", t.domain),
+                })
+                .collect();
+            t.add_users_with_upns(&upns).map(|()| t)
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("--add-upn: {e}"))?;
         let truth_file = dir.join("sim-truth.jsonl");
         if cfg.write_truth {
             write_truth(&tenant, &truth_file)?;

@@ -429,6 +429,8 @@ pub struct Tenant {
     pub audits: Vec<AuditEvent>,
     /// Invited guests' email addresses, for users created after generation.
     pub invited_mail: std::collections::HashMap<u32, String>,
+    /// UPNs chosen at seeding ([`Tenant::add_users_with_upns`]), by index.
+    pub seeded_upn: std::collections::HashMap<u32, String>,
     pub id_key: u64,
     pub upn_key: u64,
 }
@@ -468,7 +470,7 @@ impl Tenant {
         let ext_app = ids::named_guid(seed, "b2c-extensions-app").replace('-', "");
         let mut users = Vec::with_capacity(n as usize);
         for i in 0..n {
-            users.push(generate_user(kind, seed, t0s, i, n));
+            users.push(generate_user(kind, seed, t0s, i, n, None));
         }
         let mut t = Tenant {
             kind,
@@ -480,6 +482,7 @@ impl Tenant {
             users,
             audits: Vec::new(),
             invited_mail: Default::default(),
+            seeded_upn: Default::default(),
             id_key: ids::hash(&[seed, 0x1d]),
             upn_key: ids::hash(&[seed, 0x0b2c]),
         };
@@ -587,9 +590,11 @@ impl Tenant {
         {
             return Some(i);
         }
-        // Guests invited after generation carry no index in their UPN.
+        // Guests invited after generation and seeded users carry no index
+        // in their UPN.
         self.invited_mail
             .keys()
+            .chain(self.seeded_upn.keys())
             .copied()
             .find(|i| self.upn(*i).eq_ignore_ascii_case(&key))
     }
@@ -643,6 +648,9 @@ impl Tenant {
 
     /// The user principal name: only `A–Z a–z 0–9 ' . - _ ! # ^ ~`, never a leading period.
     pub fn upn(&self, i: u32) -> String {
+        if let Some(upn) = self.seeded_upn.get(&i) {
+            return upn.clone();
+        }
         let u = &self.users[i as usize];
         let (f, l) = name_parts(u.name_key);
         let d = &self.domain;
@@ -819,6 +827,53 @@ impl Tenant {
         i
     }
 
+    /// Adds members with these exact UPNs (say, one per legal first
+    /// character, which the name generator never produces). Graph's rules
+    /// hold: the local part uses only `A–Z a–z 0–9 ' . - _ ! # ^ ~` and does
+    /// not start with a period, the domain is the tenant's, and a UPN is
+    /// unique without regard to case. Workforce users are ordinary active
+    /// members; B2C ones local accounts.
+    pub fn add_users_with_upns(&mut self, upns: &[String]) -> Result<(), String> {
+        for upn in upns {
+            let (local, domain) = upn
+                .split_once('@')
+                .ok_or_else(|| format!("{upn:?} has no @"))?;
+            let legal = |c: char| c.is_ascii_alphanumeric() || "'.-_!#^~".contains(c);
+            if local.is_empty() || local.starts_with('.') || !local.chars().all(legal) {
+                return Err(format!(
+                    "{upn:?}: Property userPrincipalName is invalid (local part)"
+                ));
+            }
+            if !domain.eq_ignore_ascii_case(&self.domain) {
+                return Err(format!(
+                    "{upn:?}: the domain is not a verified domain of this tenant ({})",
+                    self.domain
+                ));
+            }
+            if self.resolve(upn).is_some() {
+                return Err(format!(
+                    "{upn:?}: Another object with the same value for property userPrincipalName already exists."
+                ));
+            }
+            let i = self.users.len() as u32;
+            let arch = match self.kind {
+                TenantKind::Workforce => Archetype::Active,
+                TenantKind::B2c => Archetype::B2cLocal,
+            };
+            let n = self.users.len() as u32 + 1;
+            self.users.push(generate_user(
+                self.kind,
+                self.seed,
+                self.t0,
+                i,
+                n,
+                Some(arch),
+            ));
+            self.seeded_upn.insert(i, upn.clone());
+        }
+        Ok(())
+    }
+
     /// Write the ground truth, one JSON object per line.
     pub fn write_truth(&self, w: &mut impl Write) -> std::io::Result<()> {
         for i in 0..self.users.len() as u32 {
@@ -973,10 +1028,17 @@ fn inactive_age(rng: &mut Rng) -> i64 {
     }
 }
 
-fn generate_user(kind: TenantKind, seed: u64, t0: i64, i: u32, n: u32) -> UserRec {
+fn generate_user(
+    kind: TenantKind,
+    seed: u64,
+    t0: i64,
+    i: u32,
+    n: u32,
+    forced: Option<Archetype>,
+) -> UserRec {
     let mut rng = Rng::new(ids::hash(&[seed, u64::from(i)]));
     let roll = rng.below(1000);
-    let arch = match kind {
+    let arch = forced.unwrap_or(match kind {
         TenantKind::Workforce => match i {
             0 => Archetype::Privileged,
             1 | 2 => Archetype::BreakGlass,
@@ -1007,7 +1069,7 @@ fn generate_user(kind: TenantKind, seed: u64, t0: i64, i: u32, n: u32) -> UserRe
                 _ => Archetype::B2cAdmin,
             },
         },
-    };
+    });
     let name_key = rng.next_u64() as u32;
     let dept = rng.below(8) as u8;
     let years_back =
@@ -1263,6 +1325,40 @@ fn generate_user(kind: TenantKind, seed: u64, t0: i64, i: u32, n: u32) -> UserRe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeded_upns_follow_graphs_rules_and_resolve() {
+        let mut t = Tenant::generate(TenantKind::Workforce, 20, 1, Utc::now());
+        let d = t.domain.clone();
+        let ok: Vec<String> = [
+            "~tilde", "O'Neil", "#x", "^c", "!b", "_u", "-d", "9n", "a.b",
+        ]
+        .iter()
+        .map(|l| format!("{l}@{d}"))
+        .collect();
+        t.add_users_with_upns(&ok).expect("legal UPNs");
+        for upn in &ok {
+            let i = t
+                .resolve(&upn.to_uppercase())
+                .expect("resolves, case-insensitively");
+            assert_eq!(&t.upn(i), upn);
+        }
+        assert_eq!(t.users.len(), 20 + ok.len());
+        for bad in [
+            format!(".lead@{d}"),
+            format!("sp ace@{d}"),
+            format!("semi;colon@{d}"),
+            "x@elsewhere.com".to_owned(),
+            format!("o'neil@{d}"),
+            "no-at-sign".to_owned(),
+        ] {
+            assert!(
+                t.add_users_with_upns(std::slice::from_ref(&bad)).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(t.users.len(), 20 + ok.len(), "nothing added on refusal");
+    }
 
     #[test]
     fn every_user_resolves_by_id_and_upn() {

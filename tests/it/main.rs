@@ -16,6 +16,8 @@ mod lifecycle_ops;
 mod packaging;
 mod report_html;
 mod scan_e2e;
+mod scan_functions;
+mod scan_partitions;
 mod scan_resume;
 mod serve_process;
 mod sim_bench;

@@ -169,6 +169,17 @@ struct Row {
     action: String,
 }
 
+/// A scanner pointed at `sim`, on a local store in `dir`.
+pub fn scanner_for(sim: &Sim, dir: &std::path::Path, extra: &[(&str, &str)]) -> Scanner {
+    let mut env = sim.settings();
+    env.push(("DORMANT_STORE_DIR".into(), dir.display().to_string()));
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let config =
+        Config::load(&Sources::from_env(None, env)).expect("config from the simulator's settings");
+    let graph = GraphClient::new(GraphSettings::from_config(&config)).expect("graph");
+    Scanner::new(graph, Store::local(dir).expect("store"), Arc::new(config))
+}
+
 async fn scan(
     kind: TenantKind,
     users: u32,
@@ -182,13 +193,8 @@ async fn scan(
     .await
     .expect("simulator");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut env = sim.settings();
-    env.push(("DORMANT_STORE_DIR".into(), dir.path().display().to_string()));
-    let config =
-        Config::load(&Sources::from_env(None, env)).expect("config from the simulator's settings");
-    let graph = GraphClient::new(GraphSettings::from_config(&config)).expect("graph");
-    let store = Store::local(dir.path()).expect("store");
-    let scanner = Scanner::new(graph, store.clone(), Arc::new(config));
+    let scanner = scanner_for(&sim, dir.path(), &[]);
+    let store = scanner.store.clone();
     let outcome = scanner
         .run(&ScanOptions::default(), Arc::new(()))
         .await

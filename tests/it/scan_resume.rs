@@ -113,3 +113,46 @@ async fn a_killed_scan_resumes_without_losing_or_double_counting_users() {
     assert_eq!(rows as u64, by_verdict, "every reported user has one row");
     sim.shutdown().await;
 }
+
+/// A finalise that fails gives its claim up at once: the next attempt
+/// finalises the same run instead of waiting for the claim to lapse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_finalise_gives_its_claim_up() {
+    use std::sync::Arc;
+
+    use dormant::scan::run::ScanOptions;
+
+    let sim = Sim::start(SimConfig {
+        users: 200,
+        seed: 4,
+        write_truth: false,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scanner = crate::scan_e2e::scanner_for(&sim, dir.path(), &[]);
+    // A file where the `latest/` folder must go: the report cannot be written.
+    let latest = dir.path().join("dormant-reports/latest");
+    std::fs::create_dir_all(latest.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&latest, b"in the way").expect("blocker");
+    let first = scanner.run(&ScanOptions::default(), Arc::new(())).await;
+    assert!(first.is_err(), "the report could not be written");
+
+    std::fs::remove_file(&latest).expect("unblock");
+    let second = scanner
+        .run(&ScanOptions::default(), Arc::new(()))
+        .await
+        .expect("the same run finalises now");
+    let runs: Vec<_> = std::fs::read_dir(dir.path().join("dormant-state/runs"))
+        .expect("runs")
+        .flatten()
+        .collect();
+    assert_eq!(
+        runs.len(),
+        1,
+        "the failed finalise's run was finished, not replaced"
+    );
+    assert_eq!(second.summary.scanned, 200);
+    sim.shutdown().await;
+}
