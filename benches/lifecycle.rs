@@ -45,12 +45,22 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Plain inactive members (no role, group, sync or other flag): every
-/// re-check holds for them.
+/// Plain inactive members (no role, group, sync or other flag, every
+/// signal older than 120 days): every re-check holds for them.
 fn plain_inactive(sim: &Sim, want: usize) -> Vec<String> {
+    let old = (sim.now() - chrono::Duration::days(120)).timestamp();
     sim.with_tenant(|t| {
         (0..t.users.len() as u32)
-            .filter(|&i| t.users[i as usize].enabled() && t.kinds(i) == ["inactive"])
+            .filter(|&i| {
+                let u = &t.users[i as usize];
+                u.enabled()
+                    && t.kinds(i) == ["inactive"]
+                    && u.last_success > 0
+                    && [u.last_success, u.last_interactive, u.last_noninteractive]
+                        .iter()
+                        .chain(u.usage.iter())
+                        .all(|at| *at < old)
+            })
             .take(want)
             .map(|i| t.user_id(i))
             .collect()
@@ -85,7 +95,7 @@ fn writes_and_429(sim: &Sim) -> (u64, u64, u64) {
 }
 
 async fn dormant_run(steps: usize) {
-    let sim = start_sim(steps as u32 * 10 + 2_000, 21).await;
+    let sim = start_sim(steps as u32 * 20 + 2_000, 21).await;
     let users = plain_inactive(&sim, steps);
     assert_eq!(users.len(), steps, "not enough plain inactive users");
     let dir = tempfile::Builder::new()
@@ -189,10 +199,22 @@ async fn dormant_run(steps: usize) {
         .count();
     let mut unrecorded = 0;
     for user in &users {
-        let (case, _) = cases.open_case(user).await.expect("read").expect("open");
-        if !case.step(ActionKind::Disable).is_some_and(|s| s.recorded) {
-            unrecorded += 1;
+        match cases.open_case(user).await.expect("read") {
+            Some((case, _)) if case.step(ActionKind::Disable).is_some_and(|s| s.recorded) => {}
+            _ => unrecorded += 1,
         }
+    }
+    let mut other: BTreeMap<String, u32> = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.outcome != Outcome::Done) {
+        *other
+            .entry(format!(
+                "{} {:?} {:?} {:?}",
+                l.step, l.outcome, l.detail, l.error
+            ))
+            .or_default() += 1;
+    }
+    if !other.is_empty() {
+        println!("other audit lines: {other:?}");
     }
     println!(
         "dormant worker: {steps} steps in {wall:.1} s; {accepted} writes accepted ({:.2}/s = {:.1} % of the {BUDGET_PER_SEC}/s budget); \
@@ -208,7 +230,7 @@ async fn dormant_run(steps: usize) {
 /// The naive peer: 32 at once, no pacing, `Retry-After` honoured after
 /// the fact.
 async fn peer_run(steps: usize) {
-    let sim = start_sim(steps as u32 * 10 + 2_000, 22).await;
+    let sim = start_sim(steps as u32 * 20 + 2_000, 22).await;
     let users = plain_inactive(&sim, steps);
     let ca = reqwest::Certificate::from_pem(sim.ca_pem().as_bytes()).expect("CA");
     let http = reqwest::Client::builder()

@@ -455,11 +455,9 @@ impl Lifecycle<'_> {
             }
             (ActionKind::Disable, Some(user)) => {
                 let was_enabled = user.account_enabled != Some(false);
-                if was_enabled {
-                    graph.set_account_enabled(id, false).await?;
-                }
-                // Idempotent: signs out every session, whoever disabled.
-                graph.revoke_sign_in_sessions(id).await?;
+                // The revoke is idempotent: it signs out every session,
+                // whoever disabled the account.
+                graph.disable_and_revoke(id, was_enabled).await?;
                 Ok(if was_enabled {
                     Acted::done("disabled;sessions-revoked")
                 } else if case.snapshot.account_enabled == Some(true) {

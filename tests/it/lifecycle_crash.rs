@@ -2,7 +2,7 @@
 //! but before it was recorded: the redelivered message finishes the step
 //! with one effect and exactly one audit line.
 //!
-//! The simulator applies the `PATCH` and then withholds the answer, so the
+//! The simulator applies the writes and then withholds the answer, so the
 //! kill lands exactly between acting and recording, with no hook in
 //! dormant's own code.
 
@@ -95,12 +95,13 @@ async fn a_worker_killed_between_acting_and_recording_leaves_one_effect_and_one_
         .await
         .expect("send");
 
-    // The PATCH takes effect; its answer never comes.
+    // The disable goes as one `$batch` (PATCH + revokeSignInSessions): it
+    // takes effect; its answer never comes.
     sim.set_faults(Faults {
         next_stuck_after_effect: 1,
         stuck_secs: 3_600,
-        method: Some("PATCH".into()),
-        path_contains: Some(format!("/users/{user}")),
+        method: Some("POST".into()),
+        path_contains: Some("$batch".into()),
         ..Faults::default()
     });
     let mut first = worker(&sim, dir.path()).spawn().expect("first worker");
