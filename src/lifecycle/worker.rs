@@ -497,23 +497,25 @@ impl Lifecycle<'_> {
                     .filter(|l| case.snapshot.licenses.iter().any(|s| s.sku_id == l.sku_id))
                     .map(|l| l.sku_id.clone())
                     .collect();
-                let groups = case.snapshot.group_licenses.len();
+                // Group-assigned licenses are reported with the group that
+                // assigns them (ids only): only the group can take them.
+                let groups: String = case
+                    .snapshot
+                    .group_licenses
+                    .iter()
+                    .map(|(sku, group)| format!(";group-assigned={sku}:{group}"))
+                    .collect();
                 if direct.is_empty() && !case.snapshot.licenses.is_empty() {
                     return Ok(Acted::done(format!(
-                        "removed={};group-assigned={groups};resumed",
+                        "removed={}{groups};resumed",
                         case.snapshot.licenses.len()
                     )));
                 }
                 if direct.is_empty() {
-                    return Ok(Acted::found_done(format!(
-                        "no-direct-licenses;group-assigned={groups}"
-                    )));
+                    return Ok(Acted::found_done(format!("no-direct-licenses{groups}")));
                 }
                 graph.remove_licenses(id, &direct).await?;
-                Ok(Acted::done(format!(
-                    "removed={};group-assigned={groups}",
-                    direct.len()
-                )))
+                Ok(Acted::done(format!("removed={}{groups}", direct.len())))
             }
             (ActionKind::Delete, Some(_)) => {
                 graph.delete_user(id).await?;

@@ -45,7 +45,11 @@ async fn tenant(extra: &[(&str, String)]) -> Tenant {
     env.push(("DORMANT_STORE_DIR".into(), dir.path().display().to_string()));
     env.push(("DORMANT_POLICY__MODE".into(), "enforce".into()));
     for (k, v) in extra {
-        env.push(((*k).into(), v.clone()));
+        // An empty value takes a setting away.
+        env.retain(|(key, _)| key != k);
+        if !v.is_empty() {
+            env.push(((*k).into(), v.clone()));
+        }
     }
     let config = Config::load(&Sources::from_env(None, env)).expect("config");
     let clock = Clock::system();
@@ -315,5 +319,109 @@ async fn notify_posts_a_signed_webhook_with_ids_only_and_restore_answers_over_ht
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["outcome"], "done", "{body}");
     assert_eq!(body["detail"], "nothing-to-undo");
+    t.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_exchange_the_mailbox_waits_for_a_person_and_the_licenses_stay() {
+    let t = tenant(&[
+        ("DORMANT_EXCHANGE_URL", String::new()),
+        ("DORMANT_POLICY__QUARANTINE__MAX_NEW_CASES", "100000".into()),
+        ("DORMANT_POLICY__QUARANTINE__MAX_PERCENT", "100".into()),
+    ])
+    .await;
+    let day = |n: i64| {
+        t.sim.advance(Duration::from_secs((n * 86_400) as u64));
+        t.ctx.clock.advance(chrono::Duration::days(n));
+    };
+    let night = || async {
+        t.ctx
+            .scanner()
+            .await
+            .expect("scanner")
+            .run(&ScanOptions::default(), Arc::new(()))
+            .await
+            .expect("scan");
+        drain(
+            &t.ctx,
+            &DrainOptions {
+                once: true,
+                visibility: Duration::from_secs(60),
+                batch: 16,
+            },
+        )
+        .await
+        .expect("drain");
+    };
+    night().await;
+    let cases = CaseStore::new(t.ctx.store.clone());
+    let mut mailbox_user = None;
+    for u in cases.open_users().await.expect("cases") {
+        let (case, _) = cases.open_case(&u).await.expect("read").expect("open");
+        if case
+            .in_plan(dormant::lifecycle::ActionKind::ConvertMailbox)
+            .is_some()
+            && case
+                .in_plan(dormant::lifecycle::ActionKind::RemoveLicenses)
+                .is_some()
+        {
+            mailbox_user = Some(u);
+            break;
+        }
+    }
+    let a = mailbox_user.expect("a user with a mailbox and direct licenses");
+    let graph = t.ctx.graph().await.expect("graph").clone();
+    let licensed = |g: dormant::graph::GraphClient, a: String| async move {
+        g.get_user(&a, &["id", "assignedLicenses"])
+            .await
+            .expect("user")
+            .assigned_licenses
+            .len()
+    };
+    let before = licensed(graph.clone(), a.clone()).await;
+
+    day(14);
+    night().await; // disable
+    day(1);
+    night().await; // the conversion: nobody can do it
+    let (case, _) = cases.open_case(&a).await.expect("read").expect("open");
+    assert_eq!(case.status, dormant::lifecycle::CaseStatus::Waiting);
+    assert_eq!(
+        case.reason.as_deref(),
+        Some("mailbox-conversion-not-configured")
+    );
+    day(7);
+    night().await; // day 22: licenses are due, but they wait for the mailbox
+    assert_eq!(
+        licensed(graph.clone(), a.clone()).await,
+        before,
+        "licenses stay"
+    );
+
+    // A person converts the mailbox; the next night goes on.
+    let settings = dormant::graph::GraphSettings::from_config(&t.ctx.config);
+    let exchange = dormant::graph::exchange::ExchangeAdmin::new(
+        &settings,
+        &url::Url::parse(&t.sim.base_url()).expect("url"),
+        t.ctx.http.clone(),
+    )
+    .expect("exchange");
+    exchange.set_mailbox_type(&a, true).await.expect("convert");
+    night().await;
+    let (case, _) = cases.open_case(&a).await.expect("read").expect("open");
+    assert_eq!(case.status, dormant::lifecycle::CaseStatus::Open);
+    let convert = case
+        .step(dormant::lifecycle::ActionKind::ConvertMailbox)
+        .expect("convert step");
+    assert_eq!(
+        convert.record.as_ref().and_then(|r| r.detail.as_deref()),
+        Some("converted-by-person")
+    );
+    assert!(convert.recorded);
+    // That night also queued the license removal and the worker ran it.
+    assert!(
+        licensed(graph.clone(), a.clone()).await < before,
+        "direct licenses go once the mailbox is shared"
+    );
     t.sim.shutdown().await;
 }
