@@ -492,7 +492,6 @@ fn gdpr_cli(command: GdprCommand) -> ExitCode {
     use dormant::ids::ObjectId;
     use dormant::store::audit::Outcome;
 
-    telemetry::init(LogTarget::Stderr);
     let (user_id, config_flag) = match &command {
         GdprCommand::Erase(a) => (&a.user_id, a.config.clone()),
         GdprCommand::Export(a) => (&a.user_id, a.config.clone()),
@@ -501,79 +500,54 @@ fn gdpr_cli(command: GdprCommand) -> ExitCode {
         eprintln!("dormant: USER_ID must be a directory object id (a GUID)");
         return ExitCode::from(EXIT_USAGE);
     };
-    let config = match load_config(config_flag) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    rt.block_on(async move {
-        let ctx = match AppContext::build(config) {
-            Ok(ctx) => ctx,
-            Err(e) => {
-                eprintln!("dormant: {e:#}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let result: anyhow::Result<()> = async {
-            let store = ctx.storage().await?;
-            match command {
-                GdprCommand::Erase(args) => {
-                    let submitted = request_erasure(
+    with_context(config_flag, |ctx| async move {
+        let store = ctx.storage().await?;
+        match command {
+            GdprCommand::Erase(args) => {
+                let submitted = request_erasure(
+                    store,
+                    &ctx.audit,
+                    &ctx.config.tenant_id,
+                    &user,
+                    Origin::Operator,
+                )
+                .await?;
+                let mut request = match submitted {
+                    Submitted::Pending(r) | Submitted::Done(r) => r,
+                };
+                if args.now && request.status.is_pending() {
+                    let eraser = Eraser {
                         store,
-                        &ctx.audit,
-                        &ctx.config.tenant_id,
-                        &user,
-                        Origin::Operator,
-                    )
-                    .await?;
-                    let mut request = match submitted {
-                        Submitted::Pending(r) | Submitted::Done(r) => r,
+                        audit: &ctx.audit,
+                        graph: ctx.graph().await?,
                     };
-                    if args.now && request.status.is_pending() {
-                        let eraser = Eraser {
-                            store,
-                            audit: &ctx.audit,
-                            graph: ctx.graph().await?,
-                        };
-                        request = eraser.run(&user, &request.request_id).await?;
-                    }
-                    println!("{}", request.view());
-                    if request.status == dormant::gdpr::requests::Status::Failed {
-                        anyhow::bail!("the erasure failed: {}", request.error.unwrap_or_default());
-                    }
-                    Ok(())
+                    request = eraser.run(&user, &request.request_id).await?;
                 }
-                GdprCommand::Export(args) => {
-                    let graph = ctx.graph().await?;
-                    let result = export(graph, &ctx.extensions, store, &ctx.audit, &user).await;
-                    let outcome = if result.is_ok() {
-                        Outcome::Done
-                    } else {
-                        Outcome::Failed
-                    };
-                    let code = result.as_ref().err().map(|_| "export-failed");
-                    record_export(&ctx.audit, &user, Origin::Operator, outcome, code).await?;
-                    let text = serde_json::to_string_pretty(&result?)?;
-                    match args.out {
-                        Some(path) => {
-                            std::fs::write(&path, text)?;
-                            eprintln!("dormant: export written to {}", path.display());
-                        }
-                        None => println!("{text}"),
-                    }
-                    Ok(())
+                println!("{}", request.view());
+                if request.status == dormant::gdpr::requests::Status::Failed {
+                    anyhow::bail!("the erasure failed: {}", request.error.unwrap_or_default());
                 }
+                Ok(())
             }
-        }
-        .await;
-        match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("dormant: {e:#}");
-                ExitCode::FAILURE
+            GdprCommand::Export(args) => {
+                let graph = ctx.graph().await?;
+                let result = export(graph, &ctx.extensions, store, &ctx.audit, &user).await;
+                let outcome = if result.is_ok() {
+                    Outcome::Done
+                } else {
+                    Outcome::Failed
+                };
+                let code = result.as_ref().err().map(|_| "export-failed");
+                record_export(&ctx.audit, &user, Origin::Operator, outcome, code).await?;
+                let text = serde_json::to_string_pretty(&result?)?;
+                match args.out {
+                    Some(path) => {
+                        std::fs::write(&path, text)?;
+                        eprintln!("dormant: export written to {}", path.display());
+                    }
+                    None => println!("{text}"),
+                }
+                Ok(())
             }
         }
     })

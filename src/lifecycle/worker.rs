@@ -228,46 +228,31 @@ impl Lifecycle<'_> {
                 ));
             }
 
-            let user = match recheck(self.graph, self.config, &case, None, now).await? {
-                Recheck::Holds(user) => Some(*user),
-                Recheck::Absent => None,
-                Recheck::Cancel(reason) => {
-                    if self
-                        .end_case(
-                            case,
-                            &etag,
-                            CaseStatus::Cancelled,
-                            kind.as_str(),
-                            Some(reason.code()),
-                            message.run.as_str(),
-                        )
-                        .await?
-                    {
-                        return Ok(StepReport {
-                            outcome: "cancelled",
-                            detail: Some(reason.code().to_owned()),
-                        });
-                    }
-                    continue;
-                }
-            };
+            let (user, mut cancel) =
+                match recheck(self.graph, self.config, &case, None, now).await? {
+                    Recheck::Holds(user) => (Some(*user), None),
+                    Recheck::Absent => (None, None),
+                    Recheck::Cancel(reason) => (None, Some(reason)),
+                };
             // Who is where now: a user back in the directory before the
             // purge was restored by someone; a user gone before the delete
             // (and not in deleted items) was removed by someone else.
-            let gone = match (kind, &user) {
-                (ActionKind::Purge, Some(_)) => Some(CancelReason::RestoredByPerson),
-                (ActionKind::Delete, None) if case.snapshot.deleted_at.is_none() => {
-                    match self.graph.deleted_item(&case.user).await {
-                        Ok(_) => None,
-                        Err(GraphError::NotFound) => Some(CancelReason::UserGone),
-                        Err(e) => return Err(e.into()),
+            if cancel.is_none() {
+                cancel = match (kind, &user) {
+                    (ActionKind::Purge, Some(_)) => Some(CancelReason::RestoredByPerson),
+                    (ActionKind::Delete, None) if case.snapshot.deleted_at.is_none() => {
+                        match self.graph.deleted_item(&case.user).await {
+                            Ok(_) => None,
+                            Err(GraphError::NotFound) => Some(CancelReason::UserGone),
+                            Err(e) => return Err(e.into()),
+                        }
                     }
-                }
-                (ActionKind::Delete | ActionKind::Purge, _) => None,
-                (_, None) => Some(CancelReason::UserGone),
-                (_, Some(_)) => None,
-            };
-            if let Some(reason) = gone {
+                    (ActionKind::Delete | ActionKind::Purge, _) => None,
+                    (_, None) => Some(CancelReason::UserGone),
+                    (_, Some(_)) => None,
+                };
+            }
+            if let Some(reason) = cancel {
                 if self
                     .end_case(
                         case,
