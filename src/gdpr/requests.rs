@@ -427,4 +427,73 @@ mod tests {
         assert_eq!(view.as_object().expect("object").len(), 3);
         assert_eq!(view["status"], "accepted");
     }
+
+    #[tokio::test]
+    async fn a_user_past_the_limit_gets_no_request_and_an_operator_is_not_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::local(dir.path()).expect("store");
+        store.ensure_defaults().await.expect("containers");
+        let requests = Requests::new(store.clone());
+        let now = Utc::now();
+        for _ in 0..RATE_LIMIT {
+            requests
+                .admit(&alice(), now)
+                .await
+                .expect("store")
+                .expect("admitted");
+        }
+        let refused = requests
+            .submit_erasure(&alice(), Origin::User, now)
+            .await
+            .expect_err("over the limit");
+        assert!(matches!(refused, SubmitError::Limited(_)), "{refused}");
+        let blob = store
+            .get(STATE_CONTAINER, &subject_blob(&alice()))
+            .await
+            .expect("state");
+        let state: SubjectState = serde_json::from_slice(&blob.body).expect("json");
+        assert!(
+            state.erasures.is_empty(),
+            "a refused request creates nothing"
+        );
+        assert_eq!(state.window.len(), RATE_LIMIT, "and is not counted");
+        // Support acting for the user is not held to the user's limit.
+        let Submitted::Pending(r) = requests
+            .submit_erasure(&alice(), Origin::Operator, now)
+            .await
+            .expect("operator")
+        else {
+            panic!("pending");
+        };
+        assert_eq!(r.origin, Origin::Operator);
+        let blob = store
+            .get(STATE_CONTAINER, &subject_blob(&alice()))
+            .await
+            .expect("state");
+        let state: SubjectState = serde_json::from_slice(&blob.body).expect("json");
+        assert_eq!(state.window.len(), RATE_LIMIT);
+    }
+
+    #[tokio::test]
+    async fn concurrent_posts_agree_on_one_request() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::local(dir.path()).expect("store");
+        store.ensure_defaults().await.expect("containers");
+        let requests = Requests::new(store);
+        let now = Utc::now();
+        let calls = (0..RATE_LIMIT).map(|_| {
+            let requests = requests.clone();
+            tokio::spawn(async move { requests.submit_erasure(&alice(), Origin::User, now).await })
+        });
+        let mut ids = std::collections::BTreeSet::new();
+        for call in calls {
+            match call.await.expect("task").expect("submitted") {
+                Submitted::Pending(r) => ids.insert(r.request_id),
+                Submitted::Done(_) => panic!("nothing ran"),
+            };
+        }
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        let wait = requests.admit(&alice(), now).await.expect("store");
+        assert!(wait.is_err(), "every one of them was counted");
+    }
 }

@@ -384,4 +384,46 @@ mod tests {
         assert_eq!(sibling_of(d, "2026-11-22.x.jsonl"), None);
         assert_eq!(sibling_of(d, "2026-11-23.jsonl"), None);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_records_are_all_written_and_a_failure_reaches_every_caller() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::local(dir.path()).expect("store");
+        let log = AuditLog::in_container(store.clone(), "audit-group");
+        let writers = (0..64).map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut r = AuditRecord::new("gdpr-erase-request", Outcome::Accepted);
+                r.request_id = Some(format!("req-{i}"));
+                log.record(&r).await
+            })
+        });
+        for w in writers {
+            w.await.expect("task").expect("recorded");
+        }
+        let day = Utc::now().date_naive();
+        let mut ids: Vec<String> = log
+            .read_day(day)
+            .await
+            .expect("read")
+            .into_iter()
+            .filter_map(|r| r.request_id)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 64, "each record once");
+
+        // A container that cannot exist: every waiting caller hears it.
+        let broken = AuditLog::in_container(store, "Not_A_Container");
+        let writers = (0..16).map(|_| {
+            let log = broken.clone();
+            tokio::spawn(async move {
+                log.record(&AuditRecord::new("disable", Outcome::Done))
+                    .await
+            })
+        });
+        for w in writers {
+            assert!(w.await.expect("task").is_err(), "no caller is told Ok");
+        }
+    }
 }

@@ -770,3 +770,90 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> std::io::
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A delete prunes the folder it empties while holding only its own
+    /// blob's stripe, so a write of another blob can find its freshly
+    /// created folder gone before the rename: it creates it again.
+    #[test]
+    fn a_rename_into_a_folder_pruned_meanwhile_is_retried() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tmp = dir.path().join("tmp-file");
+        fs::write(&tmp, b"x").expect("tmp");
+        let target = dir.path().join("c/shared/folder/blob");
+        let parent = target.parent().expect("parent").to_path_buf();
+        let mut calls = 0;
+        in_folder(&parent, || {
+            calls += 1;
+            if calls == 1 {
+                // The concurrent delete's prune lands right here.
+                fs::remove_dir(&parent)?;
+            }
+            fs::rename(&tmp, &target)
+        })
+        .expect("placed on the second attempt");
+        assert_eq!(calls, 2);
+        assert_eq!(fs::read(&target).expect("blob"), b"x");
+    }
+
+    /// Writes and deletes of many blobs in one folder, at once: every one
+    /// succeeds and the folder is pruned once the last blob is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_and_deletes_in_one_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(
+            LocalStore::open(dir.path().to_path_buf(), LocalOptions::default()).expect("store"),
+        );
+        store.ensure_container("c-prune").await.expect("container");
+        let tasks = (0..16).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for round in 0..4 {
+                    let name = format!("shared/folder/blob-{i}-{round}");
+                    store
+                        .put(
+                            "c-prune",
+                            &name,
+                            Bytes::from_static(b"x"),
+                            Precondition::IfNoneMatch,
+                        )
+                        .await?;
+                    store.delete("c-prune", &name).await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+        });
+        for t in tasks {
+            t.await
+                .expect("task")
+                .expect("every write and delete succeeds");
+        }
+        assert!(
+            !dir.path().join("c-prune/shared").exists(),
+            "empty folders pruned"
+        );
+    }
+
+    #[test]
+    fn a_blob_always_maps_to_the_same_lock_stripe() {
+        let root = Path::new("/r");
+        let a = LocalStore::blob_lock(root, "dormant-state", "gdpr/subjects/a.json");
+        assert_eq!(
+            a,
+            LocalStore::blob_lock(root, "dormant-state", "gdpr/subjects/a.json")
+        );
+        let stripes: std::collections::BTreeSet<PathBuf> = (0..1000)
+            .map(|i| {
+                LocalStore::blob_lock(root, "dormant-state", &format!("gdpr/subjects/{i}.json"))
+            })
+            .collect();
+        assert_eq!(
+            stripes.len() as u64,
+            LOCK_STRIPES,
+            "names spread over every stripe"
+        );
+    }
+}
