@@ -23,11 +23,15 @@
 //! folder (or the appended bytes) after it is released, and only then does
 //! the call return. One lock per container held across the fsync had
 //! serialised every writer of a container behind the disk (measured: 92 %
-//! of the GDPR endpoint's wall time was threads waiting in `flock` while
-//! one fsynced). Releasing early
-//! loses nothing that was acknowledged: a later writer's rename sits in the
-//! same folder, and its own folder fsync, which comes after, persists both;
-//! a reader could already see a rename before its fsync (reads take no lock).
+//! of the GDPR endpoint's thread time was spent waiting in `flock` while
+//! one writer fsynced). Releasing early loses nothing acknowledged: a later
+//! writer's rename sits in the same folder and its own folder fsync, which
+//! comes after, persists both; a reader could already see a rename before
+//! its fsync (reads take no lock). A new append file's name is made durable
+//! under the lock, once, so no appender is acknowledged before it.
+//!
+//! Lock files are named by stripe: processes of this version and of the
+//! previous one (one lock per container) must not share a store directory.
 //!
 //! ETags are a SHA-256 of the content (strong and stable: equal bytes, equal
 //! tag, and no reuse after a delete). Computing one reads the file, which is
