@@ -339,11 +339,16 @@ mod tests {
         ObjectId::parse("5b3a1c2d-3333-4e4e-8f8f-0123456789ab").expect("id")
     }
 
-    #[tokio::test]
-    async fn the_window_slides_and_says_how_long_to_wait() {
+    async fn local_store() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::local(dir.path()).expect("store");
         store.ensure_defaults().await.expect("containers");
+        (store, dir)
+    }
+
+    #[tokio::test]
+    async fn the_window_slides_and_says_how_long_to_wait() {
+        let (store, _dir) = local_store().await;
         let requests = Requests::new(store);
         let start = Utc::now();
         for i in 0..RATE_LIMIT {
@@ -382,9 +387,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_pending_erasure_per_subject_and_a_failed_one_is_replaced() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::local(dir.path()).expect("store");
-        store.ensure_defaults().await.expect("containers");
+        let (store, _dir) = local_store().await;
         let requests = Requests::new(store);
         let Submitted::Pending(first) = requests
             .submit_erasure(&alice(), Origin::User, Utc::now())
@@ -430,9 +433,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_user_past_the_limit_gets_no_request_and_an_operator_is_not_counted() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::local(dir.path()).expect("store");
-        store.ensure_defaults().await.expect("containers");
+        let (store, _dir) = local_store().await;
         let requests = Requests::new(store.clone());
         let now = Utc::now();
         for _ in 0..RATE_LIMIT {
@@ -476,9 +477,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_posts_agree_on_one_request() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::local(dir.path()).expect("store");
-        store.ensure_defaults().await.expect("containers");
+        let (store, _dir) = local_store().await;
         let requests = Requests::new(store);
         let now = Utc::now();
         let calls = (0..RATE_LIMIT).map(|_| {

@@ -302,16 +302,7 @@ async fn erasure_on_the_simulator_and_azurite_through_dormant_serve() {
     let mut days = vec![started, Utc::now().date_naive()];
     days.dedup();
     let (records, raw_audit) = audit_of(&store, &person.id, &days).await;
-    let steps: Vec<(String, String)> = records
-        .iter()
-        .map(|r| {
-            let outcome = serde_json::to_value(r.outcome).expect("outcome");
-            (
-                r.step.clone(),
-                outcome.as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
+    let steps = crate::gdpr::steps_of(&records);
     let want: Vec<(String, String)> = [
         ("gdpr-erase-request", "accepted"),
         ("gdpr-erase-request", "accepted"),
