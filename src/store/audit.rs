@@ -409,6 +409,7 @@ mod tests {
             .into_iter()
             .filter_map(|r| r.request_id)
             .collect();
+        assert_eq!(ids.len(), 64, "every record");
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), 64, "each record once");

@@ -1,7 +1,7 @@
 //! The erasure end to end with the real parts: the simulated B2C tenant
 //! (its identity provider signs the user's RS256 ID token, its Graph deletes
 //! and purges), Azurite as the storage account (`AzureWebJobsStorage`, Shared
-//! Key), and the release path of `dormant serve` as a child process. The
+//! Key), and the `dormant serve` binary as a child process. The
 //! test plays the Functions host: it forwards the HTTP calls at their `/api`
 //! paths and drains the real `dormant-actions` queue in Azurite, handing
 //! each message to `POST /UserActions` as the queue trigger does (deleted on
@@ -190,6 +190,10 @@ async fn erasure_on_the_simulator_and_azurite_through_dormant_serve() {
             .send()
     };
 
+    let graph = h.token().await;
+    let (s, _, _) = h.get(&graph, &format!("/v1.0/users/{}", person.id)).await;
+    assert_eq!(s, 200, "the user exists before the request");
+
     // request → 202 with the id and where to look.
     let r = delete().await.expect("POST delete");
     assert_eq!(r.status(), 202);
@@ -240,7 +244,6 @@ async fn erasure_on_the_simulator_and_azurite_through_dormant_serve() {
     }
 
     // Gone from users and from deleted items (the simulator's Graph says so).
-    let graph = h.token().await;
     let (s, _, _) = h.get(&graph, &format!("/v1.0/users/{}", person.id)).await;
     assert_eq!(s, 404, "the user is no longer in /users");
     let (s, _, _) = h
