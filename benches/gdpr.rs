@@ -1,5 +1,6 @@
 //! GDPR endpoint benchmark (`cargo bench --bench gdpr`): `POST
-//! /api/gdpr/delete` on `dormant serve` (release binary, local store) with
+//! /api/gdpr/delete` on `dormant serve` (release binary; local store on
+//! disk and on tmpfs, and Azurite) with
 //! real RS256 tokens, 200 keep-alive connections on loopback; requests/s,
 //! p50/p99 latency, peak RSS.
 //!
@@ -28,8 +29,15 @@ use serde_json::json;
 mod support;
 use support::{free_port, status_mib, stop};
 
+/// The tests' Azurite (the pinned copy in tools/azurite, in memory).
+#[path = "../tests/it/azurite.rs"]
+#[allow(dead_code)]
+mod azurite;
+
 const CONNECTIONS: usize = 200;
 const PER_CONNECTION: usize = 60;
+/// Open loop: each connection sends every 200 ms, 1,000 requests/s in all.
+const PACE: Duration = Duration::from_millis(200);
 const ISSUER: &str = "https://bench.b2clogin.com/tenant/v2.0/";
 const AUDIENCE: &str = "3c1d7a55-0000-4000-8000-00000000a0d1";
 
@@ -89,18 +97,39 @@ struct Load {
 }
 
 /// `CONNECTIONS` tasks, each with its own keep-alive connection, sending
-/// its share of `tokens` (None = no Authorization header).
-async fn load(method: reqwest::Method, url: String, tokens: Arc<Vec<String>>) -> Load {
-    let started = Instant::now();
+/// its share of `tokens` (None = no Authorization header). Every connection
+/// is opened and used once (`GET /`, untimed) before the clock starts, as
+/// wrk does: 200 simultaneous TCP handshakes on 2 cores are not the
+/// endpoint's latency.
+///
+/// `pace: None` is a closed loop (each connection sends its next request
+/// when the last one is answered: the server's saturation, where Little's
+/// law makes the mean latency 200 / throughput). `Some(interval)` is an
+/// open loop at `CONNECTIONS / interval` requests/s, as wrk2 does: each
+/// request has a scheduled time and its latency counts from then, so a
+/// server that falls behind is charged for the wait.
+async fn load(
+    method: reqwest::Method,
+    url: String,
+    tokens: Arc<Vec<String>>,
+    pace: Option<Duration>,
+) -> Load {
+    let ready = Arc::new(tokio::sync::Barrier::new(CONNECTIONS + 1));
+    let root = url::Url::parse(&url).expect("url").join("/").expect("root");
     let mut tasks = Vec::new();
     for c in 0..CONNECTIONS {
         let (url, tokens, method) = (url.clone(), tokens.clone(), method.clone());
+        let (ready, root) = (ready.clone(), root.clone());
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::builder()
                 .pool_max_idle_per_host(1)
                 .http1_only()
                 .build()
                 .expect("client");
+            let warm = client.get(root).send().await.expect("warm-up");
+            let _ = warm.bytes().await;
+            ready.wait().await;
+            let start = Instant::now();
             let mut lat = Vec::with_capacity(PER_CONNECTION);
             let mut ok = 0;
             for i in 0..PER_CONNECTION {
@@ -108,7 +137,15 @@ async fn load(method: reqwest::Method, url: String, tokens: Arc<Vec<String>>) ->
                 if !tokens.is_empty() {
                     r = r.bearer_auth(&tokens[(c * PER_CONNECTION + i) % tokens.len()]);
                 }
-                let t = Instant::now();
+                let t = match pace {
+                    // Connections staggered over one interval.
+                    Some(every) => {
+                        let due = start + every * i as u32 + every * c as u32 / CONNECTIONS as u32;
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 let resp = r.send().await.expect("request");
                 let good = resp.status().is_success();
                 let _ = resp.bytes().await;
@@ -118,6 +155,8 @@ async fn load(method: reqwest::Method, url: String, tokens: Arc<Vec<String>>) ->
             (lat, ok)
         }));
     }
+    ready.wait().await;
+    let started = Instant::now();
     let mut all = Vec::new();
     let mut ok = 0;
     for t in tasks {
@@ -172,7 +211,8 @@ fn main() {
     let header = B64.encode(json!({"alg": "RS256", "typ": "JWT", "kid": "k1"}).to_string());
     let now = chrono::Utc::now().timestamp();
     // One subject per 10 requests: the hourly limit is never the bottleneck.
-    let subjects = CONNECTIONS * PER_CONNECTION / 10;
+    // Twice as many: the closed and the open loop each get their own.
+    let subjects = 2 * CONNECTIONS * PER_CONNECTION / 10;
     let tokens: Vec<String> = (0..subjects)
         .map(|i| {
             let claims = json!({"iss": ISSUER, "aud": AUDIENCE, "exp": now + 3600, "nbf": now - 60,
@@ -186,11 +226,14 @@ fn main() {
         .collect();
     // Connection c sends slots c*PER_CONNECTION.. : each subject's ten
     // requests come from one connection, as one user's would.
-    let tokens: Arc<Vec<String>> = Arc::new(
-        (0..CONNECTIONS * PER_CONNECTION)
-            .map(|slot| tokens[slot / 10].clone())
+    let slots = CONNECTIONS * PER_CONNECTION;
+    let paced_tokens: Arc<Vec<String>> = Arc::new(
+        (0..slots)
+            .map(|slot| tokens[slots / 10 + slot / 10].clone())
             .collect(),
     );
+    let tokens: Arc<Vec<String>> =
+        Arc::new((0..slots).map(|slot| tokens[slot / 10].clone()).collect());
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -200,19 +243,30 @@ fn main() {
     rt.block_on(async {
         let jwk = json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": "k1", "n": n, "e": e});
         let (base, ca) = issuer(jwk, dir.path()).await;
-        // The local store fsyncs every write under a per-container lock
-        // (crash safety for the CLI); the same run on tmpfs separates the
-        // disk from the code path.
+        // The local store fsyncs every write (crash safety for the CLI); the
+        // same run on tmpfs separates the disk from the code path, and the
+        // run on Azurite is the store the Functions host would use locally
+        // (Node, on the same two cores).
         let shm = std::path::Path::new("/dev/shm");
         let tmpfs = tempfile::tempdir_in(if shm.is_dir() { shm } else { dir.path() }).expect("tmpfs dir");
         let mut runs = Vec::new();
-        for (label, store) in [("disk", dir.path().join("store")), ("tmpfs", tmpfs.path().join("store"))] {
+        // `GDPR_BENCH_STORES=disk,tmpfs,azurite` (the default) picks the runs.
+        let stores = std::env::var("GDPR_BENCH_STORES").unwrap_or_else(|_| "disk,tmpfs,azurite".into());
+        let all = [
+            ("disk", ("DORMANT_STORE_DIR", dir.path().join("store").display().to_string())),
+            ("tmpfs", ("DORMANT_STORE_DIR", tmpfs.path().join("store").display().to_string())),
+            ("azurite", ("AzureWebJobsStorage", String::new())),
+        ];
+        for (label, (key, mut value)) in all.into_iter().filter(|(l, _)| stores.split(',').any(|s| s == *l)) {
+            if label == "azurite" {
+                value = azurite::azurite().connection_string();
+            }
             let port = free_port();
             let child = Command::new(env!("CARGO_BIN_EXE_dormant"))
                 .arg("serve")
                 .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
                 .env("DORMANT_TENANT_ID", "8f0c2d2e-1111-4c4c-9d9d-123456789abc")
-                .env("DORMANT_STORE_DIR", &store)
+                .env(key, value)
                 .env("DORMANT_GDPR_ISSUER", ISSUER)
                 .env("DORMANT_GDPR_AUDIENCE", AUDIENCE)
                 .env("DORMANT_GDPR_METADATA_URL", format!("{base}/.well-known/openid-configuration"))
@@ -224,11 +278,18 @@ fn main() {
                 .expect("spawn dormant");
             wait_ready(port);
             let pid = child.id();
-            let ready = load(reqwest::Method::GET, format!("http://127.0.0.1:{port}/"), Arc::new(Vec::new())).await;
-            let delete = load(reqwest::Method::POST, format!("http://127.0.0.1:{port}/api/gdpr/delete"), tokens.clone()).await;
+            let ready = load(reqwest::Method::GET, format!("http://127.0.0.1:{port}/"), Arc::new(Vec::new()), None).await;
+            let url = format!("http://127.0.0.1:{port}/api/gdpr/delete");
+            let delete = load(reqwest::Method::POST, url.clone(), tokens.clone(), None).await;
+            // Azurite (one Node thread) cannot take the open loop's rate.
+            let paced = if label == "azurite" {
+                None
+            } else {
+                Some(load(reqwest::Method::POST, url, paced_tokens.clone(), Some(PACE)).await)
+            };
             let rss = status_mib(pid, "VmHWM");
             stop(child);
-            runs.push((label, ready, delete, rss));
+            runs.push((label, ready, delete, paced, rss));
         }
 
         // Verification alone, in process: the cost a request pays before
@@ -271,6 +332,14 @@ fn main() {
             reqwest::Method::POST,
             format!("http://127.0.0.1:{peer_port}/"),
             tokens,
+            None,
+        )
+        .await;
+        let python_paced = load(
+            reqwest::Method::POST,
+            format!("http://127.0.0.1:{peer_port}/"),
+            paced_tokens,
+            Some(PACE),
         )
         .await;
         let peer_rss = status_mib(peer_pid, "VmHWM");
@@ -278,11 +347,17 @@ fn main() {
 
         println!("| measure ({CONNECTIONS} connections) | req/s | p50 | p99 | ok | peak RSS |");
         println!("|---|---|---|---|---|---|");
-        for (label, ready, delete, rss) in &runs {
+        for (label, ready, delete, paced, rss) in &runs {
             println!(
-                "| dormant POST /api/gdpr/delete, store on {label} (verify + limit + state + queue + audit) | {:.0} | {:.2} ms | {:.2} ms | {}/{} | {rss:.1} MiB |",
+                "| dormant POST /api/gdpr/delete, store on {label} (verify + limit + state + queue + audit), closed loop | {:.0} | {:.2} ms | {:.2} ms | {}/{} | {rss:.1} MiB |",
                 delete.rps, delete.p50_ms, delete.p99_ms, delete.ok, delete.total
             );
+            if let Some(p) = paced {
+                println!(
+                    "| dormant POST /api/gdpr/delete, store on {label}, open loop at {:.0} req/s offered | {:.0} | {:.2} ms | {:.2} ms | {}/{} | {rss:.1} MiB |",
+                    CONNECTIONS as f64 / PACE.as_secs_f64(), p.rps, p.p50_ms, p.p99_ms, p.ok, p.total
+                );
+            }
             println!(
                 "| dormant GET / (readiness, same process, store on {label}) | {:.0} | {:.2} ms | {:.2} ms | {}/{} | {rss:.1} MiB |",
                 ready.rps, ready.p50_ms, ready.p99_ms, ready.ok, ready.total
@@ -291,6 +366,10 @@ fn main() {
         println!(
             "| python http.server + cryptography, verify only | {:.0} | {:.2} ms | {:.2} ms | {}/{} | {peer_rss:.1} MiB |",
             python.rps, python.p50_ms, python.p99_ms, python.ok, python.total
+        );
+        println!(
+            "| python http.server + cryptography, verify only, open loop at {:.0} req/s offered | {:.0} | {:.2} ms | {:.2} ms | {}/{} | {peer_rss:.1} MiB |",
+            CONNECTIONS as f64 / PACE.as_secs_f64(), python_paced.rps, python_paced.p50_ms, python_paced.p99_ms, python_paced.ok, python_paced.total
         );
         println!("| dormant token verification alone, one core, in process | {:.0}/s | {verify_us:.1} µs each | — | {samples}/{samples} | — |", 1e6 / verify_us);
     });

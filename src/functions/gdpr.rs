@@ -19,7 +19,7 @@ use serde_json::json;
 use super::AppContext;
 use crate::gdpr::error::{Error, Result};
 use crate::gdpr::export::{ExportError, export};
-use crate::gdpr::requests::{Origin, Requests, Submitted};
+use crate::gdpr::requests::{Origin, Requests, SubmitError, Submitted};
 use crate::gdpr::token::VerifiedUser;
 use crate::gdpr::{record_export, request_erasure};
 use crate::graph::GraphError;
@@ -62,9 +62,9 @@ fn location(request_id: &str) -> String {
     format!("/api/gdpr/requests/{request_id}")
 }
 
-/// Size check (declared length, then the bytes actually sent), token,
-/// rate limit, in that order: nothing is stored for an unverified caller.
-async fn admit(ctx: &AppContext, headers: &HeaderMap, body: Body) -> Result<VerifiedUser> {
+/// Size check (declared length, then the bytes actually sent), then the
+/// token: nothing is stored for an unverified caller.
+async fn verify(ctx: &AppContext, headers: &HeaderMap, body: Body) -> Result<VerifiedUser> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -81,7 +81,12 @@ async fn admit(ctx: &AppContext, headers: &HeaderMap, body: Body) -> Result<Veri
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let user = verifier.verify_header(authorization).await?;
+    Ok(verifier.verify_header(authorization).await?)
+}
+
+/// [`verify`], then the subject's hourly limit.
+async fn admit(ctx: &AppContext, headers: &HeaderMap, body: Body) -> Result<VerifiedUser> {
+    let user = verify(ctx, headers, body).await?;
     let store = ctx.storage().await?;
     if let Err(retry_after) = Requests::new(store.clone())
         .admit(&user.subject, Utc::now())
@@ -97,8 +102,10 @@ async fn delete(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let user = admit(&ctx, &headers, body).await?;
+    let user = verify(&ctx, &headers, body).await?;
     let store = ctx.storage().await?;
+    // Counts against the hourly limit in the same write that creates or
+    // finds the request.
     let submitted = request_erasure(
         store,
         &ctx.audit,
@@ -106,7 +113,11 @@ async fn delete(
         &user.subject,
         Origin::User,
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        SubmitError::Limited(retry_after) => Error::RateLimited { retry_after },
+        SubmitError::Store(e) => e.into(),
+    })?;
     let (status, request) = match submitted {
         Submitted::Pending(r) => (StatusCode::ACCEPTED, r),
         Submitted::Done(r) => (StatusCode::OK, r),
@@ -132,7 +143,7 @@ async fn status(
 ) -> Result<Response> {
     let user = admit(&ctx, &headers, body).await?;
     let store = ctx.storage().await?;
-    let (request, _) = Requests::new(store.clone())
+    let request = Requests::new(store.clone())
         .get(&user.subject, &id)
         .await?
         .ok_or(Error::NotFound)?;

@@ -54,7 +54,7 @@ impl Eraser<'_> {
         request_id: &str,
     ) -> Result<ErasureRequest, EraseError> {
         let requests = Requests::new(self.store.clone());
-        let Some((request, _)) = requests.get(subject, request_id).await? else {
+        let Some(request) = requests.get(subject, request_id).await? else {
             return Err(EraseError::Permanent {
                 code: "unknown-request".into(),
                 message: "no erasure request with this id for this user".into(),

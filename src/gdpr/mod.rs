@@ -22,24 +22,26 @@ use crate::ids::ObjectId;
 use crate::lifecycle::{ActionKind, ActionMessage};
 use crate::store::audit::{AuditLog, AuditRecord, Outcome};
 use crate::store::{ACTIONS_QUEUE, SendOptions, Store, StoreError};
-use requests::{Origin, Requests, Submitted};
+use requests::{Origin, Requests, SubmitError, Submitted};
 
 pub use error::Error;
 
-/// Records, creates (or finds) and enqueues the erasure of `subject`.
-/// A pending request is enqueued again: a crash between the state write
-/// and the send must heal on the caller's retry, and the job is idempotent.
+/// Counts (for a user), creates (or finds), enqueues and records the
+/// erasure of `subject`. A pending request is enqueued again: a crash
+/// between the state write and the send must heal on the caller's retry,
+/// and the job is idempotent. The audit record is durable before this
+/// returns, so nobody is told "accepted" for an unrecorded request.
 pub async fn request_erasure(
     store: &Store,
     audit: &AuditLog,
     tenant: &str,
     subject: &ObjectId,
     origin: Origin,
-) -> Result<Submitted, StoreError> {
+) -> Result<Submitted, SubmitError> {
     let submitted = Requests::new(store.clone())
-        .submit_erasure(subject, origin)
+        .submit_erasure(subject, origin, Utc::now())
         .await?;
-    let (request, outcome, detail) = match &submitted {
+    let (request, outcome, detail, message) = match &submitted {
         Submitted::Pending(r) => {
             let message = ActionMessage {
                 v: ActionMessage::VERSION,
@@ -50,12 +52,9 @@ pub async fn request_erasure(
                 run: r.run.clone(),
                 not_before: Utc::now(),
             };
-            store
-                .send(ACTIONS_QUEUE, &message.to_text(), SendOptions::default())
-                .await?;
-            (r, Outcome::Accepted, None)
+            (r, Outcome::Accepted, None, Some(message))
         }
-        Submitted::Done(r) => (r, Outcome::Skipped, Some("already-erased")),
+        Submitted::Done(r) => (r, Outcome::Skipped, Some("already-erased"), None),
     };
     let mut record = AuditRecord::new("gdpr-erase-request", outcome);
     record.user = Some(subject.to_string());
@@ -69,7 +68,21 @@ pub async fn request_erasure(
             })
             .to_owned(),
     );
-    audit.record(&record).await?;
+    // The request is already durable as `accepted`: the hand-off to the
+    // queue and the audit line are independent, so they run side by side,
+    // and both must succeed before the caller hears of it.
+    let enqueue = async {
+        match &message {
+            Some(m) => store
+                .send(ACTIONS_QUEUE, &m.to_text(), SendOptions::default())
+                .await
+                .map(drop),
+            None => Ok(()),
+        }
+    };
+    let (sent, recorded) = tokio::join!(enqueue, audit.record(&record));
+    sent?;
+    recorded?;
     Ok(submitted)
 }
 

@@ -1,35 +1,39 @@
 //! GDPR request state in `dormant-state`, ETag-guarded.
 //!
-//! Layout (ids only; the subject is the directory object id):
-//! - `gdpr/subjects/{oid}/requests/{requestId}.json`: one request's status.
-//!   Reading it needs the subject, so one user can never read another's
-//!   request, nor learn that it exists: the path simply is not there.
-//! - `gdpr/subjects/{oid}/erasure.json`: the subject's current erasure
-//!   request id; created create-only, replaced with If-Match, so two
-//!   concurrent `POST /delete` calls agree on one request.
-//! - `gdpr/subjects/{oid}/window.json`: the timestamps of the subject's
-//!   requests in the last hour (the rate limit must hold across instances).
+//! One blob per subject, `gdpr/subjects/{oid}.json` (ids and times only):
+//! the subject's requests of the last hour (the rate limit must hold across
+//! instances) and its erasure requests, newest last. Reading a request
+//! needs the subject, so one user can never read another's request, nor
+//! learn that it exists: it is simply not in their blob.
 //!
-//! Crash safety: the request blob is written before the pointer, and the
-//! queue message after both. A crash before the message leaves the request
-//! `accepted`; the client's retry of `POST /delete` finds it pending and
-//! enqueues again (the erasure is idempotent), so nothing stays stuck.
+//! One blob, so `POST /delete` costs one read and one conditional write:
+//! counting the request and creating (or finding) the erasure are a single
+//! If-Match (or create-only) write, and two concurrent calls, on one
+//! instance or two, agree on one request.
+//!
+//! Crash safety: the state is written before the queue message is sent. A
+//! crash between the two leaves the request `accepted`; the client's retry
+//! of `POST /delete` finds it pending and enqueues again (the erasure is
+//! idempotent), so nothing stays stuck.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::ObjectId;
-use crate::store::{ETag, Precondition, STATE_CONTAINER, Store, StoreError};
+use crate::store::{Precondition, STATE_CONTAINER, Store, StoreError};
 
 /// CONTRACT: at most 10 requests per subject per hour.
 pub const RATE_LIMIT: usize = 10;
 pub const RATE_WINDOW: Duration = Duration::from_secs(3600);
 /// Conditional-write attempts before a hot blob is reported unavailable.
 const MAX_CAS_ATTEMPTS: usize = 8;
+/// Erasure requests kept per subject. Only the newest can be pending (a new
+/// one starts only after a failure), so older ones are failed; past this
+/// many their status reads as unknown (404).
+const KEPT_ERASURES: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -105,32 +109,45 @@ impl ErasureRequest {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Everything kept about one subject.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Pointer {
-    request_id: String,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Window {
+struct SubjectState {
     /// Times of the requests within the last hour, oldest first.
-    times: Vec<DateTime<Utc>>,
+    #[serde(default)]
+    window: Vec<DateTime<Utc>>,
+    /// Erasure requests, oldest first; the last one is the current one.
+    #[serde(default)]
+    erasures: Vec<ErasureRequest>,
 }
 
-fn subject_dir(subject: &ObjectId) -> String {
-    format!("gdpr/subjects/{subject}")
+impl SubjectState {
+    /// Counts one request at `now` against the hourly limit, or says how
+    /// long to wait (the refused request is not counted, so waiting that
+    /// long always helps).
+    fn count(&mut self, now: DateTime<Utc>) -> Result<(), Duration> {
+        let window = chrono::Duration::from_std(RATE_WINDOW).unwrap_or(chrono::Duration::hours(1));
+        self.window
+            .retain(|t| now.signed_duration_since(*t) < window);
+        self.window.sort();
+        if self.window.len() >= RATE_LIMIT {
+            let oldest = self.window[self.window.len() - RATE_LIMIT];
+            let wait = (oldest + window).signed_duration_since(now);
+            return Err(wait.to_std().unwrap_or(Duration::from_secs(1)));
+        }
+        self.window.push(now);
+        Ok(())
+    }
+
+    fn erasure_mut(&mut self, request_id: &str) -> Option<&mut ErasureRequest> {
+        self.erasures
+            .iter_mut()
+            .find(|r| r.request_id == request_id)
+    }
 }
 
-pub fn request_blob(subject: &ObjectId, request_id: &str) -> String {
-    format!("{}/requests/{request_id}.json", subject_dir(subject))
-}
-
-fn pointer_blob(subject: &ObjectId) -> String {
-    format!("{}/erasure.json", subject_dir(subject))
-}
-
-fn window_blob(subject: &ObjectId) -> String {
-    format!("{}/window.json", subject_dir(subject))
+pub fn subject_blob(subject: &ObjectId) -> String {
+    format!("gdpr/subjects/{subject}.json")
 }
 
 /// What `POST /delete` should answer.
@@ -140,6 +157,24 @@ pub enum Submitted {
     Pending(ErasureRequest),
     /// The subject's erasure already completed.
     Done(ErasureRequest),
+}
+
+/// Why an erasure was not submitted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The subject's hourly limit is reached; try again after this long.
+    #[error("too many requests; retry in {} s", .0.as_secs())]
+    Limited(Duration),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a read-modify-write does with the state it read.
+enum Step<R> {
+    /// Store the changed state, then answer.
+    Write(R),
+    /// Answer without writing (nothing changed).
+    Keep(R),
 }
 
 /// The request store on `dormant-state`.
@@ -153,37 +188,59 @@ impl Requests {
         Self { store }
     }
 
-    async fn read<T: DeserializeOwned>(&self, name: &str) -> Result<Option<(T, ETag)>, StoreError> {
-        match self.store.get(STATE_CONTAINER, name).await {
+    async fn read(&self, subject: &ObjectId) -> Result<(SubjectState, Precondition), StoreError> {
+        let name = subject_blob(subject);
+        match self.store.get(STATE_CONTAINER, &name).await {
             Ok(blob) => {
-                let value = serde_json::from_slice(&blob.body).map_err(|e| {
+                let state = serde_json::from_slice(&blob.body).map_err(|e| {
                     StoreError::permanent(
                         format!("{STATE_CONTAINER}/{name}"),
                         format!("unreadable state: {e}"),
                     )
                 })?;
-                Ok(Some((value, blob.etag)))
+                Ok((state, Precondition::IfMatch(blob.etag)))
             }
-            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(StoreError::NotFound { .. }) => {
+                Ok((SubjectState::default(), Precondition::IfNoneMatch))
+            }
             Err(e) => Err(e),
         }
     }
 
-    async fn write<T: Serialize>(
+    /// Reads the subject's state, applies `change`, writes it back guarded
+    /// by the ETag read (or create-only), and starts over on a conflict.
+    async fn modify<R>(
         &self,
-        name: &str,
-        value: &T,
-        precondition: Precondition,
-    ) -> Result<ETag, StoreError> {
-        let body = serde_json::to_vec(value).map_err(|e| {
-            StoreError::permanent(
-                format!("{STATE_CONTAINER}/{name}"),
-                format!("cannot serialize: {e}"),
-            )
-        })?;
-        self.store
-            .put(STATE_CONTAINER, name, Bytes::from(body), precondition)
-            .await
+        subject: &ObjectId,
+        mut change: impl FnMut(&mut SubjectState) -> Step<R>,
+    ) -> Result<R, StoreError> {
+        let name = subject_blob(subject);
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let (mut state, precondition) = self.read(subject).await?;
+            let answer = match change(&mut state) {
+                Step::Keep(answer) => return Ok(answer),
+                Step::Write(answer) => answer,
+            };
+            let body = serde_json::to_vec(&state).map_err(|e| {
+                StoreError::permanent(
+                    format!("{STATE_CONTAINER}/{name}"),
+                    format!("cannot serialize: {e}"),
+                )
+            })?;
+            match self
+                .store
+                .put(STATE_CONTAINER, &name, Bytes::from(body), precondition)
+                .await
+            {
+                Ok(_) => return Ok(answer),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Transient {
+            what: format!("{STATE_CONTAINER}/{name}"),
+            detail: "too many concurrent writers; try again".into(),
+        })
     }
 
     /// One request of `subject`; `None` if it is not theirs or not there.
@@ -191,56 +248,49 @@ impl Requests {
         &self,
         subject: &ObjectId,
         request_id: &str,
-    ) -> Result<Option<(ErasureRequest, ETag)>, StoreError> {
+    ) -> Result<Option<ErasureRequest>, StoreError> {
         if uuid::Uuid::parse_str(request_id).is_err() {
             return Ok(None);
         }
-        self.read(&request_blob(subject, request_id)).await
+        let (mut state, _) = self.read(subject).await?;
+        Ok(state.erasure_mut(request_id).map(|r| r.clone()))
     }
 
     /// Creates the subject's erasure request, or returns the pending or
-    /// completed one. A failed one is replaced by a new request.
+    /// completed one. A failed one is followed by a new request. A user's
+    /// request counts against their hourly limit in the same write; an
+    /// operator's does not.
     pub async fn submit_erasure(
         &self,
         subject: &ObjectId,
         origin: Origin,
-    ) -> Result<Submitted, StoreError> {
-        let pointer_name = pointer_blob(subject);
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let current = self.read::<Pointer>(&pointer_name).await?;
-            let precondition = match &current {
-                Some((pointer, etag)) => match self.get(subject, &pointer.request_id).await? {
-                    Some((r, _)) if r.status.is_pending() => return Ok(Submitted::Pending(r)),
-                    Some((r, _)) if r.status == Status::Done => return Ok(Submitted::Done(r)),
-                    // Failed, or a pointer whose request vanished: start anew.
-                    _ => Precondition::IfMatch(etag.clone()),
-                },
-                None => Precondition::IfNoneMatch,
-            };
-            let request = ErasureRequest::new(subject.clone(), origin, Utc::now());
-            self.write(
-                &request_blob(subject, &request.request_id),
-                &request,
-                Precondition::IfNoneMatch,
-            )
-            .await?;
-            let pointer = Pointer {
-                request_id: request.request_id.clone(),
-            };
-            match self.write(&pointer_name, &pointer, precondition).await {
-                Ok(_) => return Ok(Submitted::Pending(request)),
-                // Someone else won the race: drop ours (never handed out)
-                // and answer with theirs on the next turn.
-                Err(StoreError::Conflict { .. }) => {
-                    let _ = self
-                        .store
-                        .delete(STATE_CONTAINER, &request_blob(subject, &request.request_id))
-                        .await;
+        now: DateTime<Utc>,
+    ) -> Result<Submitted, SubmitError> {
+        let outcome = self
+            .modify(subject, |state| {
+                let counted = origin == Origin::User;
+                if counted && let Err(wait) = state.count(now) {
+                    return Step::Keep(Err(wait));
                 }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(contended(&pointer_name))
+                let found = match state.erasures.last() {
+                    Some(r) if r.status.is_pending() => Some(Submitted::Pending(r.clone())),
+                    Some(r) if r.status == Status::Done => Some(Submitted::Done(r.clone())),
+                    _ => None,
+                };
+                match found {
+                    Some(found) if counted => Step::Write(Ok(found)),
+                    Some(found) => Step::Keep(Ok(found)),
+                    None => {
+                        let request = ErasureRequest::new(subject.clone(), origin, now);
+                        state.erasures.push(request.clone());
+                        let excess = state.erasures.len().saturating_sub(KEPT_ERASURES);
+                        state.erasures.drain(..excess);
+                        Step::Write(Ok(Submitted::Pending(request)))
+                    }
+                }
+            })
+            .await?;
+        outcome.map_err(SubmitError::Limited)
     }
 
     /// Applies `change` to a request with If-Match, re-reading on conflict.
@@ -251,68 +301,33 @@ impl Requests {
         request_id: &str,
         mut change: impl FnMut(&mut ErasureRequest),
     ) -> Result<Option<ErasureRequest>, StoreError> {
-        let name = request_blob(subject, request_id);
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let Some((mut request, etag)) = self.read::<ErasureRequest>(&name).await? else {
-                return Ok(None);
+        self.modify(subject, |state| {
+            let Some(request) = state.erasure_mut(request_id) else {
+                return Step::Keep(None);
             };
             let before = request.clone();
-            change(&mut request);
-            if request == before {
-                return Ok(Some(request));
+            change(request);
+            if *request == before {
+                return Step::Keep(Some(before));
             }
             request.updated_at = Utc::now();
-            match self
-                .write(&name, &request, Precondition::IfMatch(etag))
-                .await
-            {
-                Ok(_) => return Ok(Some(request)),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(contended(&name))
+            Step::Write(Some(request.clone()))
+        })
+        .await
     }
 
     /// Counts one request of `subject` against the hourly limit. `Err` with
-    /// how long to wait when the limit is reached (the refused request is
-    /// not counted, so waiting that long always helps).
+    /// how long to wait when the limit is reached.
     pub async fn admit(
         &self,
         subject: &ObjectId,
         now: DateTime<Utc>,
     ) -> Result<Result<(), Duration>, StoreError> {
-        let name = window_blob(subject);
-        let window = chrono::Duration::from_std(RATE_WINDOW).unwrap_or(chrono::Duration::hours(1));
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let (mut state, precondition) = match self.read::<Window>(&name).await? {
-                Some((w, etag)) => (w, Precondition::IfMatch(etag)),
-                None => (Window::default(), Precondition::IfNoneMatch),
-            };
-            state
-                .times
-                .retain(|t| now.signed_duration_since(*t) < window);
-            state.times.sort();
-            if state.times.len() >= RATE_LIMIT {
-                let oldest = state.times[state.times.len() - RATE_LIMIT];
-                let wait = (oldest + window).signed_duration_since(now);
-                return Ok(Err(wait.to_std().unwrap_or(Duration::from_secs(1))));
-            }
-            state.times.push(now);
-            match self.write(&name, &state, precondition).await {
-                Ok(_) => return Ok(Ok(())),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(contended(&name))
-    }
-}
-
-fn contended(name: &str) -> StoreError {
-    StoreError::Transient {
-        what: format!("{STATE_CONTAINER}/{name}"),
-        detail: "too many concurrent writers; try again".into(),
+        self.modify(subject, |state| match state.count(now) {
+            Ok(()) => Step::Write(Ok(())),
+            Err(wait) => Step::Keep(Err(wait)),
+        })
+        .await
     }
 }
 
@@ -324,11 +339,16 @@ mod tests {
         ObjectId::parse("5b3a1c2d-3333-4e4e-8f8f-0123456789ab").expect("id")
     }
 
-    #[tokio::test]
-    async fn the_window_slides_and_says_how_long_to_wait() {
+    async fn local_store() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::local(dir.path()).expect("store");
         store.ensure_defaults().await.expect("containers");
+        (store, dir)
+    }
+
+    #[tokio::test]
+    async fn the_window_slides_and_says_how_long_to_wait() {
+        let (store, _dir) = local_store().await;
         let requests = Requests::new(store);
         let start = Utc::now();
         for i in 0..RATE_LIMIT {
@@ -367,19 +387,17 @@ mod tests {
 
     #[tokio::test]
     async fn one_pending_erasure_per_subject_and_a_failed_one_is_replaced() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::local(dir.path()).expect("store");
-        store.ensure_defaults().await.expect("containers");
+        let (store, _dir) = local_store().await;
         let requests = Requests::new(store);
         let Submitted::Pending(first) = requests
-            .submit_erasure(&alice(), Origin::User)
+            .submit_erasure(&alice(), Origin::User, Utc::now())
             .await
             .expect("submit")
         else {
             panic!("a new request is pending");
         };
         let Submitted::Pending(again) = requests
-            .submit_erasure(&alice(), Origin::Operator)
+            .submit_erasure(&alice(), Origin::Operator, Utc::now())
             .await
             .expect("submit")
         else {
@@ -391,7 +409,7 @@ mod tests {
             .await
             .expect("update");
         let Submitted::Pending(fresh) = requests
-            .submit_erasure(&alice(), Origin::User)
+            .submit_erasure(&alice(), Origin::User, Utc::now())
             .await
             .expect("submit")
         else {
@@ -411,5 +429,70 @@ mod tests {
         let view = fresh.view();
         assert_eq!(view.as_object().expect("object").len(), 3);
         assert_eq!(view["status"], "accepted");
+    }
+
+    #[tokio::test]
+    async fn a_user_past_the_limit_gets_no_request_and_an_operator_is_not_counted() {
+        let (store, _dir) = local_store().await;
+        let requests = Requests::new(store.clone());
+        let now = Utc::now();
+        for _ in 0..RATE_LIMIT {
+            requests
+                .admit(&alice(), now)
+                .await
+                .expect("store")
+                .expect("admitted");
+        }
+        let refused = requests
+            .submit_erasure(&alice(), Origin::User, now)
+            .await
+            .expect_err("over the limit");
+        assert!(matches!(refused, SubmitError::Limited(_)), "{refused}");
+        let blob = store
+            .get(STATE_CONTAINER, &subject_blob(&alice()))
+            .await
+            .expect("state");
+        let state: SubjectState = serde_json::from_slice(&blob.body).expect("json");
+        assert!(
+            state.erasures.is_empty(),
+            "a refused request creates nothing"
+        );
+        assert_eq!(state.window.len(), RATE_LIMIT, "and is not counted");
+        // Support acting for the user is not held to the user's limit.
+        let Submitted::Pending(r) = requests
+            .submit_erasure(&alice(), Origin::Operator, now)
+            .await
+            .expect("operator")
+        else {
+            panic!("pending");
+        };
+        assert_eq!(r.origin, Origin::Operator);
+        let blob = store
+            .get(STATE_CONTAINER, &subject_blob(&alice()))
+            .await
+            .expect("state");
+        let state: SubjectState = serde_json::from_slice(&blob.body).expect("json");
+        assert_eq!(state.window.len(), RATE_LIMIT);
+    }
+
+    #[tokio::test]
+    async fn concurrent_posts_agree_on_one_request() {
+        let (store, _dir) = local_store().await;
+        let requests = Requests::new(store);
+        let now = Utc::now();
+        let calls = (0..RATE_LIMIT).map(|_| {
+            let requests = requests.clone();
+            tokio::spawn(async move { requests.submit_erasure(&alice(), Origin::User, now).await })
+        });
+        let mut ids = std::collections::BTreeSet::new();
+        for call in calls {
+            match call.await.expect("task").expect("submitted") {
+                Submitted::Pending(r) => ids.insert(r.request_id),
+                Submitted::Done(_) => panic!("nothing ran"),
+            };
+        }
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        let wait = requests.admit(&alice(), now).await.expect("store");
+        assert!(wait.is_err(), "every one of them was counted");
     }
 }

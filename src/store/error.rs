@@ -30,7 +30,8 @@ impl std::fmt::Display for ConflictKind {
 
 /// A storage failure. `Display` never contains account keys, tokens,
 /// signatures or blob contents: only names, status codes and service error codes.
-#[derive(Debug, thiserror::Error)]
+/// `Clone`, so one failed group-committed append can answer every caller.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The blob, container, queue or message does not exist (or, for a queue
     /// message, the pop receipt is no longer ours).

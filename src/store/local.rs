@@ -14,8 +14,24 @@
 //! write followed by fsync.
 //!
 //! Concurrency across processes (a CLI worker and a scan at once): every
-//! mutation of a container or queue holds an exclusive `flock` on that
-//! container's or queue's lock file, so check-then-write is atomic.
+//! mutation of a blob holds an exclusive `flock` on its lock file (one of
+//! 64 stripes per container, by name), every mutation of a queue on the
+//! queue's lock file, so check-then-write is atomic.
+//!
+//! A blob's lock covers the check and the rename (or the append's write),
+//! never an fsync: the file's data is synced before the lock is taken, the
+//! folder (or the appended bytes) after it is released, and only then does
+//! the call return. One lock per container held across the fsync had
+//! serialised every writer of a container behind the disk (measured: 92 %
+//! of the GDPR endpoint's thread time was spent waiting in `flock` while
+//! one writer fsynced). Releasing early loses nothing acknowledged: a later
+//! writer's rename sits in the same folder and its own folder fsync, which
+//! comes after, persists both; a reader could already see a rename before
+//! its fsync (reads take no lock). A new append file's name is made durable
+//! under the lock, once, so no appender is acknowledged before it.
+//!
+//! Lock files are named by stripe: processes of this version and of the
+//! previous one (one lock per container) must not share a store directory.
 //!
 //! ETags are a SHA-256 of the content (strong and stable: equal bytes, equal
 //! tag, and no reuse after a delete). Computing one reads the file, which is
@@ -44,6 +60,9 @@ pub struct LocalOptions {
     /// is tested) the same way on both backends. `None`: no limit.
     pub append_limit_bytes: Option<u64>,
 }
+
+/// Lock files per container (see [`LocalStore::blob_lock`]).
+const LOCK_STRIPES: u64 = 64;
 
 /// Azure's default message time-to-live, kept locally too.
 const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -123,14 +142,40 @@ fn check_precondition(what: &str, current: Option<&ETag>, p: &Precondition) -> R
     }
 }
 
-/// Renames `tmp` over `target` (creating parent folders) and makes it durable.
-fn commit_file(tmp: &Path, target: &Path) -> std::io::Result<()> {
+/// Creates `parent` and runs `op` in it; again if a delete pruned the
+/// (then empty) folder in between, as a delete of another blob holds
+/// another lock stripe. Bounded: a folder that keeps vanishing is an error.
+fn in_folder<T>(parent: &Path, mut op: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    let mut attempts = 0;
+    loop {
+        fs::create_dir_all(parent)?;
+        match op() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 8 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
+/// Renames `tmp` over `target`, creating parent folders. Not yet durable:
+/// call [`sync_parent`] after releasing the lock.
+fn place_file(tmp: &Path, target: &Path) -> std::io::Result<()> {
     let parent = target
         .parent()
         .expect("blob paths sit inside a container folder");
-    fs::create_dir_all(parent)?;
-    fs::rename(tmp, target)?;
-    sync_dir(parent)
+    in_folder(parent, || fs::rename(tmp, target))
+}
+
+/// Makes a rename into `target`'s folder durable. A folder that is gone
+/// was pruned by a delete of the blob we wrote (folders are removed only
+/// when empty): nothing of ours is left to persist.
+fn sync_parent(target: &Path) -> std::io::Result<()> {
+    let parent = target
+        .parent()
+        .expect("blob paths sit inside a container folder");
+    match sync_dir(parent) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 impl LocalStore {
@@ -164,9 +209,16 @@ impl LocalStore {
             .join(uuid::Uuid::new_v4().simple().to_string())
     }
 
-    fn container_lock(root: &Path, container: &str) -> PathBuf {
+    /// The lock file guarding blob `name`: one of [`LOCK_STRIPES`] per
+    /// container, chosen by a hash of the name that every process (and
+    /// version) computes alike. Writers of one blob always meet on the same
+    /// lock; writers of different blobs (the GDPR state of two users) rarely
+    /// do, so they no longer queue behind each other.
+    fn blob_lock(root: &Path, container: &str, name: &str) -> PathBuf {
+        let digest = Sha256::digest(name.as_bytes());
+        let stripe = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) % LOCK_STRIPES;
         root.join(".dormant/locks")
-            .join(format!("c-{container}.lock"))
+            .join(format!("c-{container}-{stripe:02x}.lock"))
     }
 
     fn queue_dir(root: &Path, queue: &str) -> PathBuf {
@@ -207,7 +259,7 @@ impl LocalStore {
         self.require_container(container)?;
         let root = Arc::clone(&self.root);
         let target = self.blob_path(container, name);
-        let lock_path = Self::container_lock(&root, container);
+        let lock_path = Self::blob_lock(&root, container, name);
         let what = what(container, name);
         blocking(move || {
             let tmp = Self::tmp_path(&root);
@@ -217,10 +269,12 @@ impl LocalStore {
                 f.write_all(&body).map_err(io)?;
                 f.sync_all().map_err(io)?;
                 drop(f);
-                let _guard = lock(&lock_path)?;
+                let guard = lock(&lock_path)?;
                 let current = etag_of_file(&target).map_err(io)?;
                 check_precondition(&what, current.as_ref(), &precondition)?;
-                commit_file(&tmp, &target).map_err(io)?;
+                place_file(&tmp, &target).map_err(io)?;
+                drop(guard);
+                sync_parent(&target).map_err(io)?;
                 Ok(etag_of_bytes(&body))
             })();
             if result.is_err() {
@@ -250,7 +304,7 @@ impl LocalStore {
             hasher: Some(Sha256::new()),
             tmp,
             target: self.blob_path(container, name),
-            lock_path: Self::container_lock(&self.root, container),
+            lock_path: Self::blob_lock(&self.root, container, name),
             what,
             precondition,
             committed: false,
@@ -333,10 +387,10 @@ impl LocalStore {
         self.require_container(container)?;
         let path = self.blob_path(container, name);
         let dir = self.container_dir(container);
-        let lock_path = Self::container_lock(&self.root, container);
+        let lock_path = Self::blob_lock(&self.root, container, name);
         let what = what(container, name);
         blocking(move || {
-            let _guard = lock(&lock_path)?;
+            let guard = lock(&lock_path)?;
             if path.is_dir() {
                 return Err(StoreError::not_found(what));
             }
@@ -349,6 +403,7 @@ impl LocalStore {
                 }
                 parent = p.parent().map(Path::to_path_buf);
             }
+            drop(guard);
             if let Some(p) = path.parent() {
                 let _ = sync_dir(if p.exists() { p } else { &dir });
             }
@@ -360,22 +415,26 @@ impl LocalStore {
     pub async fn append(&self, container: &str, name: &str, body: Bytes) -> Result<()> {
         self.require_container(container)?;
         let path = self.blob_path(container, name);
-        let lock_path = Self::container_lock(&self.root, container);
+        let lock_path = Self::blob_lock(&self.root, container, name);
         let limit = self.options.append_limit_bytes;
         let what = what(container, name);
         blocking(move || {
             let io = |e: std::io::Error| StoreError::io(what.clone(), &e);
-            let _guard = lock(&lock_path)?;
+            let guard = lock(&lock_path)?;
             let parent = path
                 .parent()
                 .expect("blob paths sit inside a container folder");
-            fs::create_dir_all(parent).map_err(io)?;
-            let created = !path.exists();
-            let mut f = OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(&path)
-                .map_err(io)?;
+            let (created, mut f) = in_folder(parent, || {
+                let created = !path.exists();
+                let f = OpenOptions::new().append(true).create(true).open(&path)?;
+                Ok((created, f))
+            })
+            .map_err(io)?;
+            if created {
+                // Under the lock, once per file: an appender after us must
+                // not be acknowledged while the file's name is not durable.
+                sync_dir(parent).map_err(io)?;
+            }
             if let Some(limit) = limit {
                 let len = f.metadata().map_err(io)?.len();
                 if len > 0 && len + body.len() as u64 > limit {
@@ -392,12 +451,12 @@ impl LocalStore {
                     ));
                 }
             }
-            // One write under the lock: records never interleave.
+            // One write under the lock: records never interleave. The
+            // fdatasync after it covers every byte written to the file so
+            // far, ours included, whoever wrote them.
             f.write_all(&body).map_err(io)?;
+            drop(guard);
             f.sync_data().map_err(io)?;
-            if created {
-                sync_dir(parent).map_err(io)?;
-            }
             Ok(())
         })
         .await
@@ -600,10 +659,12 @@ impl LocalUpload {
             let io = |e: std::io::Error| StoreError::io(what.clone(), &e);
             file.sync_all().map_err(io)?;
             drop(file);
-            let _guard = lock(&lock_path)?;
+            let guard = lock(&lock_path)?;
             let current = etag_of_file(&target).map_err(io)?;
             check_precondition(&what, current.as_ref(), &precondition)?;
-            commit_file(&tmp, &target).map_err(io)?;
+            place_file(&tmp, &target).map_err(io)?;
+            drop(guard);
+            sync_parent(&target).map_err(io)?;
             Ok(etag_of_digest(hasher.finalize().as_slice()))
         })
         .await?;
@@ -712,4 +773,91 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> std::io::
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A delete prunes the folder it empties while holding only its own
+    /// blob's stripe, so a write of another blob can find its freshly
+    /// created folder gone before the rename: it creates it again.
+    #[test]
+    fn a_rename_into_a_folder_pruned_meanwhile_is_retried() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tmp = dir.path().join("tmp-file");
+        fs::write(&tmp, b"x").expect("tmp");
+        let target = dir.path().join("c/shared/folder/blob");
+        let parent = target.parent().expect("parent").to_path_buf();
+        let mut calls = 0;
+        in_folder(&parent, || {
+            calls += 1;
+            if calls == 1 {
+                // The concurrent delete's prune lands right here.
+                fs::remove_dir(&parent)?;
+            }
+            fs::rename(&tmp, &target)
+        })
+        .expect("placed on the second attempt");
+        assert_eq!(calls, 2);
+        assert_eq!(fs::read(&target).expect("blob"), b"x");
+    }
+
+    /// Writes and deletes of many blobs in one folder, at once: every one
+    /// succeeds and the folder is pruned once the last blob is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_and_deletes_in_one_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(
+            LocalStore::open(dir.path().to_path_buf(), LocalOptions::default()).expect("store"),
+        );
+        store.ensure_container("c-prune").await.expect("container");
+        let tasks = (0..16).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for round in 0..4 {
+                    let name = format!("shared/folder/blob-{i}-{round}");
+                    store
+                        .put(
+                            "c-prune",
+                            &name,
+                            Bytes::from_static(b"x"),
+                            Precondition::IfNoneMatch,
+                        )
+                        .await?;
+                    store.delete("c-prune", &name).await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+        });
+        for t in tasks {
+            t.await
+                .expect("task")
+                .expect("every write and delete succeeds");
+        }
+        assert!(
+            !dir.path().join("c-prune/shared").exists(),
+            "empty folders pruned"
+        );
+    }
+
+    #[test]
+    fn a_blob_always_maps_to_the_same_lock_stripe() {
+        let root = Path::new("/r");
+        let a = LocalStore::blob_lock(root, "dormant-state", "gdpr/subjects/a.json");
+        assert_eq!(
+            a,
+            LocalStore::blob_lock(root, "dormant-state", "gdpr/subjects/a.json")
+        );
+        let stripes: std::collections::BTreeSet<PathBuf> = (0..1000)
+            .map(|i| {
+                LocalStore::blob_lock(root, "dormant-state", &format!("gdpr/subjects/{i}.json"))
+            })
+            .collect();
+        assert_eq!(
+            stripes.len() as u64,
+            LOCK_STRIPES,
+            "names spread over every stripe"
+        );
+    }
 }

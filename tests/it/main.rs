@@ -5,6 +5,7 @@ mod azurite;
 mod config_files;
 mod functions_folders;
 mod gdpr;
+mod gdpr_e2e;
 mod graph;
 mod graph_sim;
 mod harness;
