@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
 
 use super::usage::UsageIndex;
@@ -203,6 +203,9 @@ impl RunContext {
     }
 }
 
+/// `$batch` calls in flight while sorting role holders into users and groups.
+const ROLE_PROBE_BATCHES_AT_ONCE: usize = 8;
+
 /// Every principal holding a directory role, with the members of
 /// role-assignable groups expanded (a role held through a group is a role).
 async fn privileged_principals(graph: &GraphClient) -> Result<BTreeSet<String>, ContextError> {
@@ -217,14 +220,21 @@ async fn privileged_principals(graph: &GraphClient) -> Result<BTreeSet<String>, 
         .map(|p| p.to_ascii_lowercase())
         .collect();
     // Which principals are groups: `GET /groups/{id}` answers 404 for users.
+    // A big tenant has thousands of role holders: the batches go out
+    // several at a time (the pacer still spends the budget per item).
     let ids: Vec<&String> = principals.iter().collect();
+    let mut probes = futures::stream::iter(ids.chunks(crate::graph::MAX_BATCH))
+        .map(|chunk| async move {
+            let items: Vec<BatchItem> = chunk
+                .iter()
+                .map(|id| BatchItem::get(graph.batch_path(&["groups", id], &[("$select", "id")])))
+                .collect();
+            graph.batch(&items).await.map(|answers| (chunk, answers))
+        })
+        .buffered(ROLE_PROBE_BATCHES_AT_ONCE);
     let mut groups = Vec::new();
-    for chunk in ids.chunks(crate::graph::MAX_BATCH) {
-        let items: Vec<BatchItem> = chunk
-            .iter()
-            .map(|id| BatchItem::get(graph.batch_path(&["groups", id], &[("$select", "id")])))
-            .collect();
-        let answers = graph.batch(&items).await.map_err(ContextError::Roles)?;
+    while let Some(probe) = probes.next().await {
+        let (chunk, answers) = probe.map_err(ContextError::Roles)?;
         for (id, answer) in chunk.iter().zip(answers) {
             match answer {
                 Ok(_) => groups.push((*id).clone()),
@@ -233,6 +243,7 @@ async fn privileged_principals(graph: &GraphClient) -> Result<BTreeSet<String>, 
             }
         }
     }
+    drop(probes);
     let mut all = principals;
     for group in groups {
         let members: Vec<String> = graph
