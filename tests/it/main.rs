@@ -13,6 +13,7 @@ mod host_protocol;
 mod packaging;
 mod report_html;
 mod scan_e2e;
+mod scan_peer;
 mod scan_resume;
 mod serve_process;
 mod sim_bench;
