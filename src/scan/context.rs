@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
 
 use super::usage::UsageIndex;
@@ -217,6 +217,9 @@ impl RunContext {
     }
 }
 
+/// `$batch` calls in flight while sorting role holders into users and groups.
+const ROLE_PROBE_BATCHES_AT_ONCE: usize = 8;
+
 /// Every principal holding a directory role, with the members of
 /// role-assignable groups expanded (a role held through a group is a role).
 async fn privileged_principals(graph: &GraphClient) -> Result<BTreeSet<String>, ContextError> {
@@ -231,22 +234,37 @@ async fn privileged_principals(graph: &GraphClient) -> Result<BTreeSet<String>, 
         .map(|p| p.to_ascii_lowercase())
         .collect();
     // Which principals are groups: `GET /groups/{id}` answers 404 for users.
-    let ids: Vec<&String> = principals.iter().collect();
+    // A big tenant has thousands of role holders: the batches go out
+    // several at a time (the pacer still spends the budget per item).
+    // Owned chunks and a prebuilt list of futures: a closure over borrowed
+    // items would not be `Send` for every lifetime, which the queue
+    // handler that gathers the context needs.
+    let ids: Vec<String> = principals.iter().cloned().collect();
+    let probes: Vec<_> = ids
+        .chunks(crate::graph::MAX_BATCH)
+        .map(|chunk| {
+            let chunk = chunk.to_vec();
+            let items: Vec<BatchItem> = chunk
+                .iter()
+                .map(|id| BatchItem::get(graph.batch_path(&["groups", id], &[("$select", "id")])))
+                .collect();
+            let graph = graph.clone();
+            async move { graph.batch(&items).await.map(|answers| (chunk, answers)) }
+        })
+        .collect();
+    let mut probes = futures::stream::iter(probes).buffered(ROLE_PROBE_BATCHES_AT_ONCE);
     let mut groups = Vec::new();
-    for chunk in ids.chunks(crate::graph::MAX_BATCH) {
-        let items: Vec<BatchItem> = chunk
-            .iter()
-            .map(|id| BatchItem::get(graph.batch_path(&["groups", id], &[("$select", "id")])))
-            .collect();
-        let answers = graph.batch(&items).await.map_err(ContextError::Roles)?;
+    while let Some(probe) = probes.next().await {
+        let (chunk, answers) = probe.map_err(ContextError::Roles)?;
         for (id, answer) in chunk.iter().zip(answers) {
             match answer {
-                Ok(_) => groups.push((*id).clone()),
+                Ok(_) => groups.push(id.clone()),
                 Err(GraphError::NotFound) => {}
                 Err(e) => return Err(ContextError::Roles(e)),
             }
         }
     }
+    drop(probes);
     let mut all = principals;
     for group in groups {
         let members: Vec<String> = graph

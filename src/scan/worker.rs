@@ -19,9 +19,14 @@ use crate::policy::{
 };
 use crate::report::{CsvChunks, ReportRow, ReportStats};
 
-/// Enrichment requests per user (manager, mailbox kind): ten users per
-/// 20-request `$batch`.
-const ENRICH_USERS_PER_BATCH: usize = crate::graph::MAX_BATCH / 2;
+/// Users enriched per `$batch`: one request each (the mailbox kind; the
+/// manager comes with the page through `$expand`), 20 to a batch.
+const ENRICH_USERS_PER_BATCH: usize = crate::graph::MAX_BATCH;
+/// The manager's fields the report needs, expanded into each page of users:
+/// one request per page instead of one per user who is not plainly active
+/// (Graph's `$expand=manager` on `GET /users`; not an advanced query, so it
+/// combines with the `startswith` partition filter).
+const MANAGER_EXPAND: &str = "manager($select=id,displayName,mail,userPrincipalName)";
 /// Restarts of a partition whose skiptoken expired before giving up.
 const MAX_RESTARTS: u32 = 3;
 /// Part blobs are written in blocks of this size.
@@ -133,6 +138,8 @@ async fn scan_once<S: RowSink + Send>(
         select: SCAN_SELECT.iter().map(|s| s.to_string()).collect(),
         filter: Some(partition.filter()),
         top: Some(ctx.page_size),
+        // B2C users have no manager to report (and no enrichment at all).
+        expand: (config.tenant_kind == TenantKind::Workforce).then(|| MANAGER_EXPAND.to_owned()),
         ..UserQuery::default()
     };
     let listing = graph.users_listing(&query);
@@ -323,56 +330,58 @@ impl<'a> Accumulator<'a> {
         Ok(())
     }
 
-    /// Manager and mailbox kind for each pending user, in one `$batch` per
-    /// ten users. B2C users have neither a mailbox nor, as a rule, a manager.
+    /// Manager (expanded into the page) and mailbox kind (one `$batch` per
+    /// twenty members; guests have no mailbox here) for each pending user.
+    /// B2C users have neither a mailbox nor, as a rule, a manager.
     async fn look_up(
         &self,
         graph: &GraphClient,
         pending: &[Pending],
     ) -> Result<Vec<Looked>, PartitionError> {
-        let mut looked: Vec<Looked> = pending.iter().map(|_| Looked::default()).collect();
+        let mut looked: Vec<Looked> = pending
+            .iter()
+            .map(|p| {
+                let manager = p.user.manager.clone().unwrap_or_default();
+                Looked {
+                    manager_name: manager.display_name,
+                    manager_email: manager.mail.or(manager.user_principal_name),
+                    ..Looked::default()
+                }
+            })
+            .collect();
         if self.config.tenant_kind == TenantKind::B2c {
             return Ok(looked);
         }
         let mut items = Vec::new();
         let mut owners = Vec::new();
         for (i, p) in pending.iter().enumerate() {
-            let id = p.subject.id.as_str();
-            items.push(BatchItem::get(graph.batch_path(
-                &["users", id, "manager"],
-                &[("$select", "id,displayName,mail,userPrincipalName")],
-            )));
-            owners.push((i, Lookup::Manager));
             if !p.subject.is_guest {
                 items.push(BatchItem::get(graph.batch_path(
-                    &["users", id, "mailboxSettings"],
+                    &["users", p.subject.id.as_str(), "mailboxSettings"],
                     &[("$select", "userPurpose")],
                 )));
-                owners.push((i, Lookup::Mailbox));
+                owners.push(i);
             }
         }
+        if items.is_empty() {
+            return Ok(looked);
+        }
         let answers = graph.batch(&items).await?;
-        for ((i, what), answer) in owners.into_iter().zip(answers) {
+        for (i, answer) in owners.into_iter().zip(answers) {
             let slot = &mut looked[i];
-            match (what, answer) {
-                (Lookup::Manager, Ok(r)) => {
-                    if let Ok(m) = r.json::<crate::graph::DirectoryObject>() {
-                        slot.manager_name = m.display_name;
-                        slot.manager_email = m.mail.or(m.user_principal_name);
-                    }
-                }
-                (Lookup::Mailbox, Ok(r)) => match r.json::<crate::graph::MailboxSettings>() {
+            match answer {
+                Ok(r) => match r.json::<crate::graph::MailboxSettings>() {
                     Ok(s) => {
                         slot.mailbox = s.user_purpose.as_deref().and_then(MailboxPurpose::parse)
                     }
                     Err(_) => slot.gap = true,
                 },
-                // No manager, no mailbox: facts, not gaps.
-                (_, Err(GraphError::NotFound)) => {}
-                (Lookup::Mailbox, Err(GraphError::Permanent { code, .. }))
+                // No mailbox: a fact, not a gap.
+                Err(GraphError::NotFound) => {}
+                Err(GraphError::Permanent { code, .. })
                     if code == "MailboxNotEnabledForRESTAPI" || code == "ErrorMailboxNotFound" => {}
-                (_, Err(e)) if e.is_transient() => return Err(e.into()),
-                (_, Err(e)) => {
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(e) => {
                     tracing::warn!(error = %e, "enrichment lookup failed; the run will not act");
                     slot.gap = true;
                 }
@@ -456,12 +465,6 @@ impl<'a> Accumulator<'a> {
             enrichment_gaps: self.enrichment_gaps,
         })
     }
-}
-
-#[derive(Clone, Copy)]
-enum Lookup {
-    Manager,
-    Mailbox,
 }
 
 /// Rows collected in memory (tests, small partitions).

@@ -481,6 +481,12 @@ pub fn matches(t: &Tenant, i: u32, f: &Filter) -> bool {
             let Some((canon, _)) = filter_prop(p) else {
                 return false;
             };
+            if canon == "userPrincipalName"
+                && matches!(f, Filter::StartsWith(..))
+                && let Some(answer) = t.upn_head_says(i, s)
+            {
+                return answer;
+            }
             match value_of(t, i, canon) {
                 Val::Str(v) => {
                     let (v, s) = (v.to_lowercase(), s.to_lowercase());

@@ -433,6 +433,23 @@ pub struct Tenant {
     pub seeded_upn: std::collections::HashMap<u32, String>,
     pub id_key: u64,
     pub upn_key: u64,
+    /// The first [`UPN_HEAD`] bytes of every UPN, ASCII-lowercased and
+    /// zero-padded. A scan pages thousands of `startswith(userPrincipalName,…)`
+    /// partitions, most of them small or empty; matching each against every
+    /// user's formatted UPN made the simulator, not the client, the bottleneck
+    /// of a million-user tenant. A UPN never changes once a user exists.
+    pub upn_heads: Vec<[u8; UPN_HEAD]>,
+}
+
+/// Bytes of each UPN kept in [`Tenant::upn_heads`].
+pub const UPN_HEAD: usize = 4;
+
+fn upn_head(upn: &str) -> [u8; UPN_HEAD] {
+    let mut head = [0u8; UPN_HEAD];
+    for (slot, b) in head.iter_mut().zip(upn.bytes()) {
+        *slot = b.to_ascii_lowercase();
+    }
+    head
 }
 
 fn name_parts(key: u32) -> (&'static str, &'static str) {
@@ -485,7 +502,9 @@ impl Tenant {
             seeded_upn: Default::default(),
             id_key: ids::hash(&[seed, 0x1d]),
             upn_key: ids::hash(&[seed, 0x0b2c]),
+            upn_heads: Vec::new(),
         };
+        t.upn_heads = (0..n).map(|i| upn_head(&t.upn(i))).collect();
         t.seed_audits();
         t
     }
@@ -824,6 +843,7 @@ impl Tenant {
             dept: 0,
         });
         self.invited_mail.insert(i, mail.to_ascii_lowercase());
+        self.upn_heads.push(upn_head(&self.upn(i)));
         i
     }
 
@@ -872,6 +892,24 @@ impl Tenant {
             self.seeded_upn.insert(i, upn.clone());
         }
         Ok(())
+    }
+
+    /// Whether user `i`'s UPN can start with `prefix` (ASCII case-insensitive),
+    /// judged from its first [`UPN_HEAD`] bytes: `Some(answer)` when those
+    /// decide it, `None` when the prefix is longer and the whole UPN must be
+    /// compared (also for non-ASCII text, which folds case beyond ASCII).
+    pub fn upn_head_says(&self, i: u32, prefix: &str) -> Option<bool> {
+        let head = self.upn_heads.get(i as usize)?;
+        let p = prefix.as_bytes();
+        // Unicode case folding is for the full comparison.
+        if !p.is_ascii() || !head.is_ascii() {
+            return None;
+        }
+        let n = p.len().min(UPN_HEAD);
+        if !head[..n].eq_ignore_ascii_case(&p[..n]) {
+            return Some(false);
+        }
+        (p.len() <= UPN_HEAD).then_some(true)
     }
 
     /// Write the ground truth, one JSON object per line.
@@ -1371,6 +1409,36 @@ mod tests {
             }
             assert_eq!(t.resolve("new.person_fabrikam.com#EXT#@nowhere"), None);
             assert_eq!(t.resolve(&t.upn(g)), Some(g));
+        }
+    }
+
+    /// The UPN head index answers `startswith` exactly as comparing the
+    /// whole lower-cased UPN does, for short and long prefixes, invited
+    /// guests included.
+    #[test]
+    fn upn_heads_agree_with_whole_upns() {
+        for kind in [TenantKind::Workforce, TenantKind::B2c] {
+            let mut t = Tenant::generate(kind, 2000, 5, Utc::now());
+            t.add_guest("Zoë.Quinn@fabrikam.com", t.t0);
+            assert_eq!(t.upn_heads.len(), t.users.len());
+            for i in 0..t.users.len() as u32 {
+                let upn = t.upn(i).to_lowercase();
+                let mut prefixes: Vec<String> = (1..=upn.len().min(7))
+                    .filter_map(|n| upn.get(..n).map(str::to_uppercase))
+                    .collect();
+                prefixes.extend(["a", "ja", "svc-", "zz", "ZOË"].map(String::from));
+                for p in prefixes {
+                    let whole = upn.starts_with(&p.to_lowercase());
+                    let head = t.upn_head_says(i, &p);
+                    assert!(
+                        head.is_none_or(|h| h == whole),
+                        "{upn} / {p}: head says {head:?}"
+                    );
+                    if p.len() <= UPN_HEAD && p.is_ascii() && upn.is_ascii() {
+                        assert_eq!(head, Some(whole), "{upn} / {p}");
+                    }
+                }
+            }
         }
     }
 }

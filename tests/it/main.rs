@@ -19,6 +19,7 @@ mod report_html;
 mod scan_e2e;
 mod scan_functions;
 mod scan_partitions;
+mod scan_peer;
 mod scan_resume;
 mod serve_process;
 mod sim_bench;
