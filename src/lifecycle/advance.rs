@@ -137,7 +137,7 @@ impl Lifecycle<'_> {
             opened: 1,
             ..Advanced::default()
         };
-        let mut opened = self.record_line(&case, run, "open", Outcome::Done);
+        let mut opened = self.record(&case, run.as_str(), "open", Outcome::Done);
         opened.detail = Some(
             case.plan
                 .iter()
@@ -148,21 +148,6 @@ impl Lifecycle<'_> {
         self.audit.record(&opened).await?;
         out.enqueued += self.enqueue_due(case, etag, run, now).await?;
         Ok(out)
-    }
-
-    fn record_line(
-        &self,
-        case: &Case,
-        run: &RunId,
-        step: &str,
-        outcome: Outcome,
-    ) -> crate::store::audit::AuditRecord {
-        let mut r = crate::store::audit::AuditRecord::new(step, outcome);
-        r.time = self.clock.now();
-        r.run = Some(run.to_string());
-        r.case = Some(case.id.clone());
-        r.user = Some(case.user.clone());
-        r
     }
 
     async fn advance_open(
@@ -317,9 +302,9 @@ impl Lifecycle<'_> {
         if still_user_mailbox {
             return Ok(false);
         }
-        let mut record = self.record_line(
+        let mut record = self.record(
             case,
-            run,
+            run.as_str(),
             ActionKind::ConvertMailbox.as_str(),
             Outcome::Done,
         );

@@ -17,7 +17,6 @@
 //! Every case write is `IfMatch`: of two deliveries racing, one records;
 //! the other re-reads and finds the step recorded.
 
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::case::{Case, CaseStatus, CaseStore, RESTORE_WINDOW, StepState};
@@ -94,7 +93,15 @@ impl Lifecycle<'_> {
         CaseStore::new(self.store.clone())
     }
 
-    fn record(&self, case: &Case, run: &str, step: &str, outcome: Outcome) -> AuditRecord {
+    /// An audit line about `case`, stamped with dormant's clock; `run`
+    /// empty for an operator's action.
+    pub(crate) fn record(
+        &self,
+        case: &Case,
+        run: &str,
+        step: &str,
+        outcome: Outcome,
+    ) -> AuditRecord {
         let mut r = AuditRecord::new(step, outcome);
         r.time = self.clock.now();
         r.run = (!run.is_empty()).then(|| run.to_owned());
@@ -275,7 +282,7 @@ impl Lifecycle<'_> {
             // Snapshot what the step removes, before it acts.
             let mut etag = etag;
             if let Some(user) = &user
-                && self.snapshot(&mut case, kind, user, now).await?
+                && self.snapshot(&mut case, kind, user).await?
             {
                 case.updated_at = now;
                 match cases.save(&case, &etag).await {
@@ -343,7 +350,7 @@ impl Lifecycle<'_> {
                 // The line is in the log; a later delivery finds it there.
                 return Err(e.into());
             }
-            tracing::info!(kind = kind.as_str(), case = %case_id(message), outcome = report.outcome, "step recorded");
+            tracing::info!(kind = kind.as_str(), case = %message.case, outcome = report.outcome, "step recorded");
             return Ok(report);
         }
         Err(LifecycleError::Contention(MAX_ATTEMPTS))
@@ -379,7 +386,6 @@ impl Lifecycle<'_> {
         case: &mut Case,
         kind: ActionKind,
         user: &User,
-        _now: DateTime<Utc>,
     ) -> Result<bool, LifecycleError> {
         let snap = &mut case.snapshot;
         Ok(match kind {
@@ -688,8 +694,4 @@ impl Lifecycle<'_> {
             cases.save_closed(case, etag).await?
         })
     }
-}
-
-fn case_id(message: &ActionMessage) -> &str {
-    &message.case
 }
