@@ -236,7 +236,7 @@ fn restore(args: RestoreArgs) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     };
     with_context(args.config, |ctx| async move {
-        let lifecycle = ctx.lifecycle().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let lifecycle = ctx.lifecycle().await?;
         let report = lifecycle.restore(user.as_str(), "").await?;
         println!("{}", serde_json::to_string(&report)?);
         Ok(())
