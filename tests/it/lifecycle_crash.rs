@@ -10,7 +10,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use dormant::config::{Config, Sources};
 use dormant::graph::{GraphClient, GraphSettings};
 use dormant::ids::{ObjectId, RunId};
 use dormant::lifecycle::{ActionKind, ActionMessage, Case, CaseStore};
@@ -46,10 +45,8 @@ async fn a_worker_killed_between_acting_and_recording_leaves_one_effect_and_one_
     .await
     .expect("simulator");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut env = sim.settings();
-    env.push(("DORMANT_STORE_DIR".into(), dir.path().display().to_string()));
-    env.push(("DORMANT_POLICY__MODE".into(), "enforce".into()));
-    let config = Config::load(&Sources::from_env(None, env)).expect("config");
+    let config =
+        crate::sim_harness::config_for(&sim, dir.path(), &[("DORMANT_POLICY__MODE", "enforce")]);
     let graph = GraphClient::new(GraphSettings::from_config(&config)).expect("graph");
     let store = Store::local(dir.path()).expect("store");
     store.ensure_defaults().await.expect("containers");

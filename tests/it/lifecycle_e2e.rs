@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dormant::clock::Clock;
-use dormant::config::{Config, Sources};
+use dormant::config::Config;
 use dormant::functions::AppContext;
 use dormant::functions::user_actions::{DrainOptions, Drained, drain};
 use dormant::graph::GraphError;
@@ -25,23 +25,19 @@ use dormant::store::{ACTIONS_QUEUE, SendOptions};
 
 const DAY: i64 = 86_400;
 
-fn settings(sim: &Sim, dir: &std::path::Path) -> Vec<(String, String)> {
-    let mut env = sim.settings();
-    for (k, v) in [
-        ("DORMANT_STORE_DIR", dir.display().to_string()),
-        ("DORMANT_EXCHANGE_URL", sim.base_url()),
-        ("DORMANT_POLICY__MODE", "enforce".into()),
-        ("DORMANT_POLICY__QUARANTINE__MAX_NEW_CASES", "100000".into()),
-        ("DORMANT_POLICY__QUARANTINE__MAX_PERCENT", "100".into()),
-        // sendMail needs a mailbox of the tenant to send from.
-        (
-            "DORMANT_POLICY__NOTIFY__MAIL_FROM",
-            sim.with_tenant(|t| t.upn(0)),
-        ),
-    ] {
-        env.push((k.into(), v));
-    }
-    env
+fn config(sim: &Sim, dir: &std::path::Path) -> Config {
+    // sendMail needs a mailbox of the tenant to send from.
+    let mail_from = sim.with_tenant(|t| t.upn(0));
+    crate::sim_harness::config_for(
+        sim,
+        dir,
+        &[
+            ("DORMANT_POLICY__MODE", "enforce"),
+            ("DORMANT_POLICY__QUARANTINE__MAX_NEW_CASES", "100000"),
+            ("DORMANT_POLICY__QUARANTINE__MAX_PERCENT", "100"),
+            ("DORMANT_POLICY__NOTIFY__MAIL_FROM", &mail_from),
+        ],
+    )
 }
 
 async fn drain_all(ctx: &AppContext) -> Drained {
@@ -86,8 +82,7 @@ impl Tenant {
         .await
         .expect("simulator");
         let dir = tempfile::tempdir().expect("tempdir");
-        let config =
-            Config::load(&Sources::from_env(None, settings(&sim, dir.path()))).expect("config");
+        let config = config(&sim, dir.path());
         let clock = Clock::system();
         clock.advance(sim.now() - Utc::now());
         let ctx = AppContext::build(config)

@@ -8,7 +8,6 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use dormant::clock::Clock;
-use dormant::config::{Config, Sources};
 use dormant::functions::user_actions::{DrainOptions, drain};
 use dormant::functions::{AppContext, catalog};
 use dormant::host::Application;
@@ -41,17 +40,9 @@ async fn tenant(extra: &[(&str, String)]) -> Tenant {
     .await
     .expect("simulator");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut env = sim.settings();
-    env.push(("DORMANT_STORE_DIR".into(), dir.path().display().to_string()));
-    env.push(("DORMANT_POLICY__MODE".into(), "enforce".into()));
-    for (k, v) in extra {
-        // An empty value takes a setting away.
-        env.retain(|(key, _)| key != k);
-        if !v.is_empty() {
-            env.push(((*k).into(), v.clone()));
-        }
-    }
-    let config = Config::load(&Sources::from_env(None, env)).expect("config");
+    let mut settings = vec![("DORMANT_POLICY__MODE", "enforce")];
+    settings.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
+    let config = crate::sim_harness::config_for(&sim, dir.path(), &settings);
     let clock = Clock::system();
     clock.advance(sim.now() - chrono::Utc::now());
     let ctx = Arc::new(

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use dormant::config::{Config, Sources};
 use dormant::graph::{GraphClient, GraphSettings};
 use dormant::scan::run::{ScanOptions, Scanner};
 use dormant::sim::{Sim, SimConfig, TenantKind};
@@ -171,11 +170,7 @@ struct Row {
 
 /// A scanner pointed at `sim`, on a local store in `dir`.
 pub fn scanner_for(sim: &Sim, dir: &std::path::Path, extra: &[(&str, &str)]) -> Scanner {
-    let mut env = sim.settings();
-    env.push(("DORMANT_STORE_DIR".into(), dir.display().to_string()));
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let config =
-        Config::load(&Sources::from_env(None, env)).expect("config from the simulator's settings");
+    let config = crate::sim_harness::config_for(sim, dir, extra);
     let graph = GraphClient::new(GraphSettings::from_config(&config)).expect("graph");
     Scanner::new(graph, Store::local(dir).expect("store"), Arc::new(config))
 }

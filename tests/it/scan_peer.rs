@@ -9,7 +9,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use dormant::config::{Config, Sources};
 use dormant::graph::{GraphClient, GraphSettings};
 use dormant::scan::run::{ScanOptions, Scanner};
 use dormant::sim::{Sim, SimConfig};
@@ -29,10 +28,11 @@ async fn msgraph_sdk_peer_finds_the_users_dormant_lists() {
     .await
     .expect("simulator");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut env = sim.settings();
-    env.push(("DORMANT_STORE_DIR".into(), dir.path().display().to_string()));
-    env.push(("DORMANT_POLICY__ACTIVITY_SOURCES".into(), "signin".into()));
-    let config = Config::load(&Sources::from_env(None, env)).expect("config");
+    let config = crate::sim_harness::config_for(
+        &sim,
+        dir.path(),
+        &[("DORMANT_POLICY__ACTIVITY_SOURCES", "signin")],
+    );
     let store = Store::local(dir.path()).expect("store");
     let scanner = Scanner::new(
         GraphClient::new(GraphSettings::from_config(&config)).expect("graph"),

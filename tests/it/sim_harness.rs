@@ -158,3 +158,22 @@ pub fn assert_graph_error(body: &Value, code: &str) {
     );
     assert!(body["error"]["innerError"]["date"].is_string(), "{body}");
 }
+
+/// dormant's configuration pointed at `sim`, on a local store in `dir`,
+/// with `extra` settings on top (an empty value takes a setting away).
+pub fn config_for(
+    sim: &Sim,
+    dir: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> dormant::config::Config {
+    let mut env = sim.settings();
+    env.push(("DORMANT_STORE_DIR".into(), dir.display().to_string()));
+    for (k, v) in extra {
+        env.retain(|(key, _)| key != k);
+        if !v.is_empty() {
+            env.push(((*k).into(), (*v).into()));
+        }
+    }
+    dormant::config::Config::load(&dormant::config::Sources::from_env(None, env))
+        .expect("config from the simulator's settings")
+}
