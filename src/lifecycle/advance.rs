@@ -9,7 +9,7 @@
 //! mailbox shared) is re-checked with dormant's own effects taken out
 //! (`recheck`), with the run's usage report.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -32,12 +32,38 @@ const REENQUEUE_AFTER: Duration = Duration::hours(23);
 /// Cases advanced at once.
 const CONCURRENCY: usize = 8;
 
-/// What the run would open, known before anything is written (the
-/// quarantine decides on it).
+/// What a run decides on before anything is written: who has an open case,
+/// who is held, and (counted leaf by leaf) how many cases the run would
+/// open, which the quarantine limits. Candidates themselves are not held:
+/// the run reads them again, a partition at a time, when it advances.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
-    pub new_cases: Vec<Candidate>,
-    pub open_users: BTreeSet<String>,
+    open_users: BTreeSet<String>,
+    held: BTreeSet<String>,
+    pub new_cases: u64,
+}
+
+impl Plan {
+    /// Open and held users as the store has them; `now` drops the holds
+    /// that ended (see [`CaseStore::hold`]).
+    pub async fn load(cases: &CaseStore, now: DateTime<Utc>) -> Result<Plan, LifecycleError> {
+        Ok(Plan {
+            open_users: cases.open_users().await?.into_iter().collect(),
+            held: cases.held(now).await?.into_keys().collect(),
+            new_cases: 0,
+        })
+    }
+
+    /// Whether the run would open a case for `c`.
+    pub fn is_new(&self, c: &Candidate) -> bool {
+        let user = c.user.to_ascii_lowercase();
+        !self.open_users.contains(&user) && !self.held.contains(&user)
+    }
+
+    /// Counts the new cases among one partition's candidates.
+    pub fn count(&mut self, candidates: &[Candidate]) {
+        self.new_cases += candidates.iter().filter(|c| self.is_new(c)).count() as u64;
+    }
 }
 
 /// What a run did to cases.
@@ -55,7 +81,7 @@ pub struct Advanced {
 }
 
 impl Advanced {
-    fn add(&mut self, other: &Advanced) {
+    pub fn add(&mut self, other: &Advanced) {
         self.opened += other.opened;
         self.cancelled += other.cancelled;
         self.closed += other.closed;
@@ -65,62 +91,67 @@ impl Advanced {
     }
 }
 
-/// `now` drops the users a person decided about (see [`CaseStore::hold`]).
-pub async fn plan_run(
-    cases: &CaseStore,
-    candidates: &[Candidate],
-    now: DateTime<Utc>,
-) -> Result<Plan, LifecycleError> {
-    let open_users: BTreeSet<String> = cases.open_users().await?.into_iter().collect();
-    let held = cases.held(now).await?;
-    let new_cases = candidates
-        .iter()
-        .filter(|c| {
-            let user = c.user.to_ascii_lowercase();
-            !open_users.contains(&user) && !held.contains_key(&user)
-        })
-        .cloned()
-        .collect();
-    Ok(Plan {
-        new_cases,
-        open_users,
-    })
-}
+/// Users with an open case that a run listed as candidates: the rest are
+/// re-checked by [`Lifecycle::advance_unlisted`].
+#[derive(Debug, Default)]
+pub struct Listed(BTreeSet<String>);
 
 impl Lifecycle<'_> {
-    /// Applies `plan` for `run`: opens the new cases, advances the open ones.
-    pub async fn advance(
+    /// Applies `plan` to one partition's candidates: opens their new cases
+    /// and advances their open ones. Call it for every partition, then
+    /// [`advance_unlisted`](Self::advance_unlisted) once.
+    pub async fn advance_listed(
         &self,
         run: &RunId,
         plan: &Plan,
-        candidates: &[Candidate],
-        usage: Option<&UsageIndex>,
+        candidates: Vec<Candidate>,
+        listed: &mut Listed,
     ) -> Result<Advanced, LifecycleError> {
-        let by_user: BTreeMap<String, &Candidate> = candidates
-            .iter()
-            .map(|c| (c.user.to_ascii_lowercase(), c))
-            .collect();
-        let mut total = Advanced::default();
-
+        let (mut open, mut new) = (Vec::new(), Vec::new());
+        for c in candidates {
+            let user = c.user.to_ascii_lowercase();
+            if plan.open_users.contains(&user) {
+                listed.0.insert(user.clone());
+                open.push((user, c));
+            } else if !plan.held.contains(&user) {
+                new.push(c);
+            }
+        }
         // Owned items: a closure over borrowed ones would not be `Send`
         // for every lifetime, which the Functions handler needs.
-        let results: Vec<Advanced> = futures::stream::iter(plan.open_users.iter().cloned())
-            .map(|user| {
-                let candidate = by_user.get(&user).copied();
-                async move { self.advance_open(run, &user, candidate, usage).await }
-            })
+        let mut total = Advanced::default();
+        let results: Vec<Advanced> = futures::stream::iter(open)
+            .map(|(user, c)| async move { self.advance_open(run, &user, Some(&c), None).await })
             .buffer_unordered(CONCURRENCY)
             .try_collect()
             .await?;
         results.iter().for_each(|r| total.add(r));
-
-        let results: Vec<Advanced> = futures::stream::iter(plan.new_cases.iter().cloned())
+        let results: Vec<Advanced> = futures::stream::iter(new)
             .map(|c| async move { self.open_case(run, &c).await })
             .buffer_unordered(CONCURRENCY)
             .try_collect()
             .await?;
         results.iter().for_each(|r| total.add(r));
-        tracing::info!(run = %run, opened = total.opened, cancelled = total.cancelled, enqueued = total.enqueued, closed = total.closed, "cases advanced");
+        Ok(total)
+    }
+
+    /// Advances the open cases whose users no run partition listed: each is
+    /// re-checked against Graph (with `usage`) before it goes on.
+    pub async fn advance_unlisted(
+        &self,
+        run: &RunId,
+        plan: &Plan,
+        listed: &Listed,
+        usage: Option<&UsageIndex>,
+    ) -> Result<Advanced, LifecycleError> {
+        let mut total = Advanced::default();
+        let unlisted = plan.open_users.difference(&listed.0).cloned();
+        let results: Vec<Advanced> = futures::stream::iter(unlisted)
+            .map(|user| async move { self.advance_open(run, &user, None, usage).await })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        results.iter().for_each(|r| total.add(r));
         Ok(total)
     }
 

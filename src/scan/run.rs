@@ -42,14 +42,14 @@ use super::context::{ContextError, RunContext};
 use super::message::{PARTITIONS_PER_MESSAGE, ScanMessage, ScanStep};
 use super::partition::Partition;
 use super::usage::UsageIndex;
-use super::worker::{Candidate, PartitionError, PartitionResult, RowSink, scan_partition};
+use super::worker::{PartitionError, PartitionResult, RowSink, scan_partition};
 use crate::clock::Clock;
 use crate::config::{Config, Mode};
 use crate::graph::exchange::ExchangeAdmin;
 use crate::graph::{GraphClient, PacerStats};
 use crate::ids::RunId;
-use crate::lifecycle::advance::Advanced;
-use crate::lifecycle::{self, CaseStore, Lifecycle, LifecycleError};
+use crate::lifecycle::advance::{Advanced, Listed, Plan};
+use crate::lifecycle::{CaseStore, Lifecycle, LifecycleError};
 use crate::policy;
 use crate::report::{CsvChunks, ReportStats, Summary, html};
 use crate::store::audit::{AuditLog, AuditRecord, Outcome as AuditOutcome};
@@ -1240,13 +1240,23 @@ impl Scanner {
         }
     }
 
-    /// Every leaf record of the run, walking from the roots through the
-    /// splits: proof that the whole user set was covered exactly once.
-    async fn covered(&self, run: &RunId) -> Result<Vec<Recorded>, ScanError> {
+    /// Every leaf of the run, walking from the roots through the splits:
+    /// proof that the whole user set was covered exactly once.
+    async fn covered(&self, run: &RunId) -> Result<Vec<Partition>, ScanError> {
         let (leaves, missing) = self.recordings(run).await?.walk();
         if !missing.is_empty() {
             return Err(ScanError::Incomplete(missing.len()));
         }
+        Ok(leaves)
+    }
+
+    /// The records of `leaves`, a few read ahead, in order. Only those in
+    /// flight are held: a big tenant's candidates never sit in memory at once.
+    fn leaf_records(
+        &self,
+        run: &RunId,
+        leaves: &[Partition],
+    ) -> impl futures::Stream<Item = Result<Recorded, ScanError>> + Send + 'static {
         // Each read owns what it needs (futures borrowing through a lazy
         // iterator defeat the compiler's `Send` proof for the handler).
         let reads: Vec<_> = leaves
@@ -1261,29 +1271,59 @@ impl Scanner {
                 }
             })
             .collect();
-        futures::stream::iter(reads)
-            .buffered(FINALIZE_READS)
-            .try_collect()
-            .await
+        futures::stream::iter(reads).buffered(FINALIZE_READS)
+    }
+
+    /// Opens and advances cases per `plan`, reading the candidates again a
+    /// partition at a time; then the open cases no partition listed.
+    async fn advance_cases(
+        &self,
+        audit: &AuditLog,
+        run: &RunId,
+        plan: &Plan,
+        leaves: &[Partition],
+        usage: Option<&UsageIndex>,
+    ) -> Result<Advanced, ScanError> {
+        let lifecycle = self.lifecycle(audit);
+        let mut listed = Listed::default();
+        let mut total = Advanced::default();
+        let mut records = self.leaf_records(run, leaves);
+        while let Some(record) = records.try_next().await? {
+            let done = lifecycle
+                .advance_listed(run, plan, record.result.candidates, &mut listed)
+                .await?;
+            total.add(&done);
+        }
+        total.add(
+            &lifecycle
+                .advance_unlisted(run, plan, &listed, usage)
+                .await?,
+        );
+        tracing::info!(run = %run, opened = total.opened, cancelled = total.cancelled, enqueued = total.enqueued, closed = total.closed, "cases advanced");
+        Ok(total)
     }
 
     async fn finalize(&self, run: &RunId) -> Result<RunOutcome, ScanError> {
-        let (leaves, rows): (Vec<PartitionResult>, Vec<Option<String>>) = self
-            .covered(run)
-            .await?
-            .into_iter()
-            .map(|r| (r.result, r.rows_blob))
-            .unzip();
+        let leaves = self.covered(run).await?;
         let (ctx, usage) = self.load_context(run).await?;
         let (mut state, etag) = self.state(run).await?;
 
+        // First pass: totals, the parts to concatenate, and the new cases
+        // (the quarantine decides on them before anything is written).
+        let cases = CaseStore::new(self.store.clone());
+        let mut case_plan = Plan::load(&cases, self.clock.now()).await?;
         let mut stats = ReportStats::new(self.config.policy.inactive_after_days);
         let mut planned = 0u64;
         let mut gaps = 0u64;
-        for leaf in &leaves {
-            stats.merge(leaf.stats.clone());
+        let mut rows = Vec::with_capacity(leaves.len());
+        let mut records = self.leaf_records(run, &leaves);
+        while let Some(record) = records.try_next().await? {
+            let leaf = record.result;
+            stats.merge(leaf.stats);
             planned += leaf.candidates.len() as u64;
             gaps += leaf.enrichment_gaps;
+            case_plan.count(&leaf.candidates);
+            rows.extend(record.rows_blob);
         }
 
         let mut warnings = ctx.warnings.clone();
@@ -1294,15 +1334,12 @@ impl Scanner {
         }
         let actionable = ctx.actionable && gaps == 0;
         let enforce = self.config.policy.mode == Mode::Enforce;
-        let candidates: Vec<Candidate> = leaves
-            .iter()
-            .flat_map(|l| l.candidates.iter().cloned())
-            .collect();
         // New cases are what the quarantine limits; open cases go on.
-        let cases = CaseStore::new(self.store.clone());
-        let case_plan = lifecycle::advance::plan_run(&cases, &candidates, self.clock.now()).await?;
-        let new_cases = case_plan.new_cases.len() as u64;
-        let reason = policy::quarantine(new_cases, stats.scanned, &self.config.policy.quarantine);
+        let reason = policy::quarantine(
+            case_plan.new_cases,
+            stats.scanned,
+            &self.config.policy.quarantine,
+        );
         let quarantined = enforce && actionable && !state.dry_run && reason.is_some();
         if (!enforce || state.dry_run)
             && let Some(r) = &reason
@@ -1332,7 +1369,6 @@ impl Scanner {
         // Read ahead a few parts; `buffered` keeps partition order.
         let reads: Vec<_> = rows
             .into_iter()
-            .flatten()
             .map(|name| {
                 let store = self.store.clone();
                 async move { store.get(STATE_CONTAINER, &name).await }
@@ -1351,8 +1387,7 @@ impl Scanner {
         // create-only and a queued step is not queued twice.
         let audit = AuditLog::new(self.store.clone());
         let advanced = if may_enqueue(enforce, actionable, quarantined, state.dry_run) {
-            self.lifecycle(&audit)
-                .advance(run, &case_plan, &candidates, usage.as_ref())
+            self.advance_cases(&audit, run, &case_plan, &leaves, usage.as_ref())
                 .await?
         } else {
             Advanced::default()
@@ -1541,18 +1576,12 @@ impl Scanner {
         let now = self.clock.now();
         self.acquire_lease(run, now).await?;
         let (_ctx, usage) = self.load_context(run).await?;
-        let candidates: Vec<Candidate> = self
-            .covered(run)
-            .await?
-            .iter()
-            .flat_map(|l| l.result.candidates.iter().cloned())
-            .collect();
+        let leaves = self.covered(run).await?;
         let cases = CaseStore::new(self.store.clone());
-        let plan = lifecycle::advance::plan_run(&cases, &candidates, self.clock.now()).await?;
+        let plan = Plan::load(&cases, self.clock.now()).await?;
         let audit = AuditLog::new(self.store.clone());
         let advanced = self
-            .lifecycle(&audit)
-            .advance(run, &plan, &candidates, usage.as_ref())
+            .advance_cases(&audit, run, &plan, &leaves, usage.as_ref())
             .await?;
         if state.status != RunStatus::Released {
             let mut line = AuditRecord::new("release", AuditOutcome::Done);
