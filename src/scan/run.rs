@@ -42,7 +42,7 @@ use super::context::{ContextError, RunContext};
 use super::message::{PARTITIONS_PER_MESSAGE, ScanMessage, ScanStep};
 use super::partition::Partition;
 use super::usage::UsageIndex;
-use super::worker::{PartitionError, PartitionResult, RowSink, scan_partition};
+use super::worker::{PART_BLOCK, PartitionError, PartitionResult, RowSink, scan_partition};
 use crate::clock::Clock;
 use crate::config::{Config, Mode};
 use crate::graph::exchange::ExchangeAdmin;
@@ -70,9 +70,13 @@ const LEASE_BLOB: &str = "scan.lease";
 /// the longest invocation (10 minutes on Consumption).
 const FINALIZE_CLAIM_TTL: Duration = Duration::minutes(15);
 
-/// Blobs the finalise reads at once (partition records, then rows in
-/// order): a big tenant has thousands of partitions.
+/// Partition records the finalise reads at once: a big tenant has
+/// thousands of partitions.
 const FINALIZE_READS: usize = 8;
+/// Block size of the report CSV uploads.
+const REPORT_BLOCK: usize = 1024 * 1024;
+/// Rows parts the finalise opens ahead of the one it copies.
+const PARTS_OPEN_AHEAD: usize = 2;
 
 /// How long an invocation keeps starting partitions. host.json sets
 /// `functionTimeout` to 10 minutes (Consumption's maximum); what is left
@@ -425,7 +429,7 @@ impl RowSink for LazyBlobSink {
                         STATE_CONTAINER,
                         &self.name,
                         Precondition::None,
-                        super::worker::PART_BLOCK,
+                        PART_BLOCK,
                     )
                     .await?,
             );
@@ -1349,36 +1353,47 @@ impl Scanner {
             ));
         }
 
-        // The report: one header, then every part in partition order.
+        // The report: one header, then every part in partition order, in
+        // 1 MiB blocks (two uploads at once; 50,000 blocks still allow
+        // 48 GiB, a hundred times a 10-million-user report).
         let [csv_name, json_name, html_name] = report_names(run);
         let mut by_run = self
             .store
-            .upload(REPORTS_CONTAINER, &csv_name, Precondition::None)
+            .upload_with_block_size(
+                REPORTS_CONTAINER,
+                &csv_name,
+                Precondition::None,
+                REPORT_BLOCK,
+            )
             .await?;
         let mut latest = self
             .store
-            .upload(
+            .upload_with_block_size(
                 REPORTS_CONTAINER,
                 "latest/inactive-users.csv",
                 Precondition::None,
+                REPORT_BLOCK,
             )
             .await?;
         let header = CsvChunks::header();
         by_run.write(&header).await?;
         latest.write(&header).await?;
-        // Read ahead a few parts; `buffered` keeps partition order.
-        let reads: Vec<_> = rows
+        // Parts pass through in chunks (a part of a big tenant is megabytes);
+        // the next ones are opened ahead, and `buffered` keeps their order.
+        let opens: Vec<_> = rows
             .into_iter()
             .map(|name| {
                 let store = self.store.clone();
-                async move { store.get(STATE_CONTAINER, &name).await }
+                async move { store.get_stream(STATE_CONTAINER, &name).await }
             })
             .collect();
-        let mut parts = futures::stream::iter(reads).buffered(FINALIZE_READS);
+        let mut parts = futures::stream::iter(opens).buffered(PARTS_OPEN_AHEAD);
         while let Some(part) = parts.next().await {
-            let part = part?;
-            by_run.write(&part.body).await?;
-            latest.write(&part.body).await?;
+            let mut chunks = part?;
+            while let Some(chunk) = chunks.try_next().await? {
+                by_run.write(&chunk).await?;
+                latest.write(&chunk).await?;
+            }
         }
         by_run.finish().await?;
         latest.finish().await?;

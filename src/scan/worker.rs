@@ -29,8 +29,12 @@ const ENRICH_USERS_PER_BATCH: usize = crate::graph::MAX_BATCH;
 const MANAGER_EXPAND: &str = "manager($select=id,displayName,mail,userPrincipalName)";
 /// Restarts of a partition whose skiptoken expired before giving up.
 const MAX_RESTARTS: u32 = 3;
-/// Part blobs are written in blocks of this size.
-pub const PART_BLOCK: usize = 1024 * 1024;
+/// Part blobs are written in blocks of this size, and rows are encoded in
+/// chunks of `ROW_CHUNK`: what a partition in flight holds of its rows
+/// (16 partitions at once; a part of a big tenant is megabytes). 50,000
+/// blocks still allow 12 GiB a part.
+pub const PART_BLOCK: usize = 256 * 1024;
+const ROW_CHUNK: usize = 64 * 1024;
 
 /// A user a case may open for, with what shapes the plan (ids only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,7 +270,7 @@ impl<'a> Accumulator<'a> {
         Self {
             config,
             ctx,
-            csv: CsvChunks::without_header(PART_BLOCK),
+            csv: CsvChunks::without_header(ROW_CHUNK),
             stats: ReportStats::new(config.policy.inactive_after_days),
             rows: 0,
             candidates: Vec::new(),

@@ -249,6 +249,31 @@ impl AzureStore {
         Ok(Blob { body, etag })
     }
 
+    pub async fn get_stream(&self, container: &str, name: &str) -> Result<super::BlobStream> {
+        let w = what(container, name);
+        let result = self
+            .blob(container, name)?
+            .download(None)
+            .await
+            .map_err(|e| map_err(&w, e))?;
+        Ok(result
+            .body
+            .map(move |chunk| {
+                chunk.map_err(|e| match map_err(&w, e) {
+                    // Later ranges are ETag-locked: a write meanwhile.
+                    StoreError::Conflict {
+                        what,
+                        kind: ConflictKind::PreconditionFailed,
+                    } => StoreError::Transient {
+                        what,
+                        detail: "the blob changed while it was read".to_owned(),
+                    },
+                    other => other,
+                })
+            })
+            .boxed())
+    }
+
     pub async fn list_page(
         &self,
         container: &str,

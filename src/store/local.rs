@@ -61,6 +61,9 @@ pub struct LocalOptions {
     pub append_limit_bytes: Option<u64>,
 }
 
+/// Chunk size of [`LocalStore::get_stream`].
+const STREAM_CHUNK: usize = 1024 * 1024;
+
 /// Lock files per container (see [`LocalStore::blob_lock`]).
 const LOCK_STRIPES: u64 = 64;
 
@@ -328,6 +331,30 @@ impl LocalStore {
             })
         })
         .await
+    }
+
+    pub async fn get_stream(&self, container: &str, name: &str) -> Result<super::BlobStream> {
+        use futures::StreamExt as _;
+        let path = self.blob_path(container, name);
+        let what = what(container, name);
+        let file = {
+            let what = what.clone();
+            blocking(move || {
+                if path.is_dir() {
+                    return Err(StoreError::not_found(what));
+                }
+                // Renames are atomic: the open file stays one version, whole.
+                File::open(&path).map_err(|e| StoreError::io(what, &e))
+            })
+            .await?
+        };
+        let reader = tokio_util::io::ReaderStream::with_capacity(
+            tokio::fs::File::from_std(file),
+            STREAM_CHUNK,
+        );
+        Ok(reader
+            .map(move |chunk| chunk.map_err(|e| StoreError::io(what.clone(), &e)))
+            .boxed())
     }
 
     pub async fn list_page(

@@ -84,6 +84,9 @@ pub enum Precondition {
     IfNoneMatch,
 }
 
+/// A blob's content in chunks, in order ([`Store::get_stream`]).
+pub type BlobStream = futures::stream::BoxStream<'static, Result<Bytes>>;
+
 /// A whole blob read back.
 #[derive(Debug, Clone)]
 pub struct Blob {
@@ -314,6 +317,18 @@ impl Store {
         match &self.backend {
             Backend::Azure(a) => a.get(container, name).await,
             Backend::Local(l) => l.get(container, name).await,
+        }
+    }
+
+    /// Reads a blob as a stream of chunks, so a blob of any size passes
+    /// through in bounded memory (the local store reads 1 MiB at a time;
+    /// Azure's download hands over its response body as it arrives).
+    /// `NotFound` if blob or container is missing, before the first chunk.
+    pub async fn get_stream(&self, container: &str, name: &str) -> Result<BlobStream> {
+        validate_blob_name(name)?;
+        match &self.backend {
+            Backend::Azure(a) => a.get_stream(container, name).await,
+            Backend::Local(l) => l.get_stream(container, name).await,
         }
     }
 

@@ -63,6 +63,7 @@ both_backends!(
     create_only_conflicts,
     streaming_upload_many_blocks,
     streaming_upload_respects_preconditions,
+    streaming_read_in_chunks,
     concurrent_appends_lose_nothing,
     listing_across_pages,
     not_found_is_typed,
@@ -389,6 +390,56 @@ mod cases {
                 .body
                 .is_empty()
         );
+    }
+
+    /// A blob read as a stream comes back byte-exact, in more than one
+    /// chunk when it is large, and a missing one is `NotFound` up front.
+    pub async fn streaming_read_in_chunks(store: Store) {
+        use futures::TryStreamExt as _;
+        let c = unique("c");
+        store.ensure_container(&c).await.expect("container");
+        let body = pattern(3 * 1024 * 1024 + 77);
+        store
+            .put(
+                &c,
+                "parts/big.csv",
+                Bytes::from(body.clone()),
+                Precondition::None,
+            )
+            .await
+            .expect("put");
+        let chunks: Vec<Bytes> = store
+            .get_stream(&c, "parts/big.csv")
+            .await
+            .expect("stream")
+            .try_collect()
+            .await
+            .expect("chunks");
+        assert!(chunks.len() > 1, "read in pieces, not at once");
+        assert!(chunks.concat() == body, "byte-exact");
+        store
+            .put(&c, "empty", Bytes::new(), Precondition::None)
+            .await
+            .expect("put empty");
+        let empty: Vec<Bytes> = store
+            .get_stream(&c, "empty")
+            .await
+            .expect("stream")
+            .try_collect()
+            .await
+            .expect("chunks");
+        assert!(empty.concat().is_empty());
+        for (container, name) in [
+            (c.as_str(), "nope"),
+            (c.as_str(), "parts"),
+            ("missing-c", "x"),
+        ] {
+            let err = match store.get_stream(container, name).await {
+                Ok(_) => panic!("{container}/{name} streamed"),
+                Err(e) => e,
+            };
+            assert!(err.is_not_found(), "{container}/{name}: {err:?}");
+        }
     }
 
     pub async fn streaming_upload_respects_preconditions(store: Store) {
