@@ -505,7 +505,7 @@ fn gdpr_cli(command: GdprCommand) -> ExitCode {
         match command {
             GdprCommand::Erase(args) => {
                 let submitted = request_erasure(
-                    store,
+                    &ctx.gdpr_requests(store),
                     &ctx.audit,
                     &ctx.config.tenant_id,
                     &user,

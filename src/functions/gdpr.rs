@@ -19,7 +19,7 @@ use serde_json::json;
 use super::AppContext;
 use crate::gdpr::error::{Error, Result};
 use crate::gdpr::export::{ExportError, export};
-use crate::gdpr::requests::{Origin, Requests, SubmitError, Submitted};
+use crate::gdpr::requests::{Origin, SubmitError, Submitted};
 use crate::gdpr::token::VerifiedUser;
 use crate::gdpr::{record_export, request_erasure};
 use crate::graph::GraphError;
@@ -88,7 +88,8 @@ async fn verify(ctx: &AppContext, headers: &HeaderMap, body: Body) -> Result<Ver
 async fn admit(ctx: &AppContext, headers: &HeaderMap, body: Body) -> Result<VerifiedUser> {
     let user = verify(ctx, headers, body).await?;
     let store = ctx.storage().await?;
-    if let Err(retry_after) = Requests::new(store.clone())
+    if let Err(retry_after) = ctx
+        .gdpr_requests(store)
         .admit(&user.subject, Utc::now())
         .await?
     {
@@ -107,7 +108,7 @@ async fn delete(
     // Counts against the hourly limit in the same write that creates or
     // finds the request.
     let submitted = request_erasure(
-        store,
+        &ctx.gdpr_requests(store),
         &ctx.audit,
         &ctx.config.tenant_id,
         &user.subject,
@@ -143,7 +144,8 @@ async fn status(
 ) -> Result<Response> {
     let user = admit(&ctx, &headers, body).await?;
     let store = ctx.storage().await?;
-    let request = Requests::new(store.clone())
+    let request = ctx
+        .gdpr_requests(store)
         .get(&user.subject, &id)
         .await?
         .ok_or(Error::NotFound)?;

@@ -23,6 +23,7 @@ use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::gdpr::export::ExtensionCache;
+use crate::gdpr::requests::{Hints, Requests};
 use crate::gdpr::token::TokenVerifier;
 use crate::graph::exchange::ExchangeAdmin;
 use crate::graph::{
@@ -53,6 +54,8 @@ pub struct AppContext {
     pub gdpr: Option<Arc<TokenVerifier>>,
     /// User extension attribute names for exports.
     pub extensions: ExtensionCache,
+    /// GDPR subject states this process last saw (a write's first guess).
+    pub gdpr_hints: Hints,
     /// dormant's "now" (the system clock outside tests).
     pub clock: Clock,
     /// What this instance's scan invocations share: partition slots, the
@@ -96,12 +99,18 @@ impl AppContext {
             http,
             gdpr,
             extensions: ExtensionCache::default(),
+            gdpr_hints: Hints::default(),
             clock: Clock::system(),
             scan: ScanRuntime::default(),
             storage_ready: tokio::sync::OnceCell::new(),
             graph: tokio::sync::OnceCell::new(),
             exchange: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// The GDPR request store over `store`, with this process's hints.
+    pub fn gdpr_requests(&self, store: &Store) -> Requests {
+        Requests::with_hints(store.clone(), self.gdpr_hints.clone())
     }
 
     /// Replaces the token verifier (tests: a shorter refresh interval).

@@ -21,7 +21,7 @@ use chrono::Utc;
 use crate::ids::ObjectId;
 use crate::lifecycle::{ActionKind, ActionMessage};
 use crate::store::audit::{AuditLog, AuditRecord, Outcome};
-use crate::store::{ACTIONS_QUEUE, SendOptions, Store, StoreError};
+use crate::store::{ACTIONS_QUEUE, SendOptions, StoreError};
 use requests::{Origin, Requests, SubmitError, Submitted};
 
 pub use error::Error;
@@ -32,15 +32,14 @@ pub use error::Error;
 /// and the job is idempotent. The audit record is durable before this
 /// returns, so nobody is told "accepted" for an unrecorded request.
 pub async fn request_erasure(
-    store: &Store,
+    requests: &Requests,
     audit: &AuditLog,
     tenant: &str,
     subject: &ObjectId,
     origin: Origin,
 ) -> Result<Submitted, SubmitError> {
-    let submitted = Requests::new(store.clone())
-        .submit_erasure(subject, origin, Utc::now())
-        .await?;
+    let submitted = requests.submit_erasure(subject, origin, Utc::now()).await?;
+    let store = requests.store();
     let (request, outcome, detail, message) = match &submitted {
         Submitted::Pending(r) => {
             let message = ActionMessage {

@@ -6,16 +6,23 @@
 //! needs the subject, so one user can never read another's request, nor
 //! learn that it exists: it is simply not in their blob.
 //!
-//! One blob, so `POST /delete` costs one read and one conditional write:
-//! counting the request and creating (or finding) the erasure are a single
-//! If-Match (or create-only) write, and two concurrent calls, on one
-//! instance or two, agree on one request.
+//! One blob, so `POST /delete` costs one conditional write: counting the
+//! request and creating (or finding) the erasure are a single If-Match (or
+//! create-only) write, and two concurrent calls, on one instance or two,
+//! agree on one request. The write goes out without a read first: If-Match
+//! the state this process last wrote or read (its [`Hints`]), create-only
+//! for a subject it has not seen. A stale guess fails its condition and
+//! the state is read and tried again, so the guess saves a round trip but
+//! never decides anything; an answer that writes nothing (the limit is
+//! reached, the erasure is done) always comes from a fresh read.
 //!
 //! Crash safety: the state is written before the queue message is sent. A
 //! crash between the two leaves the request `accepted`; the client's retry
 //! of `POST /delete` finds it pending and enqueues again (the erasure is
 //! idempotent), so nothing stays stuck.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,13 +30,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::ObjectId;
-use crate::store::{Precondition, STATE_CONTAINER, Store, StoreError};
+use crate::store::{ETag, Precondition, STATE_CONTAINER, Store, StoreError};
 
 /// CONTRACT: at most 10 requests per subject per hour.
 pub const RATE_LIMIT: usize = 10;
 pub const RATE_WINDOW: Duration = Duration::from_secs(3600);
-/// Conditional-write attempts before a hot blob is reported unavailable.
-const MAX_CAS_ATTEMPTS: usize = 8;
+/// Conditional-write attempts before a hot blob is reported unavailable
+/// (the first one on a guess, the others each after a fresh read).
+const MAX_CAS_ATTEMPTS: usize = 9;
+/// Subjects whose state a process remembers; past this it starts over.
+const MAX_HINTS: usize = 10_000;
 /// Erasure requests kept per subject. Only the newest can be pending (a new
 /// one starts only after a failure), so older ones are failed; past this
 /// many their status reads as unknown (404).
@@ -177,48 +187,104 @@ enum Step<R> {
     Keep(R),
 }
 
+/// The state of subjects as this process last wrote or read it, with
+/// the ETag: the guess a write starts from. Bounded; shared by clones.
+#[derive(Debug, Clone, Default)]
+pub struct Hints(Arc<Mutex<HashMap<ObjectId, (ETag, SubjectState)>>>);
+
+impl Hints {
+    fn guess(&self, subject: &ObjectId) -> (SubjectState, Precondition) {
+        match self.lock().get(subject) {
+            Some((etag, state)) => (state.clone(), Precondition::IfMatch(etag.clone())),
+            None => (SubjectState::default(), Precondition::IfNoneMatch),
+        }
+    }
+
+    fn remember(&self, subject: &ObjectId, etag: ETag, state: SubjectState) {
+        let mut hints = self.lock();
+        if hints.len() >= MAX_HINTS && !hints.contains_key(subject) {
+            hints.clear();
+        }
+        hints.insert(subject.clone(), (etag, state));
+    }
+
+    fn forget(&self, subject: &ObjectId) {
+        self.lock().remove(subject);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, (ETag, SubjectState)>> {
+        // A panic while holding the lock leaves a map of hints, nothing
+        // that decides: keep using it.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The request store on `dormant-state`.
 #[derive(Debug, Clone)]
 pub struct Requests {
     store: Store,
+    hints: Hints,
 }
 
 impl Requests {
+    /// A request store that remembers nothing between calls' processes:
+    /// every write of a subject it did not write before starts create-only.
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self::with_hints(store, Hints::default())
+    }
+
+    /// A request store sharing `hints` (one per process: the endpoints').
+    pub fn with_hints(store: Store, hints: Hints) -> Self {
+        Self { store, hints }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     async fn read(&self, subject: &ObjectId) -> Result<(SubjectState, Precondition), StoreError> {
         let name = subject_blob(subject);
         match self.store.get(STATE_CONTAINER, &name).await {
             Ok(blob) => {
-                let state = serde_json::from_slice(&blob.body).map_err(|e| {
+                let state: SubjectState = serde_json::from_slice(&blob.body).map_err(|e| {
                     StoreError::permanent(
                         format!("{STATE_CONTAINER}/{name}"),
                         format!("unreadable state: {e}"),
                     )
                 })?;
+                self.hints
+                    .remember(subject, blob.etag.clone(), state.clone());
                 Ok((state, Precondition::IfMatch(blob.etag)))
             }
             Err(StoreError::NotFound { .. }) => {
+                self.hints.forget(subject);
                 Ok((SubjectState::default(), Precondition::IfNoneMatch))
             }
             Err(e) => Err(e),
         }
     }
 
-    /// Reads the subject's state, applies `change`, writes it back guarded
-    /// by the ETag read (or create-only), and starts over on a conflict.
+    /// Applies `change` to the subject's state and writes it back guarded
+    /// by its ETag (or create-only). The first attempt starts from the
+    /// hint; a failed condition, or an answer that would write nothing,
+    /// reads the stored state and applies `change` to that instead.
     async fn modify<R>(
         &self,
         subject: &ObjectId,
         mut change: impl FnMut(&mut SubjectState) -> Step<R>,
     ) -> Result<R, StoreError> {
         let name = subject_blob(subject);
+        let mut current = self.hints.guess(subject);
+        let mut read = false;
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let (mut state, precondition) = self.read(subject).await?;
+            let (mut state, precondition) = current;
             let answer = match change(&mut state) {
-                Step::Keep(answer) => return Ok(answer),
+                Step::Keep(answer) if read => return Ok(answer),
+                Step::Keep(_) => {
+                    current = self.read(subject).await?;
+                    read = true;
+                    continue;
+                }
                 Step::Write(answer) => answer,
             };
             let body = serde_json::to_vec(&state).map_err(|e| {
@@ -232,8 +298,15 @@ impl Requests {
                 .put(STATE_CONTAINER, &name, Bytes::from(body), precondition)
                 .await
             {
-                Ok(_) => return Ok(answer),
-                Err(StoreError::Conflict { .. }) => continue,
+                Ok(etag) => {
+                    self.hints.remember(subject, etag, state);
+                    return Ok(answer);
+                }
+                // Someone else wrote (or deleted) it since: read, retry.
+                Err(StoreError::Conflict { .. }) => {
+                    current = self.read(subject).await?;
+                    read = true;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -494,5 +567,81 @@ mod tests {
         assert_eq!(ids.len(), 1, "{ids:?}");
         let wait = requests.admit(&alice(), now).await.expect("store");
         assert!(wait.is_err(), "every one of them was counted");
+    }
+
+    /// Two instances, each with its own hints, over one store: guesses go
+    /// stale at every turn, and still every request is counted once, both
+    /// agree on one erasure, and both refuse the eleventh.
+    #[tokio::test]
+    async fn stale_guesses_are_read_again_and_decide_nothing() {
+        let (store, _dir) = local_store().await;
+        let a = Requests::with_hints(store.clone(), Hints::default());
+        let b = Requests::with_hints(store.clone(), Hints::default());
+        let now = Utc::now();
+        let Submitted::Pending(first) = a
+            .submit_erasure(&alice(), Origin::User, now)
+            .await
+            .expect("a")
+        else {
+            panic!("pending");
+        };
+        // B has never seen alice: its create-only guess fails, it reads.
+        let Submitted::Pending(same) = b
+            .submit_erasure(&alice(), Origin::User, now)
+            .await
+            .expect("b")
+        else {
+            panic!("pending");
+        };
+        assert_eq!(first.request_id, same.request_id);
+        for i in 2..RATE_LIMIT {
+            let who = if i % 2 == 0 { &a } else { &b };
+            assert_eq!(
+                who.admit(&alice(), now).await.expect("store"),
+                Ok(()),
+                "{i}"
+            );
+        }
+        assert!(a.admit(&alice(), now).await.expect("store").is_err());
+        assert!(b.admit(&alice(), now).await.expect("store").is_err());
+        let blob = store
+            .get(STATE_CONTAINER, &subject_blob(&alice()))
+            .await
+            .expect("state");
+        let state: SubjectState = serde_json::from_slice(&blob.body).expect("json");
+        assert_eq!(state.window.len(), RATE_LIMIT, "each counted once");
+        assert_eq!(state.erasures.len(), 1);
+
+        // A refusal never rests on a guess: with the state gone (say an
+        // operator cleared it), A's remembered full window is read again.
+        store
+            .delete(STATE_CONTAINER, &subject_blob(&alice()))
+            .await
+            .expect("delete");
+        assert_eq!(a.admit(&alice(), now).await.expect("store"), Ok(()));
+        // Nor does "already done": B remembers a done erasure that is gone.
+        let Submitted::Pending(second) = b
+            .submit_erasure(&alice(), Origin::Operator, now)
+            .await
+            .expect("b")
+        else {
+            panic!("pending");
+        };
+        b.update(&alice(), &second.request_id, |r| r.status = Status::Done)
+            .await
+            .expect("update")
+            .expect("found");
+        store
+            .delete(STATE_CONTAINER, &subject_blob(&alice()))
+            .await
+            .expect("delete");
+        match b
+            .submit_erasure(&alice(), Origin::Operator, now)
+            .await
+            .expect("b")
+        {
+            Submitted::Pending(r) => assert_ne!(r.request_id, second.request_id),
+            Submitted::Done(_) => panic!("answered from a guess"),
+        }
     }
 }
