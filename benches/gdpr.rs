@@ -9,6 +9,13 @@
 //! request, enqueue the erasure, append the audit record. Subjects are
 //! distinct (at most 10 requests each, the hourly limit).
 //!
+//! Two loads, the same client for dormant and the peer:
+//! - closed loop: `wrk` (Debian's package; a C client, so the two cores go
+//!   to the server, not to the load), 200 connections, 2 threads, each
+//!   request with the next token of a list (ten per subject);
+//! - open loop (wrk2-style): in process, 1,000 requests/s offered, latency
+//!   counted from each request's scheduled time.
+//!
 //! Peers measured in the same run with the same client:
 //! - dormant's bare readiness route (`GET /`): the floor of the HTTP stack;
 //! - a Python standard-library server verifying the same tokens with
@@ -36,6 +43,43 @@ mod azurite;
 
 const CONNECTIONS: usize = 200;
 const PER_CONNECTION: usize = 60;
+/// Closed loop: how long wrk runs, and distinct subjects in its token
+/// list (ten requests each, the hourly limit): enough that no subject is
+/// asked an eleventh time below 20,000 requests/s.
+const CLOSED_SECONDS: u32 = 5;
+const CLOSED_SUBJECTS: usize = 10_000;
+
+/// wrk's script: each thread walks the token list from its own offset,
+/// two threads interleaved; `done` prints the figures as JSON (latency in
+/// microseconds, from wrk's own histogram).
+const WRK_SCRIPT: &str = r#"
+local threads = 0
+function setup(thread)
+  thread:set("id", threads)
+  threads = threads + 1
+end
+function init(args)
+  tokens = {}
+  for line in io.lines(args[1]) do tokens[#tokens + 1] = line end
+  step = tonumber(args[2])
+  counter = id
+  method = args[3]
+end
+function request()
+  local headers = {}
+  if #tokens > 0 then
+    headers["Authorization"] = "Bearer " .. tokens[math.floor(counter / 10) % #tokens + 1]
+  end
+  counter = counter + step
+  return wrk.format(method, nil, headers, method == "POST" and "" or nil)
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests":%d,"duration_us":%d,"non2xx":%d,"errors":%d,"p50_us":%d,"p99_us":%d}\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"#;
 /// Open loop: each connection sends every 200 ms, 1,000 requests/s in all.
 const PACE: Duration = Duration::from_millis(200);
 const ISSUER: &str = "https://bench.b2clogin.com/tenant/v2.0/";
@@ -96,29 +140,18 @@ struct Load {
     total: usize,
 }
 
-/// `CONNECTIONS` tasks, each with its own keep-alive connection, sending
-/// its share of `tokens` (None = no Authorization header). Every connection
-/// is opened and used once (`GET /`, untimed) before the clock starts, as
-/// wrk does: 200 simultaneous TCP handshakes on 2 cores are not the
-/// endpoint's latency.
-///
-/// `pace: None` is a closed loop (each connection sends its next request
-/// when the last one is answered: the server's saturation, where Little's
-/// law makes the mean latency 200 / throughput). `Some(interval)` is an
-/// open loop at `CONNECTIONS / interval` requests/s, as wrk2 does: each
+/// The open loop (wrk2-style): `CONNECTIONS` tasks, each with its own
+/// keep-alive connection, each sending its share of `tokens` every `pace`
+/// (`CONNECTIONS / pace` requests/s in all, connections staggered). Each
 /// request has a scheduled time and its latency counts from then, so a
-/// server that falls behind is charged for the wait.
-async fn load(
-    method: reqwest::Method,
-    url: String,
-    tokens: Arc<Vec<String>>,
-    pace: Option<Duration>,
-) -> Load {
+/// server that falls behind is charged for the wait. Every connection is
+/// opened and used once (`GET /`, untimed) before the clock starts.
+async fn open_loop(url: String, tokens: Arc<Vec<String>>, pace: Duration) -> Load {
     let ready = Arc::new(tokio::sync::Barrier::new(CONNECTIONS + 1));
     let root = url::Url::parse(&url).expect("url").join("/").expect("root");
     let mut tasks = Vec::new();
     for c in 0..CONNECTIONS {
-        let (url, tokens, method) = (url.clone(), tokens.clone(), method.clone());
+        let (url, tokens) = (url.clone(), tokens.clone());
         let (ready, root) = (ready.clone(), root.clone());
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::builder()
@@ -133,23 +166,15 @@ async fn load(
             let mut lat = Vec::with_capacity(PER_CONNECTION);
             let mut ok = 0;
             for i in 0..PER_CONNECTION {
-                let mut r = client.request(method.clone(), &url);
-                if !tokens.is_empty() {
-                    r = r.bearer_auth(&tokens[(c * PER_CONNECTION + i) % tokens.len()]);
-                }
-                let t = match pace {
-                    // Connections staggered over one interval.
-                    Some(every) => {
-                        let due = start + every * i as u32 + every * c as u32 / CONNECTIONS as u32;
-                        tokio::time::sleep_until(due.into()).await;
-                        due
-                    }
-                    None => Instant::now(),
-                };
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&tokens[(c * PER_CONNECTION + i) % tokens.len()]);
+                let due = start + pace * i as u32 + pace * c as u32 / CONNECTIONS as u32;
+                tokio::time::sleep_until(due.into()).await;
                 let resp = r.send().await.expect("request");
                 let good = resp.status().is_success();
                 let _ = resp.bytes().await;
-                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                lat.push(due.elapsed().as_secs_f64() * 1000.0);
                 ok += usize::from(good);
             }
             (lat, ok)
@@ -173,6 +198,49 @@ async fn load(
         p99_ms: pct(0.99),
         ok,
         total: all.len(),
+    }
+}
+
+/// The closed loop through `wrk` (`CONNECTIONS` connections, 2 threads,
+/// `CLOSED_SECONDS`): each request carries the next token of `tokens`
+/// (a file, one per line; empty: no Authorization header).
+fn wrk_closed(method: &str, url: &str, tokens: &std::path::Path, script: &std::path::Path) -> Load {
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{CLOSED_SECONDS}s"),
+            "--timeout",
+            "10s",
+            "-s",
+        ])
+        .arg(script)
+        .arg(url)
+        .arg("--")
+        .arg(tokens)
+        .args(["2", method])
+        .output()
+        .expect("run wrk (Debian package `wrk`)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "wrk printed no figures: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let v: serde_json::Value = serde_json::from_str(line).expect("wrk JSON");
+    let n = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    let total = n("requests") as usize;
+    Load {
+        rps: n("requests") / (n("duration_us") / 1e6),
+        p50_ms: n("p50_us") / 1000.0,
+        p99_ms: n("p99_us") / 1000.0,
+        ok: total.saturating_sub((n("non2xx") + n("errors")) as usize),
+        total,
     }
 }
 
@@ -211,29 +279,37 @@ fn main() {
     let header = B64.encode(json!({"alg": "RS256", "typ": "JWT", "kid": "k1"}).to_string());
     let now = chrono::Utc::now().timestamp();
     // One subject per 10 requests: the hourly limit is never the bottleneck.
-    // Twice as many: the closed and the open loop each get their own.
-    let subjects = 2 * CONNECTIONS * PER_CONNECTION / 10;
-    let tokens: Vec<String> = (0..subjects)
-        .map(|i| {
-            let claims = json!({"iss": ISSUER, "aud": AUDIENCE, "exp": now + 3600, "nbf": now - 60,
-                "auth_time": now - 10, "sub": format!("5b3a1c2d-3333-4e4e-8f8f-{i:012x}"), "tfp": "B2C_1_susi"});
-            let input = format!("{header}.{}", B64.encode(claims.to_string()));
-            let mut sig = vec![0u8; key.public_modulus_len()];
-            key.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), input.as_bytes(), &mut sig)
-                .expect("sign");
-            format!("{input}.{}", B64.encode(sig))
-        })
-        .collect();
+    // The open loop's subjects first, then the closed loop's.
+    let paced_subjects = CONNECTIONS * PER_CONNECTION / 10;
+    let signer = |i: usize| {
+        let claims = json!({"iss": ISSUER, "aud": AUDIENCE, "exp": now + 3600, "nbf": now - 60,
+            "auth_time": now - 10, "sub": format!("5b3a1c2d-3333-4e4e-8f8f-{i:012x}"), "tfp": "B2C_1_susi"});
+        let input = format!("{header}.{}", B64.encode(claims.to_string()));
+        let mut sig = vec![0u8; key.public_modulus_len()];
+        key.sign(
+            &RSA_PKCS1_SHA256,
+            &SystemRandom::new(),
+            input.as_bytes(),
+            &mut sig,
+        )
+        .expect("sign");
+        format!("{input}.{}", B64.encode(sig))
+    };
+    let tokens: Vec<String> = (0..paced_subjects + CLOSED_SUBJECTS).map(signer).collect();
     // Connection c sends slots c*PER_CONNECTION.. : each subject's ten
     // requests come from one connection, as one user's would.
     let slots = CONNECTIONS * PER_CONNECTION;
-    let paced_tokens: Arc<Vec<String>> = Arc::new(
-        (0..slots)
-            .map(|slot| tokens[slots / 10 + slot / 10].clone())
-            .collect(),
-    );
-    let tokens: Arc<Vec<String>> =
+    let paced_tokens: Arc<Vec<String>> =
         Arc::new((0..slots).map(|slot| tokens[slot / 10].clone()).collect());
+    let dir = tempfile::tempdir().expect("tempdir");
+    // wrk's inputs: its script, the closed loop's tokens (one line a
+    // subject; the script sends each ten times), and no tokens at all.
+    let script = dir.path().join("gdpr.lua");
+    std::fs::write(&script, WRK_SCRIPT).expect("script");
+    let closed_tokens = dir.path().join("tokens.txt");
+    std::fs::write(&closed_tokens, tokens[paced_subjects..].join("\n") + "\n").expect("tokens");
+    let no_tokens = dir.path().join("none.txt");
+    std::fs::write(&no_tokens, "").expect("empty");
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -278,14 +354,14 @@ fn main() {
                 .expect("spawn dormant");
             wait_ready(port);
             let pid = child.id();
-            let ready = load(reqwest::Method::GET, format!("http://127.0.0.1:{port}/"), Arc::new(Vec::new()), None).await;
+            let ready = wrk_closed("GET", &format!("http://127.0.0.1:{port}/"), &no_tokens, &script);
             let url = format!("http://127.0.0.1:{port}/api/gdpr/delete");
-            let delete = load(reqwest::Method::POST, url.clone(), tokens.clone(), None).await;
+            let delete = wrk_closed("POST", &url, &closed_tokens, &script);
             // Azurite (one Node thread) cannot take the open loop's rate.
             let paced = if label == "azurite" {
                 None
             } else {
-                Some(load(reqwest::Method::POST, url, paced_tokens.clone(), Some(PACE)).await)
+                Some(open_loop(url, paced_tokens.clone(), PACE).await)
             };
             let rss = status_mib(pid, "VmHWM");
             stop(child);
@@ -328,20 +404,8 @@ fn main() {
             .expect("spawn python peer");
         wait_ready(peer_port);
         let peer_pid = peer.id();
-        let python = load(
-            reqwest::Method::POST,
-            format!("http://127.0.0.1:{peer_port}/"),
-            tokens,
-            None,
-        )
-        .await;
-        let python_paced = load(
-            reqwest::Method::POST,
-            format!("http://127.0.0.1:{peer_port}/"),
-            paced_tokens,
-            Some(PACE),
-        )
-        .await;
+        let python = wrk_closed("POST", &format!("http://127.0.0.1:{peer_port}/"), &closed_tokens, &script);
+        let python_paced = open_loop(format!("http://127.0.0.1:{peer_port}/"), paced_tokens, PACE).await;
         let peer_rss = status_mib(peer_pid, "VmHWM");
         stop(peer);
 

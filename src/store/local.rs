@@ -29,6 +29,8 @@
 //! comes after, persists both; a reader could already see a rename before
 //! its fsync (reads take no lock). A new append file's name is made durable
 //! under the lock, once, so no appender is acknowledged before it.
+//! Folder fsyncs are group-committed per folder ([`sync_dir`]): writers
+//! that renamed into one folder while its fsync ran share the next one.
 //!
 //! Lock files are named by stripe: processes of this version and of the
 //! previous one (one lock per container) must not share a store directory.
@@ -37,10 +39,11 @@
 //! tag, and no reuse after a delete). Computing one reads the file, which is
 //! fine at CLI scale; listings of very large blobs pay for it.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, LazyLock, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -127,8 +130,70 @@ fn etag_of_file(path: &Path) -> std::io::Result<Option<ETag>> {
     Ok(Some(etag_of_digest(hasher.finalize().as_slice())))
 }
 
+/// Makes the renames into `dir` durable. Folder fsyncs are group-committed
+/// per folder: a caller whose rename is done waits for an fsync that
+/// *starts* after it (the one running may have begun before the rename),
+/// and one fsync answers everyone who registered before it began. Under
+/// load (the GDPR endpoint's state and queue writes) the disk sees one
+/// folder fsync per batch instead of one per write.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
+    static FOLDERS: LazyLock<Mutex<HashMap<PathBuf, Arc<FolderSync>>>> =
+        LazyLock::new(Mutex::default);
+    let folders = || FOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+    let folder = folders().entry(dir.to_path_buf()).or_default().clone();
+    let result = folder.sync_with(|| File::open(dir)?.sync_all());
+    let mut map = folders();
+    // Nobody else holds it (clones are taken under this lock): forget it,
+    // so a long-lived process does not keep every folder it ever synced.
+    if Arc::strong_count(&folder) == 2 {
+        map.remove(dir);
+    }
+    result
+}
+
+/// One folder's fsync group commit (see [`sync_dir`]).
+#[derive(Debug, Default)]
+struct FolderSync {
+    state: Mutex<SyncState>,
+    done: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Callers registered so far (each after its rename).
+    registered: u64,
+    /// Every caller up to this one is durable.
+    synced: u64,
+    running: bool,
+}
+
+impl FolderSync {
+    fn sync_with(&self, fsync: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
+        let lock = || self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = lock();
+        state.registered += 1;
+        let mine = state.registered;
+        loop {
+            if state.synced >= mine {
+                return Ok(());
+            }
+            if !state.running {
+                state.running = true;
+                let covers = state.registered;
+                drop(state);
+                let result = fsync();
+                state = lock();
+                state.running = false;
+                if result.is_ok() {
+                    state.synced = state.synced.max(covers);
+                }
+                // On failure a waiter runs its own fsync and hears its own result.
+                self.done.notify_all();
+                return result;
+            }
+            state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 fn check_precondition(what: &str, current: Option<&ETag>, p: &Precondition) -> Result<()> {
@@ -162,10 +227,16 @@ fn in_folder<T>(parent: &Path, mut op: impl FnMut() -> std::io::Result<T>) -> st
 /// Renames `tmp` over `target`, creating parent folders. Not yet durable:
 /// call [`sync_parent`] after releasing the lock.
 fn place_file(tmp: &Path, target: &Path) -> std::io::Result<()> {
-    let parent = target
-        .parent()
-        .expect("blob paths sit inside a container folder");
-    in_folder(parent, || fs::rename(tmp, target))
+    // Most writes replace a blob or add one to a folder that exists.
+    match fs::rename(tmp, target) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = target
+                .parent()
+                .expect("blob paths sit inside a container folder");
+            in_folder(parent, || fs::rename(tmp, target))
+        }
+        other => other,
+    }
 }
 
 /// Makes a rename into `target`'s folder durable. A folder that is gone
@@ -805,6 +876,55 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> std::io::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Callers that register while an fsync runs are answered by the next
+    /// one, which starts after them: ten waiters, one more fsync.
+    #[test]
+    fn folder_fsyncs_are_group_committed() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::mpsc;
+        let folder = Arc::new(FolderSync::default());
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let leader = {
+            let folder = folder.clone();
+            std::thread::spawn(move || {
+                folder.sync_with(|| {
+                    entered_tx.send(()).expect("entered");
+                    release_rx.recv().expect("release");
+                    Ok(())
+                })
+            })
+        };
+        entered.recv().expect("the first fsync runs");
+        let fsyncs = Arc::new(AtomicU32::new(0));
+        let followers: Vec<_> = (0..10)
+            .map(|_| {
+                let (folder, fsyncs) = (folder.clone(), fsyncs.clone());
+                std::thread::spawn(move || {
+                    folder.sync_with(|| {
+                        fsyncs.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    })
+                })
+            })
+            .collect();
+        while folder.state.lock().expect("state").registered < 11 {
+            std::thread::yield_now();
+        }
+        release.send(()).expect("release");
+        leader.join().expect("leader").expect("synced");
+        for f in followers {
+            f.join().expect("follower").expect("synced");
+        }
+        assert_eq!(fsyncs.load(Ordering::SeqCst), 1, "one fsync for all ten");
+        // A failed fsync answers its caller with the error; the next
+        // caller runs its own.
+        let failed = folder.sync_with(|| Err(std::io::Error::other("disk")));
+        assert!(failed.is_err());
+        folder.sync_with(|| Ok(())).expect("the next one succeeds");
+        assert_eq!(folder.state.lock().expect("state").synced, 13);
+    }
 
     /// A delete prunes the folder it empties while holding only its own
     /// blob's stripe, so a write of another blob can find its freshly
