@@ -221,31 +221,18 @@ impl AzureStore {
 
     pub async fn get(&self, container: &str, name: &str) -> Result<Blob> {
         let w = what(container, name);
-        // Large blobs download in ETag-locked ranges; a write in between
-        // fails the later ranges with 412, which here means "changed while
-        // reading": worth a retry, not a conflict of ours.
-        let changed = |e: azure_core::Error| match map_err(&w, e) {
-            StoreError::Conflict {
-                what,
-                kind: ConflictKind::PreconditionFailed,
-            } => StoreError::Transient {
-                what,
-                detail: "the blob changed while it was read".to_owned(),
-            },
-            other => other,
-        };
         let result = self
             .blob(container, name)?
             .download(None)
             .await
-            .map_err(changed)?;
+            .map_err(|e| read_err(&w, e))?;
         let etag = result
             .properties
             .etag
             .clone()
             .map(|e| etag(e.as_ref()))
             .ok_or_else(|| missing_etag(container, name))?;
-        let body = result.body.collect().await.map_err(changed)?;
+        let body = result.body.collect().await.map_err(|e| read_err(&w, e))?;
         Ok(Blob { body, etag })
     }
 
@@ -255,22 +242,10 @@ impl AzureStore {
             .blob(container, name)?
             .download(None)
             .await
-            .map_err(|e| map_err(&w, e))?;
+            .map_err(|e| read_err(&w, e))?;
         Ok(result
             .body
-            .map(move |chunk| {
-                chunk.map_err(|e| match map_err(&w, e) {
-                    // Later ranges are ETag-locked: a write meanwhile.
-                    StoreError::Conflict {
-                        what,
-                        kind: ConflictKind::PreconditionFailed,
-                    } => StoreError::Transient {
-                        what,
-                        detail: "the blob changed while it was read".to_owned(),
-                    },
-                    other => other,
-                })
-            })
+            .map(move |chunk| chunk.map_err(|e| read_err(&w, e)))
             .boxed())
     }
 
@@ -570,6 +545,22 @@ fn error_code(e: &azure_core::Error) -> Option<String> {
     match e.kind() {
         ErrorKind::HttpResponse { error_code, .. } => error_code.clone(),
         _ => None,
+    }
+}
+
+/// A download's error. Large blobs download in ETag-locked ranges; a write
+/// in between fails the later ranges with 412, which here means "changed
+/// while reading": worth a retry, not a conflict of ours.
+fn read_err(what: &str, e: azure_core::Error) -> StoreError {
+    match map_err(what, e) {
+        StoreError::Conflict {
+            what,
+            kind: ConflictKind::PreconditionFailed,
+        } => StoreError::Transient {
+            what,
+            detail: "the blob changed while it was read".to_owned(),
+        },
+        other => other,
     }
 }
 
