@@ -55,7 +55,7 @@ impl Plan {
     }
 
     /// Whether the run would open a case for `c`.
-    pub fn is_new(&self, c: &Candidate) -> bool {
+    fn is_new(&self, c: &Candidate) -> bool {
         let user = c.user.to_ascii_lowercase();
         !self.open_users.contains(&user) && !self.held.contains(&user)
     }
