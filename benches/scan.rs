@@ -23,7 +23,11 @@
 //! otherwise), `SCAN_BENCH_PEER=0` to skip the peer, `SCAN_BENCH_SEED` (42),
 //! `SCAN_BENCH_BUDGET_SHARE` (dormant's `DORMANT_GRAPH_BUDGET_SHARE`, default
 //! 0.5), `SCAN_BENCH_PYTHON` (default `.tools/pyenv/bin/python`, which
-//! `scripts/test.sh` installs from tests/conformance/requirements.txt).
+//! `scripts/test.sh` installs from tests/conformance/requirements.txt),
+//! `SCAN_BENCH_PEER_MAX_SECS` (no cap by default): the peer stops paging after
+//! that long; the table then gives the users it judged, its measured pace and
+//! the time that pace needs for the whole tenant (marked as a projection),
+//! and compares both sets over the users the peer did judge.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -350,17 +354,39 @@ struct PeerRun {
     served: Served,
     out: serde_json::Value,
     ids: BTreeSet<String>,
+    /// Every user the peer judged, when it stopped at its time cap.
+    judged: Option<BTreeSet<String>>,
 }
 
-fn run_peer(python: &Path, sim: &SimProcess, control: &Control, dir: &Path) -> PeerRun {
+fn read_ids(path: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn run_peer(
+    python: &Path,
+    sim: &SimProcess,
+    control: &Control,
+    dir: &Path,
+    max_secs: Option<u64>,
+) -> PeerRun {
     control.reset_stats();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/scan_peer.py");
     let ids_file = dir.join("peer-ids.txt");
+    let judged_file = dir.join("peer-judged.txt");
     let started = Instant::now();
-    let child = Command::new(python)
+    let mut command = Command::new(python);
+    if let Some(secs) = max_secs {
+        command.env("PEER_MAX_SECONDS", secs.to_string());
+    }
+    let child = command
         .arg(&script)
         .envs(sim.settings.iter().map(|(k, v)| (k, v)))
         .env("PEER_IDS_OUT", &ids_file)
+        .env("PEER_SCANNED_OUT", &judged_file)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -383,16 +409,14 @@ fn run_peer(python: &Path, sim: &SimProcess, control: &Control, dir: &Path) -> P
         .rev()
         .find_map(|l| serde_json::from_str(l).ok())
         .unwrap_or_else(|| panic!("peer (pid {pid}) printed no JSON: {text}"));
-    let ids = std::fs::read_to_string(&ids_file)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let ids = read_ids(&ids_file);
+    let judged = (out["partial"] == true).then(|| read_ids(&judged_file));
     PeerRun {
         finished,
         served,
         out,
         ids,
+        judged,
     }
 }
 
@@ -405,6 +429,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok());
     let with_peer = std::env::var("SCAN_BENCH_PEER").as_deref() != Ok("0");
+    let peer_max_secs: Option<u64> = std::env::var("SCAN_BENCH_PEER_MAX_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_dormant"));
     let python = std::env::var_os("SCAN_BENCH_PYTHON")
         .map(PathBuf::from)
@@ -443,7 +470,7 @@ fn main() {
     );
     eprintln!("dormant byVerdict: {}", s["byVerdict"]);
 
-    let peer = with_peer.then(|| run_peer(&python, &sim, &control, dir.path()));
+    let peer = with_peer.then(|| run_peer(&python, &sim, &control, dir.path(), peer_max_secs));
     let sim_hwm = status_mib(sim_pid, "VmHWM");
 
     println!();
@@ -452,12 +479,29 @@ fn main() {
     let ratio = |a: f64, b: f64| if a > 0.0 { b / a } else { 0.0 };
     match &peer {
         Some(p) => {
-            println!(
-                "| wall time, {users} users, {latency} ms a request | {:.1} s | {:.1} s | {:.1}× faster | ≥ 10× |",
-                d.finished.seconds,
-                p.finished.seconds,
-                ratio(d.finished.seconds, p.finished.seconds)
-            );
+            let peer_judged = p.out["scanned"].as_f64().unwrap_or(0.0);
+            match &p.judged {
+                None => println!(
+                    "| wall time, {users} users, {latency} ms a request | {:.1} s | {:.1} s | {:.1}× faster | ≥ 10× |",
+                    d.finished.seconds,
+                    p.finished.seconds,
+                    ratio(d.finished.seconds, p.finished.seconds)
+                ),
+                Some(_) => {
+                    // The peer is sequential: every page costs it the same,
+                    // so its measured pace gives the time for all users.
+                    let projected = p.finished.seconds * f64::from(users) / peer_judged.max(1.0);
+                    println!(
+                        "| wall time, {users} users, {latency} ms a request | {:.1} s | stopped at its cap after {:.1} s, {} users judged ({:.1} users/s); projected for {users}: {:.0} s | {:.1}× faster (projected) | ≥ 10× |",
+                        d.finished.seconds,
+                        p.finished.seconds,
+                        peer_judged,
+                        peer_judged / p.finished.seconds,
+                        projected,
+                        ratio(d.finished.seconds, projected)
+                    );
+                }
+            }
             println!(
                 "| Graph requests (simulator count) | {} ({} × 429) | {} ({} × 429) | — | — |",
                 d.served.graph, d.served.throttled, p.served.graph, p.served.throttled
@@ -481,18 +525,29 @@ fn main() {
                 "| users scanned | {} | {} | — | — |",
                 s["scanned"], p.out["scanned"]
             );
-            let same = d.listed == p.ids;
+            // A capped peer judged only some users: compare dormant's set
+            // over those users.
+            let mine: BTreeSet<String> = match &p.judged {
+                None => d.listed.clone(),
+                Some(judged) => d.listed.intersection(judged).cloned().collect(),
+            };
+            let same = mine == p.ids;
             println!(
-                "| not plainly active (sha256 of sorted ids) | {} ({}) | {} ({}) | {} | equal |",
-                d.listed.len(),
-                &digest(&d.listed)[..12],
+                "| not plainly active{} (sha256 of sorted ids) | {} ({}) | {} ({}) | {} | equal |",
+                if p.judged.is_some() {
+                    ", over the users the peer judged"
+                } else {
+                    ""
+                },
+                mine.len(),
+                &digest(&mine)[..12],
                 p.ids.len(),
                 &digest(&p.ids)[..12],
                 if same { "same set" } else { "DIFFERENT" }
             );
             if !same {
-                let only_d = d.listed.difference(&p.ids).count();
-                let only_p = p.ids.difference(&d.listed).count();
+                let only_d = mine.difference(&p.ids).count();
+                let only_p = p.ids.difference(&mine).count();
                 eprintln!("sets differ: {only_d} only in dormant, {only_p} only in the peer");
             }
             eprintln!("peer: {}", p.out);

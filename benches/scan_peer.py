@@ -21,6 +21,12 @@ per-category count and the SHA-256 of their sorted lower-case ids (one per
 line, each followed by a newline); with `PEER_IDS_OUT` set, the sorted ids
 are also written there.
 
+With `PEER_MAX_SECONDS` set, the peer stops paging once that much time has
+passed (the bench's cap for a sequential run that would take hours): the
+output then says `"partial": true`, and with `PEER_SCANNED_OUT` set the ids of
+every user it did judge are written there, so the bench can compare both sets
+over the same users.
+
 Settings come from the environment the simulator printed (`DORMANT_*`).
 Output: one JSON line on stdout.
 """
@@ -101,6 +107,8 @@ async def main() -> int:
     ca = env("DORMANT_CA_FILE")
     inactive_days = int(os.environ.get("PEER_INACTIVE_DAYS", "90"))
     grace_days = int(os.environ.get("PEER_GRACE_DAYS", "30"))
+    max_seconds = float(os.environ.get("PEER_MAX_SECONDS", "inf"))
+    capped = max_seconds != float("inf")
     started = time.monotonic()
     today = datetime.now(timezone.utc).date()
 
@@ -137,11 +145,21 @@ async def main() -> int:
     query = UsersRequestBuilder.UsersRequestBuilderGetQueryParameters(select=SELECT, top=999)
     by_category: dict[str, int] = {}
     listed: list[str] = []
+    judged: list[str] = []
     scanned = 0
+    partial = False
 
     def judge(user) -> bool:
-        nonlocal scanned
+        nonlocal scanned, partial
+        # Stop at a page boundary once the cap has passed (Graph's pages with
+        # signInActivity hold 120 users): every user of a page it judged is
+        # judged, none of the page fetched after the cap is.
+        if scanned % 120 == 0 and scanned and time.monotonic() - started > max_seconds:
+            partial = True
+            return False
         scanned += 1
+        if capped:
+            judged.append(user.id.lower())
         c = category(user, today, inactive_days, grace_days)
         by_category[c] = by_category.get(c, 0) + 1
         if c not in ("active", "new"):
@@ -164,6 +182,10 @@ async def main() -> int:
     if out:
         with open(out, "w", encoding="utf-8") as f:
             f.writelines(f"{i}\n" for i in listed)
+    out = os.environ.get("PEER_SCANNED_OUT")
+    if out and partial:
+        with open(out, "w", encoding="utf-8") as f:
+            f.writelines(f"{i}\n" for i in judged)
     print(json.dumps({
         "scanned": scanned,
         "listed": len(listed),
@@ -171,6 +193,7 @@ async def main() -> int:
         "byCategory": by_category,
         "graphRequests": sent["graph"],
         "seconds": seconds,
+        "partial": partial,
         "error": error,
     }))
     return 1 if error else 0

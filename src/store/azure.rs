@@ -15,7 +15,7 @@ use azure_core::http::{
     ClientOptions, HttpClient, HttpClientOptions, RequestContent, Transport, Url, new_http_client,
 };
 use azure_storage_blob::models::{
-    AppendBlobClientCreateOptions, BlobContainerClientListBlobsOptions,
+    AppendBlobClientCreateOptions, BlobClientDownloadResult, BlobContainerClientListBlobsOptions,
     BlockBlobClientCommitBlockListOptions, BlockBlobClientUploadOptions, BlockLookupList,
 };
 use azure_storage_blob::{
@@ -219,13 +219,23 @@ impl AzureStore {
         })
     }
 
-    pub async fn get(&self, container: &str, name: &str) -> Result<Blob> {
+    /// Starts a download; the blob's name for errors comes along.
+    async fn download(
+        &self,
+        container: &str,
+        name: &str,
+    ) -> Result<(String, BlobClientDownloadResult)> {
         let w = what(container, name);
         let result = self
             .blob(container, name)?
             .download(None)
             .await
             .map_err(|e| read_err(&w, e))?;
+        Ok((w, result))
+    }
+
+    pub async fn get(&self, container: &str, name: &str) -> Result<Blob> {
+        let (w, result) = self.download(container, name).await?;
         let etag = result
             .properties
             .etag
@@ -237,12 +247,7 @@ impl AzureStore {
     }
 
     pub async fn get_stream(&self, container: &str, name: &str) -> Result<super::BlobStream> {
-        let w = what(container, name);
-        let result = self
-            .blob(container, name)?
-            .download(None)
-            .await
-            .map_err(|e| read_err(&w, e))?;
+        let (w, result) = self.download(container, name).await?;
         Ok(result
             .body
             .map(move |chunk| chunk.map_err(|e| read_err(&w, e)))
