@@ -31,14 +31,15 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde_json::json;
 
 mod support;
 use support::{free_port, status_mib, stop};
+
+/// The tests' token signer.
+#[path = "../tests/support/jwt.rs"]
+mod jwt;
+use jwt::Signer;
 
 /// The tests' Azurite (the pinned copy in tools/azurite, in memory).
 #[path = "../tests/it/azurite.rs"]
@@ -279,14 +280,7 @@ fn main() {
     if std::env::args().any(|a| a == "--test") {
         return;
     }
-    let key = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("rsa key");
-    let n = B64.encode(key.public_key().modulus().big_endian_without_leading_zero());
-    let e = B64.encode(
-        key.public_key()
-            .exponent()
-            .big_endian_without_leading_zero(),
-    );
-    let header = B64.encode(json!({"alg": "RS256", "typ": "JWT", "kid": "k1"}).to_string());
+    let key = Signer::new("k1");
     let now = chrono::Utc::now().timestamp();
     let rates: Vec<u32> = std::env::var("GDPR_BENCH_RATES")
         .ok()
@@ -296,18 +290,8 @@ fn main() {
     // Each open-loop rate's subjects first, then the closed loop's.
     let paced_subjects = CONNECTIONS * PER_CONNECTION / 10;
     let signer = |i: usize| {
-        let claims = json!({"iss": ISSUER, "aud": AUDIENCE, "exp": now + 3600, "nbf": now - 60,
-            "auth_time": now - 10, "sub": format!("5b3a1c2d-3333-4e4e-8f8f-{i:012x}"), "tfp": "B2C_1_susi"});
-        let input = format!("{header}.{}", B64.encode(claims.to_string()));
-        let mut sig = vec![0u8; key.public_modulus_len()];
-        key.sign(
-            &RSA_PKCS1_SHA256,
-            &SystemRandom::new(),
-            input.as_bytes(),
-            &mut sig,
-        )
-        .expect("sign");
-        format!("{input}.{}", B64.encode(sig))
+        key.token(&json!({"iss": ISSUER, "aud": AUDIENCE, "exp": now + 3600, "nbf": now - 60,
+            "auth_time": now - 10, "sub": format!("5b3a1c2d-3333-4e4e-8f8f-{i:012x}"), "tfp": "B2C_1_susi"}))
     };
     let open_subjects = rates.len() * paced_subjects;
     let tokens: Vec<String> = (0..open_subjects + CLOSED_SUBJECTS).map(signer).collect();
@@ -352,8 +336,7 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let jwk = json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": "k1", "n": n, "e": e});
-        let (base, ca) = issuer(jwk, dir.path()).await;
+        let (base, ca) = issuer(key.jwk("k1"), dir.path()).await;
         // The local store fsyncs every write (crash safety for the CLI); the
         // same run on tmpfs separates the disk from the code path, and the
         // run on Azurite is the store the Functions host would use locally
@@ -425,8 +408,8 @@ fn main() {
             .arg("-c")
             .arg(PEER)
             .env("PORT", peer_port.to_string())
-            .env("PEER_N", &n)
-            .env("PEER_E", &e)
+            .env("PEER_N", &key.n)
+            .env("PEER_E", &key.e)
             .env("PEER_ISS", ISSUER)
             .env("PEER_AUD", AUDIENCE)
             .stdout(Stdio::null())

@@ -210,15 +210,19 @@ fn check_precondition(what: &str, current: Option<&ETag>, p: &Precondition) -> R
     }
 }
 
-/// Creates `parent` and runs `op` in it; again if a delete pruned the
-/// (then empty) folder in between, as a delete of another blob holds
-/// another lock stripe. Bounded: a folder that keeps vanishing is an error.
+/// Runs `op` in `parent`, creating the folder when `op` finds it missing;
+/// again if a delete pruned the (then empty) folder in between, as a
+/// delete of another blob holds another lock stripe. Most calls find the
+/// folder there and pay for no `mkdir`. Bounded: a folder that keeps
+/// vanishing is an error.
 fn in_folder<T>(parent: &Path, mut op: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
     let mut attempts = 0;
     loop {
-        fs::create_dir_all(parent)?;
         match op() {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 8 => attempts += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 8 => {
+                attempts += 1;
+                fs::create_dir_all(parent)?;
+            }
             other => return other,
         }
     }
@@ -227,16 +231,10 @@ fn in_folder<T>(parent: &Path, mut op: impl FnMut() -> std::io::Result<T>) -> st
 /// Renames `tmp` over `target`, creating parent folders. Not yet durable:
 /// call [`sync_parent`] after releasing the lock.
 fn place_file(tmp: &Path, target: &Path) -> std::io::Result<()> {
-    // Most writes replace a blob or add one to a folder that exists.
-    match fs::rename(tmp, target) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let parent = target
-                .parent()
-                .expect("blob paths sit inside a container folder");
-            in_folder(parent, || fs::rename(tmp, target))
-        }
-        other => other,
-    }
+    let parent = target
+        .parent()
+        .expect("blob paths sit inside a container folder");
+    in_folder(parent, || fs::rename(tmp, target))
 }
 
 /// Makes a rename into `target`'s folder durable. A folder that is gone
@@ -936,6 +934,7 @@ mod tests {
         fs::write(&tmp, b"x").expect("tmp");
         let target = dir.path().join("c/shared/folder/blob");
         let parent = target.parent().expect("parent").to_path_buf();
+        fs::create_dir_all(&parent).expect("the folder, before the prune");
         let mut calls = 0;
         in_folder(&parent, || {
             calls += 1;

@@ -12,8 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair};
 use axum::Router;
 use axum::extract::{Path, RawQuery};
 use axum::routing::{delete, get, post};
@@ -36,48 +34,9 @@ const KID: &str = "key-1";
 const ALICE: &str = "5b3a1c2d-3333-4e4e-8f8f-0123456789ab";
 const BOB: &str = "6c4b2d3e-4444-4f4f-9a9a-123456789abc";
 
-/// A signing key and its JWK.
-struct Signer {
-    key: RsaKeyPair,
-    n: String,
-    e: String,
-}
-
-impl Signer {
-    fn new() -> Self {
-        let key = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("rsa key");
-        let public = key.public_key();
-        let n = B64.encode(public.modulus().big_endian_without_leading_zero());
-        let e = B64.encode(public.exponent().big_endian_without_leading_zero());
-        Self { key, n, e }
-    }
-
-    fn jwk(&self, kid: &str) -> Value {
-        json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": self.n, "e": self.e})
-    }
-
-    fn sign(&self, header: &Value, claims: &Value) -> String {
-        let input = format!(
-            "{}.{}",
-            B64.encode(header.to_string()),
-            B64.encode(claims.to_string())
-        );
-        let mut sig = vec![0u8; self.key.public_modulus_len()];
-        self.key
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &SystemRandom::new(),
-                input.as_bytes(),
-                &mut sig,
-            )
-            .expect("sign");
-        format!("{input}.{}", B64.encode(sig))
-    }
-
-    fn token(&self, claims: &Value) -> String {
-        self.sign(&json!({"alg": "RS256", "typ": "JWT", "kid": KID}), claims)
-    }
-}
+#[path = "../support/jwt.rs"]
+mod jwt;
+use jwt::Signer;
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -371,7 +330,7 @@ pub fn steps_of(records: &[dormant::store::audit::AuditRecord]) -> Vec<(String, 
 #[tokio::test]
 async fn erasure_from_token_to_purge_and_event() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let signer = Signer::new();
+    let signer = Signer::new(KID);
     let issuer = issuer(&signer, dir.path()).await;
     let graph_state = GraphState::default();
     let graph = graph_stand_in(graph_state.clone()).await;
@@ -515,7 +474,7 @@ async fn erasure_from_token_to_purge_and_event() {
 #[tokio::test]
 async fn a_user_deleted_elsewhere_is_still_purged_and_unknown_requests_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let signer = Signer::new();
+    let signer = Signer::new(KID);
     let issuer = issuer(&signer, dir.path()).await;
     let graph_state = GraphState::default();
     graph_state
@@ -560,7 +519,7 @@ async fn a_user_deleted_elsewhere_is_still_purged_and_unknown_requests_are_refus
 #[tokio::test]
 async fn export_holds_every_attribute_the_audits_and_our_records() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let signer = Signer::new();
+    let signer = Signer::new(KID);
     let issuer = issuer(&signer, dir.path()).await;
     let graph_state = GraphState::default();
     let graph = graph_stand_in(graph_state.clone()).await;
@@ -632,7 +591,7 @@ fn urlencoding_decode(s: &str) -> String {
 #[tokio::test]
 async fn tokens_that_must_be_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let signer = Signer::new();
+    let signer = Signer::new(KID);
     let issuer = issuer(&signer, dir.path()).await;
     let app = App::start(&dir.path().join("store"), Some(&issuer), None).await;
     let t = now();
@@ -780,7 +739,7 @@ async fn tokens_that_must_be_refused() {
 #[tokio::test]
 async fn the_hourly_limit_holds_across_instances() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let signer = Signer::new();
+    let signer = Signer::new(KID);
     let issuer = issuer(&signer, dir.path()).await;
     let store = dir.path().join("store");
     let one = App::start(&store, Some(&issuer), None).await;
@@ -856,9 +815,9 @@ fn gdpr_functions_require_the_function_key() {
 async fn a_rotated_key_is_picked_up_once_the_refresh_interval_allows() {
     use dormant::gdpr::token::{TokenError, TokenVerifier};
     let dir = tempfile::tempdir().expect("tempdir");
-    let old = Signer::new();
+    let old = Signer::new(KID);
     // Generated up front: key generation must not eat the refresh interval.
-    let new = Signer::new();
+    let new = Signer::new(KID);
     let issuer = issuer(&old, dir.path()).await;
     let gdpr = dormant::config::Gdpr {
         issuer: ISSUER.into(),
@@ -984,7 +943,7 @@ async fn the_operator_cli_records_and_enqueues_the_same_erasure() {
 #[tokio::test]
 async fn graph_outage_is_retried_by_the_host_and_the_request_stays_running() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let signer = Signer::new();
+    let signer = Signer::new(KID);
     let issuer = issuer(&signer, dir.path()).await;
     let graph_state = GraphState::default();
     graph_state.unavailable.store(true, Ordering::SeqCst);
@@ -1021,7 +980,7 @@ async fn graph_outage_is_retried_by_the_host_and_the_request_stays_running() {
 #[tokio::test]
 async fn a_graph_refusal_fails_the_request_and_a_new_post_starts_over() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let signer = Signer::new();
+    let signer = Signer::new(KID);
     let issuer = issuer(&signer, dir.path()).await;
     let graph_state = GraphState::default();
     graph_state.refuse.store(true, Ordering::SeqCst);
