@@ -18,13 +18,33 @@ use serde::{Deserialize, Serialize};
 use super::case::{Case, CaseStatus, CaseStore};
 use super::recheck::{CancelReason, Recheck, recheck};
 use super::{ActionKind, ActionMessage, Lifecycle, LifecycleError};
+use crate::config::TenantKind;
 use crate::graph::GraphError;
 use crate::ids::{ObjectId, RunId};
 use crate::policy::phases::plan;
-use crate::scan::UsageIndex;
-use crate::scan::worker::Candidate;
+use crate::policy::{PlanShape, UsageIndex};
 use crate::store::audit::Outcome;
 use crate::store::{ACTIONS_QUEUE, SendOptions};
+
+/// A user a case may open for, with what shapes the plan (ids only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Candidate {
+    pub user: String,
+    pub never_signed_in: bool,
+    pub has_user_mailbox: bool,
+    pub has_direct_licenses: bool,
+}
+
+impl Candidate {
+    pub fn shape(&self, kind: TenantKind) -> PlanShape {
+        PlanShape {
+            kind,
+            has_user_mailbox: self.has_user_mailbox,
+            has_direct_licenses: self.has_direct_licenses,
+        }
+    }
+}
 
 /// A queued step not done after this long is queued again (its message
 /// may have gone to the poison queue); repeats are harmless.

@@ -14,8 +14,10 @@ pub mod notify;
 pub mod recheck;
 pub mod worker;
 
+pub use advance::Candidate;
 pub use case::{Case, CaseStatus, CaseStore};
 pub use message::{ActionKind, ActionMessage, MessageError};
+pub use recheck::subject_of;
 pub use worker::StepReport;
 
 use crate::clock::Clock;

@@ -15,7 +15,32 @@ use super::case::Case;
 use crate::config::{Config, TenantKind};
 use crate::graph::{GraphClient, GraphError, SCAN_SELECT, User};
 use crate::policy::{self, Enrichment, MailboxPurpose};
-use crate::scan::UsageIndex;
+use crate::policy::{SignIns, Subject, UsageIndex};
+
+/// What the policy is told about a Graph user (the scan and every re-check
+/// judge the same facts); `usage` is the run's usage report, if any.
+pub fn subject_of(user: &User, usage: Option<&UsageIndex>) -> Subject {
+    let upn = user.user_principal_name.clone().unwrap_or_default();
+    Subject {
+        id: user.id.to_ascii_lowercase(),
+        usage: usage.and_then(|u| u.get(&upn)),
+        upn,
+        is_guest: user.user_type.as_deref() == Some("Guest"),
+        account_enabled: user.account_enabled.unwrap_or(true),
+        created: user.created_date_time,
+        sign_ins: user.sign_in_activity.as_ref().map(|s| SignIns {
+            last_successful: s.last_successful_sign_in_date_time,
+            last_interactive: s.last_sign_in_date_time,
+            last_non_interactive: s.last_non_interactive_sign_in_date_time,
+        }),
+        licensed: !user.assigned_licenses.is_empty(),
+        on_premises_synced: user.on_premises_sync_enabled == Some(true),
+        invitation_accepted: user
+            .external_user_state
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("Accepted")),
+    }
+}
 
 /// Why a case stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +100,7 @@ pub async fn recheck(
     if case.is_done(ActionKind::Disable) && user.account_enabled == Some(true) {
         return Ok(Recheck::Cancel(CancelReason::ReEnabled));
     }
-    let subject = crate::scan::worker::subject_of(&user, usage);
+    let subject = subject_of(&user, usage);
     let activity = policy::classify(&subject, &config.policy, now);
     if activity.last().is_some_and(|l| l.at > case.opened_at) {
         return Ok(Recheck::Cancel(CancelReason::ActiveAgain));

@@ -4,6 +4,7 @@
 
 pub mod activity;
 pub mod phases;
+pub mod usage;
 pub mod verdict;
 
 #[cfg(test)]
@@ -11,6 +12,7 @@ mod verdict_tests;
 
 pub use activity::{LastActivity, ServiceUsage, SignIns, Source};
 pub use phases::{PlanShape, Step};
+pub use usage::UsageIndex;
 pub use verdict::{
     Action, Activity, Assessment, Enrichment, MailboxPurpose, RiskFlag, Subject, Verdict, assess,
     classify,

@@ -8,4 +8,4 @@ pub mod summary;
 
 pub use csv::{COLUMNS, CsvChunks, ReportRow};
 pub use stats::ReportStats;
-pub use summary::{DirectoryQuota, Summary};
+pub use summary::{CaseCounts, DirectoryQuota, Summary};

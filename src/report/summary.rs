@@ -18,6 +18,20 @@ impl DirectoryQuota {
     }
 }
 
+/// What a run did to cases, as plain counts (the lifecycle's tally, taken
+/// over by the scan: the report knows nothing of cases).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaseCounts {
+    pub opened: u64,
+    pub cancelled: u64,
+    pub closed: u64,
+    pub enqueued: u64,
+    pub waiting: u64,
+    /// Cases that could not be advanced this run; the next run tries again.
+    pub failed: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
@@ -32,7 +46,7 @@ pub struct Summary {
     pub actions_enqueued: u64,
     /// What the run did to cases (enforce mode only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cases: Option<crate::lifecycle::advance::Advanced>,
+    pub cases: Option<CaseCounts>,
     pub quarantined: bool,
     pub directory_quota: Option<DirectoryQuota>,
     pub graph_requests: u64,

@@ -13,11 +13,11 @@ use chrono::{DateTime, Duration, Utc};
 use futures::{StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
 
-use super::usage::UsageIndex;
 use crate::config::{ActivitySource, Config, TenantKind};
 use crate::graph::{BatchItem, GraphClient, GraphError, ReportPeriod};
 use crate::ids::RunId;
 use crate::policy::ServiceUsage;
+use crate::policy::UsageIndex;
 use crate::report::DirectoryQuota;
 
 /// The audit activity Entra writes when an account is enabled.

@@ -4,8 +4,6 @@ pub mod context;
 pub mod message;
 pub mod partition;
 pub mod run;
-pub mod usage;
 pub mod worker;
 
 pub use partition::Partition;
-pub use usage::UsageIndex;

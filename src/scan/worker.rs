@@ -11,12 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use super::context::RunContext;
 use super::partition::Partition;
-use super::usage::UsageIndex;
 use crate::config::{Config, Mode, TenantKind};
 use crate::graph::{BatchItem, GraphClient, GraphError, SCAN_SELECT, User, UserQuery};
-use crate::policy::{
-    self, Activity, Enrichment, MailboxPurpose, PlanShape, ServiceUsage, SignIns, Subject,
-};
+use crate::lifecycle::{Candidate, subject_of};
+use crate::policy::UsageIndex;
+use crate::policy::{self, Activity, Enrichment, MailboxPurpose, ServiceUsage, Subject};
 use crate::report::{CsvChunks, ReportRow, ReportStats};
 
 /// Users enriched per `$batch`: one request each (the mailbox kind; the
@@ -35,26 +34,6 @@ const MAX_RESTARTS: u32 = 3;
 /// blocks still allow 12 GiB a part.
 pub const PART_BLOCK: usize = 256 * 1024;
 const ROW_CHUNK: usize = 64 * 1024;
-
-/// A user a case may open for, with what shapes the plan (ids only).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Candidate {
-    pub user: String,
-    pub never_signed_in: bool,
-    pub has_user_mailbox: bool,
-    pub has_direct_licenses: bool,
-}
-
-impl Candidate {
-    pub fn shape(&self, kind: TenantKind) -> PlanShape {
-        PlanShape {
-            kind,
-            has_user_mailbox: self.has_user_mailbox,
-            has_direct_licenses: self.has_direct_licenses,
-        }
-    }
-}
 
 /// What a partition found. Written as JSON after its rows: its existence
 /// marks the partition done.
@@ -219,29 +198,6 @@ async fn is_unmanaged_guest(graph: &GraphClient, user: &User) -> bool {
             tracing::debug!(error = %e, "userrealm lookup failed; guest not marked unmanaged");
             false
         }
-    }
-}
-
-pub fn subject_of(user: &User, usage: Option<&UsageIndex>) -> Subject {
-    let upn = user.user_principal_name.clone().unwrap_or_default();
-    Subject {
-        id: user.id.to_ascii_lowercase(),
-        usage: usage.and_then(|u| u.get(&upn)),
-        upn,
-        is_guest: user.user_type.as_deref() == Some("Guest"),
-        account_enabled: user.account_enabled.unwrap_or(true),
-        created: user.created_date_time,
-        sign_ins: user.sign_in_activity.as_ref().map(|s| SignIns {
-            last_successful: s.last_successful_sign_in_date_time,
-            last_interactive: s.last_sign_in_date_time,
-            last_non_interactive: s.last_non_interactive_sign_in_date_time,
-        }),
-        licensed: !user.assigned_licenses.is_empty(),
-        on_premises_synced: user.on_premises_sync_enabled == Some(true),
-        invitation_accepted: user
-            .external_user_state
-            .as_deref()
-            .is_some_and(|s| s.eq_ignore_ascii_case("Accepted")),
     }
 }
 

@@ -29,10 +29,10 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 
-use super::config::{AccountConnection, trim_trailing_slash};
 use super::error::{ConflictKind, Result, StoreError};
 use super::shared_key::SharedKeyPolicy;
 use super::{Blob, BlobInfo, BlobPage, ETag, Precondition, ReceivedMessage, SendOptions};
+use crate::config::storage::{AccountConnection, trim_trailing_slash};
 
 pub(crate) struct AzureStore {
     blob_endpoint: Url,

@@ -21,7 +21,6 @@
 
 pub mod audit;
 mod azure;
-mod config;
 mod error;
 mod local;
 mod shared_key;
@@ -35,7 +34,7 @@ use azure_core::http::HttpClient;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-pub use config::{
+pub use crate::config::storage::{
     BLOB_URI_SETTING, CONNECTION_SETTING, DEFAULT_STORE_DIR, QUEUE_URI_SETTING, STORE_DIR_SETTING,
     StorageConfig,
 };
@@ -170,7 +169,8 @@ impl Store {
     ) -> Result<Self> {
         match config {
             StorageConfig::ConnectionString(conn) => {
-                let conn = config::AccountConnection::parse(conn)?;
+                let conn = crate::config::storage::AccountConnection::parse(conn)
+                    .map_err(|e| StoreError::Config(e.0))?;
                 Ok(Self::from_backend(Backend::Azure(Arc::new(
                     azure::AzureStore::with_shared_key(conn, http)?,
                 ))))

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one shared harness.
 
+mod architecture;
 mod audit_wiring;
 mod azurite;
 mod config_files;

@@ -19,9 +19,11 @@ use serde::{Deserialize, Deserializer};
 use url::Url;
 use uuid::Uuid;
 
-use crate::store::{
+pub mod storage;
+
+pub use storage::StorageConfig;
+use storage::{
     BLOB_URI_SETTING, CONNECTION_SETTING, DEFAULT_STORE_DIR, QUEUE_URI_SETTING, STORE_DIR_SETTING,
-    StorageConfig,
 };
 
 /// Environment variables that start with `DORMANT_` but are not settings.

@@ -7,7 +7,13 @@ use base64::Engine as _;
 use secrecy::{ExposeSecret as _, SecretSlice, SecretString};
 use url::Url;
 
-use super::error::{Result, StoreError};
+/// A storage setting that does not hold (the message names the setting,
+/// never its value: a connection string carries the account key).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StorageSettingError(pub String);
+
+type Result<T, E = StorageSettingError> = std::result::Result<T, E>;
 
 /// The setting the Functions host and dormant read for the storage account.
 pub const CONNECTION_SETTING: &str = "AzureWebJobsStorage";
@@ -58,10 +64,10 @@ impl StorageConfig {
                 blob: parse_service_uri(BLOB_URI_SETTING, &blob)?,
                 queue: parse_service_uri(QUEUE_URI_SETTING, &queue)?,
             }),
-            (Some(_), None) => Err(StoreError::Config(format!(
+            (Some(_), None) => Err(StorageSettingError(format!(
                 "{BLOB_URI_SETTING} is set but {QUEUE_URI_SETTING} is not; set both for a managed-identity connection"
             ))),
-            (None, Some(_)) => Err(StoreError::Config(format!(
+            (None, Some(_)) => Err(StorageSettingError(format!(
                 "{QUEUE_URI_SETTING} is set but {BLOB_URI_SETTING} is not; set both for a managed-identity connection"
             ))),
             (None, None) => Ok(StorageConfig::Local(PathBuf::from(
@@ -73,14 +79,14 @@ impl StorageConfig {
 
 fn parse_service_uri(key: &str, value: &str) -> Result<Url> {
     let url = Url::parse(value.trim())
-        .map_err(|e| StoreError::Config(format!("{key} is not a valid URL: {e}")))?;
+        .map_err(|e| StorageSettingError(format!("{key} is not a valid URL: {e}")))?;
     if url.scheme() != "https" {
-        return Err(StoreError::Config(format!(
+        return Err(StorageSettingError(format!(
             "{key} must be an https URL (tokens are never sent over plain http)"
         )));
     }
     if url.query().is_some() {
-        return Err(StoreError::Config(format!(
+        return Err(StorageSettingError(format!(
             "{key} must not carry a query string"
         )));
     }
@@ -89,14 +95,14 @@ fn parse_service_uri(key: &str, value: &str) -> Result<Url> {
 
 /// Azurite rejects `//` in paths and the SDK appends segments itself, so
 /// service URLs are kept without a trailing slash.
-pub(crate) fn trim_trailing_slash(mut url: Url) -> Url {
+pub fn trim_trailing_slash(mut url: Url) -> Url {
     let path = url.path().trim_end_matches('/').to_owned();
     url.set_path(&path);
     url
 }
 
 /// A parsed account-key connection string. `Debug` redacts the key.
-pub(crate) struct AccountConnection {
+pub struct AccountConnection {
     pub account: String,
     pub key: SecretSlice<u8>,
     pub blob_endpoint: Url,
@@ -118,7 +124,7 @@ impl AccountConnection {
     /// Parses `Key=Value;…` (keys case-insensitive, values may contain `=`).
     /// Errors name the part that is wrong and never echo a value.
     pub fn parse(conn: &SecretString) -> Result<Self> {
-        let err = |msg: String| StoreError::Config(format!("{CONNECTION_SETTING}: {msg}"));
+        let err = |msg: String| StorageSettingError(format!("{CONNECTION_SETTING}: {msg}"));
         let mut protocol = None;
         let mut account = None;
         let mut key = None;
@@ -236,10 +242,10 @@ fn part_name_hint(part: &str) -> String {
 
 fn endpoint(part: &str, value: &str) -> Result<Url> {
     let url = Url::parse(value).map_err(|_| {
-        StoreError::Config(format!("{CONNECTION_SETTING}: {part} is not a valid URL"))
+        StorageSettingError(format!("{CONNECTION_SETTING}: {part} is not a valid URL"))
     })?;
     if url.scheme() != "https" && url.scheme() != "http" {
-        return Err(StoreError::Config(format!(
+        return Err(StorageSettingError(format!(
             "{CONNECTION_SETTING}: {part} must be http or https"
         )));
     }

@@ -15,7 +15,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use chrono::{Datelike as _, NaiveDate};
 
-use crate::policy::ServiceUsage;
+use super::ServiceUsage;
 
 /// No activity recorded.
 const NONE: i32 = i32::MIN;

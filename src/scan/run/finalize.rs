@@ -1,0 +1,475 @@
+//! The finalise, exactly once per run under an expiring claim: totals and
+//! the report from the recorded parts, the quarantine decision, the cases;
+//! and the release of a quarantined run by a person.
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration, Utc};
+use futures::{StreamExt as _, TryStreamExt as _};
+use serde::{Deserialize, Serialize};
+
+use super::lease::{LEASE_BLOB, Lease, RunState, RunStatus};
+use super::plan::{Recorded, leaf_blob};
+use super::{GraphUse, RunOutcome, ScanError, Scanner, get_state_json, run_path, state_err};
+use crate::config::Mode;
+use crate::ids::RunId;
+use crate::lifecycle::CaseStore;
+use crate::lifecycle::advance::{Advanced, Listed, Plan};
+use crate::policy;
+use crate::policy::UsageIndex;
+use crate::report::{CaseCounts, CsvChunks, ReportStats, Summary, html};
+use crate::scan::partition::Partition;
+use crate::store::audit::{AuditLog, AuditRecord, Outcome as AuditOutcome};
+use crate::store::{ETag, Precondition, REPORTS_CONTAINER, STATE_CONTAINER};
+
+/// A finaliser that has not finished by then is presumed dead. Longer than
+/// the longest invocation (10 minutes on Consumption).
+pub(super) const FINALIZE_CLAIM_TTL: Duration = Duration::minutes(15);
+
+/// Partition records the finalise reads at once: a big tenant has
+/// thousands of partitions.
+pub(super) const FINALIZE_READS: usize = 8;
+/// Block size of the report CSV uploads.
+pub(super) const REPORT_BLOCK: usize = 1024 * 1024;
+/// Rows parts the finalise opens ahead of the one it copies.
+pub(super) const PARTS_OPEN_AHEAD: usize = 2;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct FinalizeClaim {
+    pub(super) by: String,
+    pub(super) until: DateTime<Utc>,
+}
+
+pub(super) enum Claim {
+    /// Ours, with the claim blob's ETag.
+    Won(ETag),
+    /// Another invocation holds the claim until then.
+    Held(DateTime<Utc>),
+    /// The run is finished already.
+    Finished,
+}
+
+/// `dormant-reports/` names of a run's CSV, summary and HTML report.
+pub fn report_names(run: &RunId) -> [String; 3] {
+    [
+        format!("{run}/inactive-users.csv"),
+        format!("{run}/summary.json"),
+        format!("{run}/report.html"),
+    ]
+}
+
+/// Whether a finished run hands steps to the lifecycle: only in enforce
+/// mode, when every protective lookup and activity source was read, when it
+/// did not quarantine itself, and when it is not a dry run (which plans
+/// but enqueues nothing).
+pub fn may_enqueue(enforce: bool, actionable: bool, quarantined: bool, dry_run: bool) -> bool {
+    enforce && actionable && !quarantined && !dry_run
+}
+
+impl Scanner {
+    /// The right to finalise: create-only, or taken over once it lapsed.
+    pub(super) async fn claim_finalize(&self, run: &RunId, by: &str) -> Result<Claim, ScanError> {
+        let name = run_path(run, "finalize.json");
+        let now = self.clock.now();
+        let claim = FinalizeClaim {
+            by: by.to_owned(),
+            until: now + FINALIZE_CLAIM_TTL,
+        };
+        let pre = match self.get_json::<FinalizeClaim>(&name).await? {
+            None => Precondition::IfNoneMatch,
+            Some((held, etag)) => {
+                if self.state(run).await?.0.status != RunStatus::Running {
+                    return Ok(Claim::Finished);
+                }
+                if held.until > now {
+                    return Ok(Claim::Held(held.until));
+                }
+                Precondition::IfMatch(etag)
+            }
+        };
+        match self.put_json(&name, &claim, pre).await {
+            Ok(etag) => Ok(Claim::Won(etag)),
+            Err(ScanError::Store(e)) if e.is_conflict() => Ok(Claim::Held(claim.until)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Finalises under a won claim. If the finalise fails, the claim is
+    /// given up at once, so the retry need not wait for it to lapse.
+    pub(super) async fn finalize_claimed(
+        &self,
+        run: &RunId,
+        claim: ETag,
+    ) -> Result<RunOutcome, ScanError> {
+        match self.finalize(run).await {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => {
+                let lapsed = FinalizeClaim {
+                    by: String::new(),
+                    until: self.clock.now(),
+                };
+                if let Err(give_up) = self
+                    .put_json(
+                        &run_path(run, "finalize.json"),
+                        &lapsed,
+                        Precondition::IfMatch(claim),
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %give_up, "could not give up the finalise claim; it lapses on its own");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The records of `leaves`, a few read ahead, in order. Only those in
+    /// flight are held: a big tenant's candidates never sit in memory at once.
+    pub(super) fn leaf_records(
+        &self,
+        run: &RunId,
+        leaves: &[Partition],
+    ) -> impl futures::Stream<Item = Result<Recorded, ScanError>> + Send + 'static {
+        // Each read owns what it needs (futures borrowing through a lazy
+        // iterator defeat the compiler's `Send` proof for the handler).
+        let reads: Vec<_> = leaves
+            .iter()
+            .map(|p| {
+                let (store, name) = (self.store.clone(), leaf_blob(run, p));
+                async move {
+                    get_state_json::<Recorded>(&store, &name)
+                        .await?
+                        .map(|(record, _)| record)
+                        .ok_or_else(|| ScanError::State("a recorded partition vanished".into()))
+                }
+            })
+            .collect();
+        futures::stream::iter(reads).buffered(FINALIZE_READS)
+    }
+
+    /// Opens and advances cases per `plan`, reading the candidates again a
+    /// partition at a time; then the open cases no partition listed.
+    pub(super) async fn advance_cases(
+        &self,
+        audit: &AuditLog,
+        run: &RunId,
+        plan: &Plan,
+        leaves: &[Partition],
+        usage: Option<&UsageIndex>,
+    ) -> Result<Advanced, ScanError> {
+        let lifecycle = self.lifecycle(audit);
+        let mut listed = Listed::default();
+        let mut total = Advanced::default();
+        let mut records = self.leaf_records(run, leaves);
+        while let Some(record) = records.try_next().await? {
+            let done = lifecycle
+                .advance_listed(run, plan, record.result.candidates, &mut listed)
+                .await?;
+            total.add(&done);
+        }
+        total.add(
+            &lifecycle
+                .advance_unlisted(run, plan, &listed, usage)
+                .await?,
+        );
+        tracing::info!(run = %run, opened = total.opened, cancelled = total.cancelled, enqueued = total.enqueued, closed = total.closed, "cases advanced");
+        Ok(total)
+    }
+
+    pub(super) async fn finalize(&self, run: &RunId) -> Result<RunOutcome, ScanError> {
+        let leaves = self.covered(run).await?;
+        let (ctx, usage) = self.load_context(run).await?;
+        let (mut state, etag) = self.state(run).await?;
+
+        // First pass: totals, the parts to concatenate, and the new cases
+        // (the quarantine decides on them before anything is written).
+        let cases = CaseStore::new(self.store.clone());
+        let mut case_plan = Plan::load(&cases, self.clock.now()).await?;
+        let mut stats = ReportStats::new(self.config.policy.inactive_after_days);
+        let mut planned = 0u64;
+        let mut gaps = 0u64;
+        let mut rows = Vec::with_capacity(leaves.len());
+        let mut records = self.leaf_records(run, &leaves);
+        while let Some(record) = records.try_next().await? {
+            let leaf = record.result;
+            stats.merge(leaf.stats);
+            planned += leaf.candidates.len() as u64;
+            gaps += leaf.enrichment_gaps;
+            case_plan.count(&leaf.candidates);
+            rows.extend(record.rows_blob);
+        }
+
+        let mut warnings = ctx.warnings.clone();
+        if gaps > 0 {
+            warnings.push(format!(
+                "{gaps} user(s) could not be fully looked up (manager or mailbox kind); no action is planned from this run"
+            ));
+        }
+        let actionable = ctx.actionable && gaps == 0;
+        let enforce = self.config.policy.mode == Mode::Enforce;
+        // New cases are what the quarantine limits; open cases go on.
+        let reason = policy::quarantine(
+            case_plan.new_cases,
+            stats.scanned,
+            &self.config.policy.quarantine,
+        );
+        let quarantined = enforce && actionable && !state.dry_run && reason.is_some();
+        if (!enforce || state.dry_run)
+            && let Some(r) = &reason
+        {
+            warnings.push(format!(
+                "in enforce mode this run would quarantine itself: {r}"
+            ));
+        }
+
+        // The report: one header, then every part in partition order, in
+        // 1 MiB blocks (two uploads at once; 50,000 blocks still allow
+        // 48 GiB, a hundred times a 10-million-user report).
+        let [csv_name, json_name, html_name] = report_names(run);
+        let mut by_run = self
+            .store
+            .upload_with_block_size(
+                REPORTS_CONTAINER,
+                &csv_name,
+                Precondition::None,
+                REPORT_BLOCK,
+            )
+            .await?;
+        let mut latest = self
+            .store
+            .upload_with_block_size(
+                REPORTS_CONTAINER,
+                "latest/inactive-users.csv",
+                Precondition::None,
+                REPORT_BLOCK,
+            )
+            .await?;
+        let header = CsvChunks::header();
+        by_run.write(&header).await?;
+        latest.write(&header).await?;
+        // Parts pass through in chunks (a part of a big tenant is megabytes);
+        // the next ones are opened ahead, and `buffered` keeps their order.
+        let opens: Vec<_> = rows
+            .into_iter()
+            .map(|name| {
+                let store = self.store.clone();
+                async move { store.get_stream(STATE_CONTAINER, &name).await }
+            })
+            .collect();
+        let mut parts = futures::stream::iter(opens).buffered(PARTS_OPEN_AHEAD);
+        while let Some(part) = parts.next().await {
+            let mut chunks = part?;
+            while let Some(chunk) = chunks.try_next().await? {
+                by_run.write(&chunk).await?;
+                latest.write(&chunk).await?;
+            }
+        }
+        by_run.finish().await?;
+        latest.finish().await?;
+
+        // A finalise redone after a crash advances again: opening is
+        // create-only and a queued step is not queued twice.
+        let audit = AuditLog::new(self.store.clone());
+        let advanced = if may_enqueue(enforce, actionable, quarantined, state.dry_run) {
+            self.advance_cases(&audit, run, &case_plan, &leaves, usage.as_ref())
+                .await?
+        } else {
+            Advanced::default()
+        };
+        let actions_enqueued = advanced.enqueued;
+
+        let graph = self.graph_use(run).await?;
+        let summary = Summary {
+            run_id: run.to_string(),
+            tenant_kind: self.config.tenant_kind.as_str().to_owned(),
+            started_at: state.started_at,
+            finished_at: self.clock.now(),
+            mode: match self.config.policy.mode {
+                Mode::Report => "report",
+                Mode::Enforce => "enforce",
+            }
+            .to_owned(),
+            scanned: stats.scanned,
+            by_verdict: stats.by_verdict.clone(),
+            actions_planned: planned,
+            actions_enqueued,
+            cases: enforce.then(|| case_counts(&advanced)),
+            quarantined,
+            directory_quota: ctx.directory_quota,
+            graph_requests: graph.requests,
+            throttled: graph.throttled,
+            quarantine_reason: if quarantined {
+                reason.map(|r| r.to_string())
+            } else {
+                None
+            },
+            dry_run: state.dry_run,
+            warnings,
+        };
+        let summary_bytes = Bytes::from(serde_json::to_vec_pretty(&summary).map_err(state_err)?);
+        let html_bytes = Bytes::from(html::render(&summary, &stats));
+        for (name, body) in [
+            (json_name.as_str(), &summary_bytes),
+            ("latest/summary.json", &summary_bytes),
+            (html_name.as_str(), &html_bytes),
+            ("latest/report.html", &html_bytes),
+        ] {
+            self.store
+                .put(REPORTS_CONTAINER, name, body.clone(), Precondition::None)
+                .await?;
+        }
+
+        state.status = if quarantined {
+            RunStatus::Quarantined
+        } else {
+            RunStatus::Done
+        };
+        state.finished_at = Some(summary.finished_at);
+        self.put_json(
+            &run_path(run, "run.json"),
+            &state,
+            Precondition::IfMatch(etag),
+        )
+        .await?;
+        if quarantined {
+            let mut line = AuditRecord::new("quarantine", AuditOutcome::Skipped);
+            line.time = self.clock.now();
+            line.run = Some(run.to_string());
+            line.detail = summary.quarantine_reason.clone();
+            audit.record(&line).await?;
+        }
+        tracing::info!(run = %run, scanned = summary.scanned, rows = stats.by_verdict.values().sum::<u64>(), quarantined, "scan finished");
+        Ok(RunOutcome {
+            run: run.clone(),
+            summary,
+            csv: csv_name,
+            json: json_name,
+            html: html_name,
+        })
+    }
+
+    /// Releases a quarantined run (`dormant release`, `ReleaseRun`): a
+    /// person looked at the plan and lets it go. The run's cases open and
+    /// their due steps are enqueued exactly as the run would have done;
+    /// every step still re-checks its user first. Repeating a release (or
+    /// finishing one a crash interrupted) is harmless: opening is
+    /// create-only and a queued step is not queued again.
+    pub async fn release(&self, run: &RunId) -> Result<Advanced, ScanError> {
+        let (mut state, _) = self
+            .get_json::<RunState>(&run_path(run, "run.json"))
+            .await?
+            .ok_or_else(|| ScanError::NotReleasable(format!("there is no run {run}")))?;
+        match state.status {
+            RunStatus::Quarantined | RunStatus::Released => {}
+            other => {
+                return Err(ScanError::NotReleasable(format!(
+                    "run {run} is {other:?}, not quarantined"
+                )));
+            }
+        }
+        if self.config.policy.mode != Mode::Enforce {
+            return Err(ScanError::NotReleasable(
+                "policy.mode is report: nothing is ever enqueued".into(),
+            ));
+        }
+        // The lease names the newest run: a plan older than that is stale.
+        if let Some((held, _)) = self.get_json::<Lease>(LEASE_BLOB).await?
+            && held.run != *run
+        {
+            return Err(ScanError::NotReleasable(format!(
+                "run {} started after {run}: release the newest run instead",
+                held.run
+            )));
+        }
+        let now = self.clock.now();
+        self.acquire_lease(run, now).await?;
+        let (_ctx, usage) = self.load_context(run).await?;
+        let leaves = self.covered(run).await?;
+        let cases = CaseStore::new(self.store.clone());
+        let plan = Plan::load(&cases, self.clock.now()).await?;
+        let audit = AuditLog::new(self.store.clone());
+        let advanced = self
+            .advance_cases(&audit, run, &plan, &leaves, usage.as_ref())
+            .await?;
+        if state.status != RunStatus::Released {
+            let mut line = AuditRecord::new("release", AuditOutcome::Done);
+            line.time = now;
+            line.run = Some(run.to_string());
+            line.detail = Some(format!(
+                "opened={};enqueued={}",
+                advanced.opened, advanced.enqueued
+            ));
+            audit.record(&line).await?;
+            let (_, etag) = self
+                .get_json::<RunState>(&run_path(run, "run.json"))
+                .await?
+                .ok_or_else(|| ScanError::State(format!("run {run} has no state")))?;
+            state.status = RunStatus::Released;
+            self.put_json(
+                &run_path(run, "run.json"),
+                &state,
+                Precondition::IfMatch(etag),
+            )
+            .await?;
+        }
+        self.release_lease(run).await?;
+        Ok(advanced)
+    }
+
+    pub(super) async fn graph_use(&self, run: &RunId) -> Result<GraphUse, ScanError> {
+        let reads: Vec<_> = self
+            .store
+            .list(STATE_CONTAINER, &run_path(run, "graph/"))
+            .await?
+            .into_iter()
+            .map(|blob| {
+                let store = self.store.clone();
+                async move { get_state_json::<GraphUse>(&store, &blob.name).await }
+            })
+            .collect();
+        let mut total = GraphUse::default();
+        let mut used = futures::stream::iter(reads).buffer_unordered(FINALIZE_READS);
+        while let Some(one) = used.next().await {
+            if let Some((one, _)) = one? {
+                total.requests += one.requests;
+                total.throttled += one.throttled;
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// The lifecycle's tally as the report's plain counts.
+fn case_counts(a: &Advanced) -> CaseCounts {
+    CaseCounts {
+        opened: a.opened,
+        cancelled: a.cancelled,
+        closed: a.closed,
+        enqueued: a.enqueued,
+        waiting: a.waiting,
+        failed: a.failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn only_an_actionable_enforce_run_that_is_neither_quarantined_nor_dry_enqueues() {
+        for enforce in [false, true] {
+            for actionable in [false, true] {
+                for quarantined in [false, true] {
+                    for dry_run in [false, true] {
+                        assert_eq!(
+                            may_enqueue(enforce, actionable, quarantined, dry_run),
+                            enforce && actionable && !quarantined && !dry_run,
+                        );
+                    }
+                }
+            }
+        }
+        assert!(may_enqueue(true, true, false, false));
+        assert!(!may_enqueue(true, true, false, true), "dry run");
+        assert!(!may_enqueue(true, true, true, false), "quarantined");
+    }
+}

@@ -1,0 +1,225 @@
+//! The tenant's scan lease and the run record: one run at a time per
+//! tenant (`scan.lease`, ETag-guarded, renewed by every step), each run
+//! created under it with its `runs/{runId}/run.json`, and failed or freed
+//! explicitly so the next StartScan or NightlyScan can sweep it up.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{DEFAULT_PAGE_SIZE, ScanError, Scanner, run_path};
+use crate::ids::RunId;
+use crate::store::{ETag, Precondition};
+
+/// A lease outlives any sane run; a crashed holder frees the tenant then.
+/// Every step renews it once half of it has passed.
+pub(super) const LEASE_TTL: Duration = Duration::hours(6);
+pub(super) const LEASE_BLOB: &str = "scan.lease";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    Running,
+    Done,
+    /// Finished, but it would open too many cases: nothing was enqueued; it
+    /// waits for `dormant release`.
+    Quarantined,
+    Released,
+    /// Stopped by a failure retrying cannot fix (say, a permission the app
+    /// lacks); `error` says which. The tenant is free for the next run.
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Quarantined => "quarantined",
+            Self::Released => "released",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunState {
+    pub run: RunId,
+    pub status: RunStatus,
+    pub dry_run: bool,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `$top` of the run's partition pages.
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// Why a failed run stopped (no personal data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub(super) fn default_page_size() -> u32 {
+    DEFAULT_PAGE_SIZE
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Lease {
+    pub(super) run: RunId,
+    pub(super) expires_at: DateTime<Utc>,
+}
+
+impl Scanner {
+    pub(super) async fn create_run(
+        &self,
+        now: DateTime<Utc>,
+        dry_run: bool,
+        page_size: u32,
+    ) -> Result<RunId, ScanError> {
+        let run = RunId::new(now);
+        self.acquire_lease(&run, now).await?;
+        let state = RunState {
+            run: run.clone(),
+            status: RunStatus::Running,
+            dry_run,
+            started_at: now,
+            finished_at: None,
+            page_size: page_size.clamp(1, DEFAULT_PAGE_SIZE),
+            error: None,
+        };
+        self.put_json(
+            &run_path(&run, "run.json"),
+            &state,
+            Precondition::IfNoneMatch,
+        )
+        .await?;
+        tracing::info!(run = %run, dry_run, "scan run created");
+        Ok(run)
+    }
+
+    pub(super) async fn state(&self, run: &RunId) -> Result<(RunState, ETag), ScanError> {
+        self.get_json::<RunState>(&run_path(run, "run.json"))
+            .await?
+            .ok_or_else(|| ScanError::UnknownRun(run.to_string()))
+    }
+
+    /// Marks a run failed (a failure no retry can fix) and frees the
+    /// tenant. A run that is not running any more is left as it is.
+    pub async fn fail(&self, run: &RunId, reason: &str) -> Result<(), ScanError> {
+        let (mut state, etag) = self.state(run).await?;
+        if state.status != RunStatus::Running {
+            return Ok(());
+        }
+        state.status = RunStatus::Failed;
+        state.finished_at = Some(self.clock.now());
+        state.error = Some(reason.chars().take(500).collect());
+        match self
+            .put_json(
+                &run_path(run, "run.json"),
+                &state,
+                Precondition::IfMatch(etag),
+            )
+            .await
+        {
+            // Someone else moved it on (finished or failed it): theirs stands.
+            Err(ScanError::Store(e)) if e.is_conflict() => return Ok(()),
+            other => other.map(|_| ())?,
+        }
+        tracing::warn!(run = %run, reason, "scan run failed");
+        self.release_lease(run).await
+    }
+
+    /// Frees the tenant's lease if `run` holds it, so the next StartScan
+    /// or NightlyScan sweeps the run up (its step's message is about to be
+    /// poisoned).
+    pub async fn let_go(&self, run: &RunId) -> Result<(), ScanError> {
+        self.release_lease(run).await
+    }
+
+    /// The newest run, if it is still `running`. Every run is created
+    /// under the lease, so the lease blob (expired or not) names the newest
+    /// one: no listing of every run's records.
+    pub(super) async fn unfinished_run(&self) -> Result<Option<RunId>, ScanError> {
+        let Some((lease, _)) = self.get_json::<Lease>(LEASE_BLOB).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .get_json::<RunState>(&run_path(&lease.run, "run.json"))
+            .await?
+            .filter(|(state, _)| state.status == RunStatus::Running)
+            .map(|(state, _)| state.run))
+    }
+
+    pub(super) async fn acquire_lease(
+        &self,
+        run: &RunId,
+        now: DateTime<Utc>,
+    ) -> Result<(), ScanError> {
+        let lease = Lease {
+            run: run.clone(),
+            expires_at: now + LEASE_TTL,
+        };
+        let pre = match self.get_json::<Lease>(LEASE_BLOB).await? {
+            None => Precondition::IfNoneMatch,
+            Some((held, etag)) if held.run == *run || held.expires_at <= now => {
+                Precondition::IfMatch(etag)
+            }
+            Some((held, _)) => return Err(ScanError::Busy(held.run.to_string())),
+        };
+        match self.put_json(LEASE_BLOB, &lease, pre).await {
+            Err(ScanError::Store(e)) if e.is_conflict() => Err(ScanError::Busy(
+                "a scan that started at the same moment".into(),
+            )),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Renews the run's lease once half of it has passed. Losing the race
+    /// to another step of the same run is fine: it renewed.
+    pub(super) async fn keep_lease(&self, run: &RunId) -> Result<(), ScanError> {
+        let now = self.clock.now();
+        let Some((held, etag)) = self.get_json::<Lease>(LEASE_BLOB).await? else {
+            return self.acquire_lease(run, now).await;
+        };
+        let ours_or_free = held.run == *run || held.expires_at <= now;
+        if !ours_or_free || held.expires_at - now > LEASE_TTL / 2 {
+            return Ok(());
+        }
+        let lease = Lease {
+            run: run.clone(),
+            expires_at: now + LEASE_TTL,
+        };
+        match self
+            .put_json(LEASE_BLOB, &lease, Precondition::IfMatch(etag))
+            .await
+        {
+            Err(ScanError::Store(e)) if e.is_conflict() => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    pub(super) async fn release_lease(&self, run: &RunId) -> Result<(), ScanError> {
+        if let Some((held, etag)) = self.get_json::<Lease>(LEASE_BLOB).await?
+            && held.run == *run
+        {
+            let expired = Lease {
+                run: run.clone(),
+                expires_at: self.clock.now(),
+            };
+            // Losing this race means someone else already took over.
+            if let Err(e) = self
+                .put_json(LEASE_BLOB, &expired, Precondition::IfMatch(etag))
+                .await
+            {
+                tracing::warn!(error = %e, "could not release the scan lease");
+            }
+        }
+        Ok(())
+    }
+
+    /// The state of a run (`RunStatus`, `dormant release`).
+    pub async fn run_state(&self, run: &RunId) -> Result<Option<RunState>, ScanError> {
+        Ok(self
+            .get_json::<RunState>(&run_path(run, "run.json"))
+            .await?
+            .map(|(s, _)| s))
+    }
+}
