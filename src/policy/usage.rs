@@ -11,7 +11,6 @@
 //! more active, never less, so it cannot cause an action.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 
 use chrono::{Datelike as _, NaiveDate};
 
@@ -28,12 +27,21 @@ pub struct UsageIndex {
     pub refreshed: Option<NaiveDate>,
 }
 
+/// The index's on-disk format. `DUI1` keyed users by `DefaultHasher`, whose
+/// algorithm the standard library may change between releases: two builds
+/// of dormant (instances mid-deployment) would then read one index
+/// differently and see no usage for anyone. `DUI2` is keyed by SHA-256, a
+/// hash that never changes; a `DUI1` index is refused, not misread.
+const MAGIC: &[u8; 4] = b"DUI2";
+
+/// The first 8 bytes (little-endian) of SHA-256 over the ASCII-lowercased
+/// UPN: the same in every build, process and instance.
 fn key(upn: &str) -> u64 {
-    // `DefaultHasher::new()` uses fixed keys, so the hash is stable across
-    // processes (the index is written by one worker and read by others).
-    let mut h = DefaultHasher::new();
-    upn.to_ascii_lowercase().hash(&mut h);
-    h.finish()
+    use sha2::{Digest as _, Sha256};
+    let digest = Sha256::digest(upn.to_ascii_lowercase().as_bytes());
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(head)
 }
 
 fn day(d: Option<NaiveDate>) -> i32 {
@@ -92,7 +100,7 @@ impl UsageIndex {
     /// (key, 4 days) per entry.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(24 + self.map.len() * 24);
-        out.extend_from_slice(b"DUI1");
+        out.extend_from_slice(MAGIC);
         out.extend_from_slice(
             &self
                 .refreshed
@@ -112,7 +120,7 @@ impl UsageIndex {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        let rest = bytes.strip_prefix(b"DUI1")?;
+        let rest = bytes.strip_prefix(MAGIC)?;
         let (refreshed, rest) = rest.split_at_checked(4)?;
         let (concealed, rest) = rest.split_at_checked(8)?;
         let (count, mut rest) = rest.split_at_checked(8)?;
@@ -169,6 +177,23 @@ mod tests {
         assert_eq!(u.teams, d("2026-11-01"));
         assert_eq!(u.onedrive, None);
         assert!(idx.get("john@contoso.com").is_none());
+    }
+
+    #[test]
+    fn the_key_is_the_same_in_every_build() {
+        // Pinned: SHA-256("jane.doe@contoso.com"), first 8 bytes, LE. A
+        // change here breaks every index written by an older build.
+        assert_eq!(key("Jane.Doe@Contoso.com"), key("jane.doe@contoso.com"));
+        assert_eq!(key("jane.doe@contoso.com"), 0xde63_8abb_d233_076f_u64);
+    }
+
+    #[test]
+    fn an_index_of_the_old_format_is_refused_not_misread() {
+        let mut idx = UsageIndex::default();
+        idx.insert("jane.doe@contoso.com", &ServiceUsage::default());
+        let mut bytes = idx.to_bytes();
+        bytes[..4].copy_from_slice(b"DUI1");
+        assert_eq!(UsageIndex::from_bytes(&bytes), None);
     }
 
     #[test]
