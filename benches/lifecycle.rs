@@ -128,7 +128,7 @@ async fn dormant_run(steps: usize) {
     );
     let mut case_ids = BTreeMap::new();
     for user in &users {
-        let mut case = Case::open(user, &run, &steps_plan, opened);
+        let mut case = Case::open(user, &run, &steps_plan, true, opened);
         let notify = case.steps.entry(ActionKind::Notify).or_default();
         notify.done_at = Some(opened);
         notify.recorded = true;

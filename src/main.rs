@@ -46,9 +46,15 @@ enum Command {
     /// Drain the actions queue outside Functions (the same code as the
     /// UserActions queue trigger).
     Worker(WorkerArgs),
-    /// Undo the user's newest case within 30 days: back from deleted items,
-    /// enabled again, its licenses and mailbox restored. Prints the outcome.
+    /// Undo the user's case (the open one, else the newest that did
+    /// something) within 30 days of its last change: back from deleted
+    /// items, enabled again, its licenses and mailbox restored. The user is
+    /// then held (`restored`) until it is active again or the hold is
+    /// lifted. Prints the outcome.
     Restore(RestoreArgs),
+    /// Lift dormant's hold on a user (after a restore or a re-enable by a
+    /// person): the next scans judge the user again like anyone else.
+    LiftHold(RestoreArgs),
     /// Release a quarantined run: open its cases and enqueue their due steps.
     Release(ReleaseArgs),
 }
@@ -169,6 +175,7 @@ fn main() -> ExitCode {
         Command::Gdpr(command) => gdpr_cli(command),
         Command::Worker(args) => worker(args),
         Command::Restore(args) => restore(args),
+        Command::LiftHold(args) => lift_hold(args),
         Command::Release(args) => release(args),
     }
 }
@@ -237,8 +244,24 @@ fn restore(args: RestoreArgs) -> ExitCode {
     };
     with_context(args.config, |ctx| async move {
         let lifecycle = ctx.lifecycle().await?;
-        let report = lifecycle.restore(user.as_str(), "").await?;
+        let report = lifecycle.restore(user.as_str(), None, "").await?;
         println!("{}", serde_json::to_string(&report)?);
+        Ok(())
+    })
+}
+
+fn lift_hold(args: RestoreArgs) -> ExitCode {
+    let Some(user) = dormant::ids::ObjectId::parse(&args.user_id) else {
+        eprintln!("dormant: USER_ID must be a directory object id (a GUID)");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    with_context(args.config, |ctx| async move {
+        let lifecycle = ctx.lifecycle().await?;
+        let lifted = lifecycle.lift_hold(user.as_str()).await?;
+        println!(
+            "{}",
+            serde_json::json!({"user": user.to_string(), "lifted": lifted})
+        );
         Ok(())
     })
 }

@@ -177,6 +177,16 @@ pub struct Phases {
 pub struct Quarantine {
     pub max_new_cases: u32,
     pub max_percent: f64,
+    /// The data-quality breaker: a run whose share of users without
+    /// sign-in data is more than this many times the previous run's …
+    pub unknown_growth: f64,
+    /// … and above this percentage of scanned users quarantines itself.
+    pub unknown_min_percent: f64,
+    /// Likewise for new cases: more than this many times the previous
+    /// run's …
+    pub new_cases_growth: f64,
+    /// … and more than this many.
+    pub new_cases_min: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -368,6 +378,10 @@ struct RawPhases {
 struct RawQuarantine {
     max_new_cases: Option<u32>,
     max_percent: Option<f64>,
+    unknown_growth: Option<f64>,
+    unknown_min_percent: Option<f64>,
+    new_cases_growth: Option<f64>,
+    new_cases_min: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1089,6 +1103,10 @@ fn policy(raw: RawPolicy, kind: TenantKind, p: &mut Vec<ConfigProblem>) -> Optio
     let quarantine = Quarantine {
         max_new_cases: q.max_new_cases.unwrap_or(500),
         max_percent: q.max_percent.unwrap_or(5.0),
+        unknown_growth: q.unknown_growth.unwrap_or(2.0),
+        unknown_min_percent: q.unknown_min_percent.unwrap_or(5.0),
+        new_cases_growth: q.new_cases_growth.unwrap_or(3.0),
+        new_cases_min: q.new_cases_min.unwrap_or(50),
     };
     if quarantine.max_new_cases == 0 {
         p.push(problem(
@@ -1102,6 +1120,31 @@ fn policy(raw: RawPolicy, kind: TenantKind, p: &mut Vec<ConfigProblem>) -> Optio
             "policy.quarantine.max_percent",
             format!("{} is not a percentage above 0", quarantine.max_percent),
             "set a number in (0, 100] (default 5)",
+        ));
+    }
+    for (key, growth) in [
+        (
+            "policy.quarantine.unknown_growth",
+            quarantine.unknown_growth,
+        ),
+        (
+            "policy.quarantine.new_cases_growth",
+            quarantine.new_cases_growth,
+        ),
+    ] {
+        if !(growth.is_finite() && growth >= 1.0) {
+            p.push(problem(
+                key,
+                format!("{growth} is not a growth factor of at least 1"),
+                "set a factor of 1 or more (defaults: 2 for the unknown share, 3 for new cases)",
+            ));
+        }
+    }
+    if !(0.0..=100.0).contains(&quarantine.unknown_min_percent) {
+        p.push(problem(
+            "policy.quarantine.unknown_min_percent",
+            format!("{} is not a percentage", quarantine.unknown_min_percent),
+            "set a number in [0, 100] (default 5)",
         ));
     }
 

@@ -36,7 +36,7 @@ async fn restore(State(ctx): State<Arc<AppContext>>, Path(id): Path<String>) -> 
         Err(FunctionError::Transient(e)) => return unavailable(&format!("{e:#}")),
         Err(e) => return unavailable(&e),
     };
-    match lifecycle.restore(user.as_str(), "").await {
+    match lifecycle.restore(user.as_str(), None, "").await {
         Ok(report) => (StatusCode::OK, Json(report)).into_response(),
         Err(LifecycleError::Refused {
             code: "no-case",

@@ -30,11 +30,18 @@ pub async fn run(
     ctx: Arc<AppContext>,
     invocation: Invocation<QueueTrigger>,
 ) -> Result<Outcome, FunctionError> {
-    handle(&ctx, &invocation.trigger.message).await
+    let delivery = invocation.trigger.meta.id.as_deref();
+    handle(&ctx, &invocation.trigger.message, delivery).await
 }
 
 /// One decoded queue message, from the host or from `dormant worker`.
-pub async fn handle(ctx: &AppContext, value: &Value) -> Result<Outcome, FunctionError> {
+/// `delivery` is the queue message id: a redelivery of the same message
+/// (its earlier delivery's visibility lapsed) may take a step over from it.
+pub async fn handle(
+    ctx: &AppContext,
+    value: &Value,
+    delivery: Option<&str>,
+) -> Result<Outcome, FunctionError> {
     let message = ActionMessage::from_value(value, &ctx.config.tenant_id)
         .map_err(|e| FunctionError::permanent(e.code(), e.to_string()))?;
     tracing::info!(kind = message.kind.as_str(), user = %message.user, case = %message.case, run = %message.run, "action received");
@@ -43,23 +50,8 @@ pub async fn handle(ctx: &AppContext, value: &Value) -> Result<Outcome, Function
     // at 7 days, so long waits take several hops).
     let wait = message.not_before - ctx.clock.now();
     if wait > Duration::seconds(1) {
-        let delay = wait.min(MAX_QUEUE_DELAY);
-        ctx.storage()
-            .await
-            .map_err(|e| FunctionError::Transient(e.into()))?
-            .send(
-                ACTIONS_QUEUE,
-                &message.to_text(),
-                SendOptions {
-                    initial_delay: delay.to_std().ok(),
-                    // The default 7-day time-to-live would expire the message
-                    // the moment a 7-day delay ends.
-                    ttl: (delay + MAX_QUEUE_DELAY).to_std().ok(),
-                },
-            )
-            .await
-            .map_err(|e| FunctionError::Transient(e.into()))?;
-        tracing::info!(seconds = delay.num_seconds(), "not due yet; requeued");
+        requeue(ctx, &message, wait).await?;
+        tracing::info!(seconds = wait.num_seconds(), "not due yet; requeued");
         return Ok(Outcome {
             return_value: json!({"requeued": true}),
             ..Outcome::default()
@@ -77,17 +69,48 @@ pub async fn handle(ctx: &AppContext, value: &Value) -> Result<Outcome, Function
         )),
         ActionKind::Restore => {
             let lifecycle = ctx.lifecycle().await?;
+            // The case the message names, not whichever is newest by now.
             let result = lifecycle
-                .restore(message.user.as_str(), message.run.as_str())
+                .restore(
+                    message.user.as_str(),
+                    Some(message.case.as_str()),
+                    message.run.as_str(),
+                )
                 .await;
             answer(ctx, &message, result).await
         }
         _ => {
             let lifecycle = ctx.lifecycle().await?;
-            let result = lifecycle.run_step(&message).await;
+            let result = lifecycle.run_step(&message, delivery).await;
             answer(ctx, &message, result).await
         }
     }
+}
+
+/// Puts a copy of `message` back on the queue, visible after `delay`
+/// (messages are idempotent: a copy does nothing twice).
+async fn requeue(
+    ctx: &AppContext,
+    message: &ActionMessage,
+    delay: Duration,
+) -> Result<(), FunctionError> {
+    let delay = delay.clamp(Duration::seconds(1), MAX_QUEUE_DELAY);
+    ctx.storage()
+        .await
+        .map_err(|e| FunctionError::Transient(e.into()))?
+        .send(
+            ACTIONS_QUEUE,
+            &message.to_text(),
+            SendOptions {
+                initial_delay: delay.to_std().ok(),
+                // The default 7-day time-to-live would expire the message
+                // the moment a 7-day delay ends.
+                ttl: (delay + MAX_QUEUE_DELAY).to_std().ok(),
+            },
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| FunctionError::Transient(e.into()))
 }
 
 /// Transient → 500 (the host retries); refused → its own audit line (with
@@ -102,6 +125,15 @@ async fn answer(
             return_value: serde_json::to_value(&report).unwrap_or(Value::Null),
             ..Outcome::default()
         }),
+        // Another delivery holds the step: this one comes back once its
+        // lease is over, instead of burning the host's retries.
+        Err(LifecycleError::InProgress { retry_after, .. }) => {
+            requeue(ctx, message, retry_after).await?;
+            Ok(Outcome {
+                return_value: json!({"outcome": "deferred", "detail": "step-in-progress"}),
+                ..Outcome::default()
+            })
+        }
         Err(e) if e.is_transient() => Err(FunctionError::Transient(e.into())),
         Err(e) => {
             let code = match &e {
@@ -209,7 +241,7 @@ pub async fn drain(ctx: &AppContext, options: &DrainOptions) -> anyhow::Result<D
             continue;
         }
         let results: Vec<anyhow::Result<Disposition>> = futures::stream::iter(batch)
-            .map(|msg| process(ctx, &poison, msg))
+            .map(|msg| process(ctx, &poison, msg, options.visibility))
             .buffer_unordered(options.batch.clamp(1, 32) as usize)
             .collect()
             .await;
@@ -227,12 +259,40 @@ async fn process(
     ctx: &AppContext,
     poison: &str,
     msg: crate::store::ReceivedMessage,
+    visibility: StdDuration,
 ) -> anyhow::Result<Disposition> {
     let store = &ctx.store;
-    let result = match unwrap_encoded(Value::String(msg.text.clone())) {
-        Ok(value) => handle(ctx, &value).await,
-        Err(reason) => Err(FunctionError::permanent("malformed-message", reason)),
+    // The message stays invisible while its step runs, however long: its
+    // visibility is extended at half-time (as the Functions host does), so
+    // the queue hands it out again only if this worker died.
+    let receipt = std::sync::Mutex::new(msg.pop_receipt.clone());
+    let keep_hidden = async {
+        let every = (visibility / 2).max(StdDuration::from_millis(500));
+        loop {
+            tokio::time::sleep(every).await;
+            let current = receipt.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            match store
+                .update_visibility(ACTIONS_QUEUE, &msg.id, &current, visibility)
+                .await
+            {
+                Ok(next) => *receipt.lock().unwrap_or_else(|p| p.into_inner()) = next,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not extend a message's visibility; it may be delivered again");
+                }
+            }
+        }
     };
+    let work = async {
+        match unwrap_encoded(Value::String(msg.text.clone())) {
+            Ok(value) => handle(ctx, &value, Some(&msg.id)).await,
+            Err(reason) => Err(FunctionError::permanent("malformed-message", reason)),
+        }
+    };
+    let result = tokio::select! {
+        result = work => result,
+        never = keep_hidden => match never {},
+    };
+    let pop_receipt = receipt.into_inner().unwrap_or_else(|p| p.into_inner());
     let done = match result {
         Ok(_) => true,
         Err(FunctionError::Permanent { code, message }) => {
@@ -258,19 +318,29 @@ async fn process(
         }
     };
     if done {
-        store
-            .delete_message(ACTIONS_QUEUE, &msg.id, &msg.pop_receipt)
-            .await?;
+        forget(store, &msg.id, &pop_receipt).await?;
         Ok(Disposition::Handled)
     } else if msg.dequeue_count >= MAX_DEQUEUE_COUNT {
         store
             .send(poison, &msg.text, SendOptions::default())
             .await?;
-        store
-            .delete_message(ACTIONS_QUEUE, &msg.id, &msg.pop_receipt)
-            .await?;
+        forget(store, &msg.id, &pop_receipt).await?;
         Ok(Disposition::Poisoned)
     } else {
         Ok(Disposition::Retry)
+    }
+}
+
+/// Deletes a handled message. If it was handed out again meanwhile (an
+/// extension failed), its receipt no longer works: that is no reason to
+/// stop the worker; the other delivery finds the step done.
+async fn forget(store: &crate::store::Store, id: &str, pop_receipt: &str) -> anyhow::Result<()> {
+    match store.delete_message(ACTIONS_QUEUE, id, pop_receipt).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_not_found() || e.is_conflict() => {
+            tracing::warn!(error = %e, "a handled message could not be deleted (handed out again meanwhile); its next delivery is a repeat");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
 }

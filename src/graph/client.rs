@@ -43,6 +43,7 @@ struct Inner {
     pacer: Arc<Pacer>,
     request_timeout: Duration,
     pub(crate) realm_cache: Mutex<HashMap<String, super::models::UserRealm>>,
+    watch: super::watch::Watch,
 }
 
 /// One HTTP call as the request loop sees it.
@@ -176,6 +177,7 @@ impl GraphClient {
                 pacer,
                 request_timeout: settings.request_timeout,
                 realm_cache: Mutex::new(HashMap::new()),
+                watch: super::watch::Watch::default(),
             }),
         }
     }
@@ -201,6 +203,15 @@ impl GraphClient {
 
     pub(crate) fn authority_host(&self) -> &Url {
         &self.inner.authority_host
+    }
+
+    pub(crate) fn watch(&self) -> &super::watch::Watch {
+        &self.inner.watch
+    }
+
+    /// The current access token (for reading dormant's own app id from it).
+    pub(crate) async fn access_token(&self) -> Result<secrecy::SecretString, GraphError> {
+        self.inner.tokens.token().await
     }
 
     pub(crate) fn realm_cache(&self) -> &Mutex<HashMap<String, super::models::UserRealm>> {

@@ -52,6 +52,7 @@ pub mod ops;
 pub mod pacer;
 pub mod reports;
 pub mod settings;
+pub mod watch;
 
 pub use auth::{CertificateAssertion, EntraTokenProvider, StaticToken, TokenProvider};
 pub use batch::{BatchItem, BatchItemResponse, MAX_BATCH};
@@ -63,3 +64,4 @@ pub use ops::{SCAN_SELECT, UserQuery};
 pub use pacer::{Budget, Pacer, PacerConfig, PacerStats, RequestClass};
 pub use reports::{ConcealedNamesGuard, ReportPeriod};
 pub use settings::{CredentialKind, GraphSettings, TenantKind, TenantSize};
+pub use watch::ENABLE_ACCOUNT;

@@ -18,11 +18,11 @@ pub struct User {
     pub other_mails: Vec<String>,
     pub job_title: Option<String>,
     pub department: Option<String>,
-    pub user_type: Option<String>,
+    pub user_type: Option<UserType>,
     pub account_enabled: Option<bool>,
     pub created_date_time: Option<DateTime<Utc>>,
     pub creation_type: Option<String>,
-    pub external_user_state: Option<String>,
+    pub external_user_state: Option<ExternalUserState>,
     pub external_user_state_change_date_time: Option<DateTime<Utc>>,
     pub on_premises_sync_enabled: Option<bool>,
     pub sign_in_activity: Option<SignInActivity>,
@@ -33,6 +33,96 @@ pub struct User {
     pub manager: Option<DirectoryObject>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `userType`. An unknown value fails the record (see [`UserRecord`]): a user
+/// dormant cannot place as member or guest is not judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserType {
+    Member,
+    Guest,
+}
+
+impl UserType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Member => "Member",
+            Self::Guest => "Guest",
+        }
+    }
+}
+
+/// `externalUserState` of an invited user. Typed for the same reason: an
+/// accepted invitation proves a sign-in, so an unknown state must not be
+/// read as "not accepted".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExternalUserState {
+    PendingAcceptance,
+    Accepted,
+}
+
+/// One item of a `GET /users` page. Graph documents collections as never
+/// `null` and dates as ISO 8601, but one odd record must never fail a scan
+/// of a million users: a record that does not decode is kept as
+/// [`UserRecord::Unreadable`], with what could be read of it, and judged
+/// `unknown`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserRecord {
+    User(Box<User>),
+    Unreadable(UnreadableUser),
+}
+
+/// What could be read of a record that does not decode.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnreadableUser {
+    pub id: Option<String>,
+    pub user_principal_name: Option<String>,
+    pub display_name: Option<String>,
+    /// Where decoding failed (a property path such as `assignedLicenses`),
+    /// never the value found there.
+    pub path: String,
+}
+
+impl UnreadableUser {
+    /// A user with only what could be read, for the report row.
+    pub fn as_user(&self) -> User {
+        User {
+            id: self.id.clone().unwrap_or_default(),
+            user_principal_name: self.user_principal_name.clone(),
+            display_name: self.display_name.clone(),
+            ..User::default()
+        }
+    }
+}
+
+impl UserRecord {
+    /// Decodes one user, keeping an odd record instead of failing.
+    pub fn from_json(text: &str) -> Self {
+        let mut de = serde_json::Deserializer::from_str(text);
+        match serde_path_to_error::deserialize::<_, User>(&mut de) {
+            Ok(user) => Self::User(Box::new(user)),
+            Err(e) => {
+                let path = e.path().to_string();
+                let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+                let text_of = |key: &str| v.get(key).and_then(|x| x.as_str()).map(str::to_owned);
+                Self::Unreadable(UnreadableUser {
+                    id: text_of("id"),
+                    user_principal_name: text_of("userPrincipalName"),
+                    display_name: text_of("displayName"),
+                    path,
+                })
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for UserRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // The raw text first (cheap: only validated, not parsed), so a
+        // record that does not fit `User` fails alone, not its whole page.
+        let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+        Ok(Self::from_json(raw.get()))
+    }
 }
 
 /// `signInActivity`: absent for users who never signed in; lags up to 24 h.
@@ -425,8 +515,8 @@ mod tests {
     #[test]
     fn full_user_with_licenses_identities_and_extensions() {
         let u: User = roundtrip(include_str!("fixtures/user-full.json"));
-        assert_eq!(u.user_type.as_deref(), Some("Guest"));
-        assert_eq!(u.external_user_state.as_deref(), Some("Accepted"));
+        assert_eq!(u.user_type, Some(UserType::Guest));
+        assert_eq!(u.external_user_state, Some(ExternalUserState::Accepted));
         assert_eq!(u.identities[0].issuer.as_deref(), Some("ExternalAzureAD"));
         assert_eq!(u.assigned_licenses.len(), 1);
         let state = &u.license_assignment_states[1];

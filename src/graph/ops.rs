@@ -87,7 +87,7 @@ impl GraphClient {
         &self,
         listing: &Listing,
         link: &str,
-    ) -> Result<Page<User>, GraphError> {
+    ) -> Result<Page<UserRecord>, GraphError> {
         self.page(listing, link).await
     }
 
@@ -101,6 +101,34 @@ impl GraphClient {
         };
         self.get_json(url, RequestClass::ReadOne, "/users/{id}")
             .await
+    }
+
+    /// `GET /users/{id}`, keeping a record that does not decode as
+    /// [`UserRecord::Unreadable`] (a re-check must judge it `unknown`, not
+    /// fail on it).
+    pub async fn get_user_record(
+        &self,
+        id: &str,
+        select: &[&str],
+    ) -> Result<UserRecord, GraphError> {
+        let select = select.join(",");
+        let url = self.url_with_query(&["users", id], &[("$select", &select)]);
+        let resp = self
+            .send(GraphRequest::new(
+                Method::GET,
+                url,
+                RequestClass::ReadOne,
+                "/users/{id}",
+            ))
+            .await?;
+        match std::str::from_utf8(&resp.body) {
+            Ok(text) => Ok(UserRecord::from_json(text)),
+            Err(_) => Err(GraphError::permanent(
+                resp.status,
+                "UnexpectedResponse",
+                "the answer is not UTF-8 text",
+            )),
+        }
     }
 
     /// Many users by id through `$batch` (20 per call), one result per id in

@@ -9,20 +9,21 @@
 //! mailbox shared) is re-checked with dormant's own effects taken out
 //! (`recheck`), with the run's usage report.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::case::{Case, CaseStatus, CaseStore};
-use super::recheck::{CancelReason, Recheck, recheck};
+use super::case::{Case, CaseStatus, CaseStore, Place};
+use super::ending::Ended;
+use super::recheck::{CancelReason, Recheck, mailbox_of, recheck};
 use super::{ActionKind, ActionMessage, Lifecycle, LifecycleError};
 use crate::config::TenantKind;
 use crate::graph::GraphError;
 use crate::ids::{ObjectId, RunId};
 use crate::policy::phases::plan;
-use crate::policy::{PlanShape, UsageIndex};
+use crate::policy::{Hold, PlanShape, UsageIndex};
 use crate::store::audit::Outcome;
 use crate::store::{ACTIONS_QUEUE, SendOptions};
 
@@ -34,6 +35,17 @@ pub struct Candidate {
     pub never_signed_in: bool,
     pub has_user_mailbox: bool,
     pub has_direct_licenses: bool,
+    /// `accountEnabled` as the scan read it.
+    #[serde(default = "enabled_by_default")]
+    pub account_enabled: bool,
+    /// The newest trustworthy activity the scan found: a hold ends with
+    /// activity newer than it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity: Option<DateTime<Utc>>,
+}
+
+fn enabled_by_default() -> bool {
+    true
 }
 
 impl Candidate {
@@ -59,25 +71,31 @@ const CONCURRENCY: usize = 8;
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
     open_users: BTreeSet<String>,
-    held: BTreeSet<String>,
+    holds: BTreeMap<String, Hold>,
     pub new_cases: u64,
 }
 
 impl Plan {
-    /// Open and held users as the store has them; `now` drops the holds
-    /// that ended (see [`CaseStore::hold`]).
-    pub async fn load(cases: &CaseStore, now: DateTime<Utc>) -> Result<Plan, LifecycleError> {
+    /// Open cases and holds as the store has them now (a hold placed while
+    /// the run scanned counts too).
+    pub async fn load(cases: &CaseStore) -> Result<Plan, LifecycleError> {
         Ok(Plan {
             open_users: cases.open_users().await?.into_iter().collect(),
-            held: cases.held(now).await?.into_keys().collect(),
+            holds: cases.holds().await?,
             new_cases: 0,
         })
     }
 
+    /// A hold on the user that no activity newer than it has ended.
+    fn is_held(&self, c: &Candidate) -> bool {
+        self.holds
+            .get(&c.user.to_ascii_lowercase())
+            .is_some_and(|h| c.last_activity.is_none_or(|at| at <= h.since))
+    }
+
     /// Whether the run would open a case for `c`.
     fn is_new(&self, c: &Candidate) -> bool {
-        let user = c.user.to_ascii_lowercase();
-        !self.open_users.contains(&user) && !self.held.contains(&user)
+        !self.open_users.contains(&c.user.to_ascii_lowercase()) && !self.is_held(c)
     }
 
     /// Counts the new cases among one partition's candidates.
@@ -133,7 +151,7 @@ impl Lifecycle<'_> {
             if plan.open_users.contains(&user) {
                 listed.0.insert(user.clone());
                 open.push((user, c));
-            } else if !plan.held.contains(&user) {
+            } else if !plan.is_held(&c) {
                 new.push(c);
             }
         }
@@ -178,7 +196,7 @@ impl Lifecycle<'_> {
     async fn open_case(&self, run: &RunId, c: &Candidate) -> Result<Advanced, LifecycleError> {
         let now = self.clock.now();
         let steps = plan(c.shape(self.config.tenant_kind), &self.config.policy.phases);
-        let case = Case::open(&c.user, run, &steps, now);
+        let case = Case::open(&c.user, run, &steps, c.account_enabled, now);
         let cases = CaseStore::new(self.store.clone());
         let Some(etag) = cases.create(&case).await? else {
             // Opened a moment ago by someone else: the next run advances it.
@@ -215,23 +233,39 @@ impl Lifecycle<'_> {
                 return Ok(out);
             };
             if case.status.is_final() {
-                self.finish_final(case).await?;
+                self.finish_final(case, Place::Open).await?;
                 return Ok(out);
             }
-            // A step that acted but crashed before its line was marked.
+            if self.acting_step(&case).is_some() {
+                // A worker is on it right now; the next run looks again.
+                return Ok(out);
+            }
+            // What a crash left: a step that acted without its line marked,
+            // or started without a line at all (its worker died).
             let mut etag = etag;
+            let mut changed = false;
+            for kind in case.in_flight() {
+                self.resolve_in_flight(&mut case, kind).await?;
+                changed = true;
+            }
             let pending: Vec<ActionKind> = case
                 .steps
                 .iter()
                 .filter(|(_, s)| s.record.is_some() && !s.recorded)
                 .map(|(k, _)| *k)
                 .collect();
-            if !pending.is_empty() {
-                for kind in &pending {
-                    if let Some(record) = case.steps.get(kind).and_then(|s| s.record.clone()) {
-                        self.ensure_recorded(&record).await?;
+            if changed || !pending.is_empty() {
+                // Each record is in the case before it goes to the log.
+                etag = match cases.save(&case, &etag).await {
+                    Ok(e) => e,
+                    Err(e) if e.is_conflict() => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                for (_, state) in case.steps.iter_mut() {
+                    if let (false, Some(record)) = (state.recorded, &state.record) {
+                        self.ensure_recorded(record).await?;
+                        state.recorded = true;
                     }
-                    case.steps.entry(*kind).or_default().recorded = true;
                 }
                 etag = match cases.save(&case, &etag).await {
                     Ok(e) => e,
@@ -239,11 +273,27 @@ impl Lifecycle<'_> {
                     Err(e) => return Err(e.into()),
                 };
             }
+            if case.pending_end.is_some() {
+                match self.carry_out_pending_end(case, &etag).await? {
+                    Ended::Conflict => continue,
+                    _ => {
+                        out.cancelled += 1;
+                        return Ok(out);
+                    }
+                }
+            }
 
             let now = self.clock.now();
             let verdict = match candidate {
-                Some(_) => Ok(None),
-                None => match recheck(self.graph, self.config, &case, usage, now).await {
+                // The scan judged the user inactive; whoever enabled it since
+                // the case opened still decides (the scan does not know how
+                // the account stood then).
+                Some(c) => {
+                    let expected_disabled =
+                        case.enabled_at_open == Some(false) || case.is_done(ActionKind::Disable);
+                    Ok((expected_disabled && c.account_enabled).then_some(CancelReason::ReEnabled))
+                }
+                None => match recheck(self.graph, &cases, self.config, &case, usage, now).await {
                     Ok(Recheck::Holds(_)) => Ok(None),
                     Ok(Recheck::Absent) if case.is_done(ActionKind::Delete) => Ok(None),
                     Ok(Recheck::Absent) => Ok(Some(CancelReason::UserGone)),
@@ -261,7 +311,7 @@ impl Lifecycle<'_> {
                 }
             };
             if let Some(reason) = cancel {
-                if self
+                match self
                     .end_case(
                         case,
                         &etag,
@@ -272,10 +322,12 @@ impl Lifecycle<'_> {
                     )
                     .await?
                 {
-                    out.cancelled += 1;
-                    return Ok(out);
+                    Ended::Conflict => continue,
+                    _ => {
+                        out.cancelled += 1;
+                        return Ok(out);
+                    }
                 }
-                continue;
             }
 
             if case.status == CaseStatus::Waiting {
@@ -286,22 +338,25 @@ impl Lifecycle<'_> {
                             Err(e) if e.is_conflict() => continue,
                             Err(e) => return Err(e.into()),
                         };
-                        if let Some(record) = case
+                        let resumed: Vec<ActionKind> = case
                             .steps
-                            .get(&ActionKind::ConvertMailbox)
-                            .and_then(|s| s.record.clone())
-                        {
-                            self.audit.record(&record).await?;
-                            case.steps
-                                .entry(ActionKind::ConvertMailbox)
-                                .or_default()
-                                .recorded = true;
-                            etag = match cases.save(&case, &etag).await {
-                                Ok(e) => e,
-                                Err(e) if e.is_conflict() => continue,
-                                Err(e) => return Err(e.into()),
-                            };
+                            .iter()
+                            .filter(|(_, s)| s.record.is_some() && !s.recorded)
+                            .map(|(k, _)| *k)
+                            .collect();
+                        for kind in resumed {
+                            if let Some(record) =
+                                case.steps.get(&kind).and_then(|s| s.record.clone())
+                            {
+                                self.audit.record(&record).await?;
+                                case.steps.entry(kind).or_default().recorded = true;
+                            }
                         }
+                        etag = match cases.save(&case, &etag).await {
+                            Ok(e) => e,
+                            Err(e) if e.is_conflict() => continue,
+                            Err(e) => return Err(e.into()),
+                        };
                     }
                     false => {
                         out.waiting += 1;
@@ -311,14 +366,16 @@ impl Lifecycle<'_> {
             }
 
             if case.next_step().is_none() {
-                if self
+                match self
                     .end_case(case, &etag, CaseStatus::Closed, "close", None, run.as_str())
                     .await?
                 {
-                    out.closed += 1;
-                    return Ok(out);
+                    Ended::Conflict => continue,
+                    _ => {
+                        out.closed += 1;
+                        return Ok(out);
+                    }
                 }
-                continue;
             }
             out.enqueued += self.enqueue_due(case, etag, run, now).await?;
             return Ok(out);
@@ -326,48 +383,90 @@ impl Lifecycle<'_> {
         Err(LifecycleError::Contention(4))
     }
 
-    /// A case waiting for its mailbox conversion goes on once Exchange is
-    /// configured, or once a person converted the mailbox (recorded as
-    /// the step, `converted-by-person`). Returns whether it goes on.
+    /// A waiting case goes on once what it waits for is there. A mailbox
+    /// conversion: once Exchange is configured, or once a person converted
+    /// the mailbox (recorded as the step, `converted-by-person`). A license
+    /// removal: once the mailbox is positively shared or absent, or once a
+    /// person removed the licenses by hand. Returns whether it goes on.
     async fn resume_waiting(
         &self,
         case: &mut Case,
         run: &RunId,
         candidate: Option<&Candidate>,
     ) -> Result<bool, LifecycleError> {
-        if self.exchange.is_some() {
+        let Some(next) = case.next_step() else {
+            case.status = CaseStatus::Open;
+            case.reason = None;
+            return Ok(true);
+        };
+        let go_on = |case: &mut Case| {
             case.status = CaseStatus::Open;
             case.reason = None;
             // The waiting line was recorded; the step itself runs again.
-            case.steps.remove(&ActionKind::ConvertMailbox);
-            return Ok(true);
-        }
-        let still_user_mailbox = match candidate {
-            Some(c) => c.has_user_mailbox,
-            None => match self.graph.mailbox_settings(&case.user).await {
-                Ok(m) => m.and_then(|m| m.user_purpose).as_deref() == Some("user"),
-                Err(GraphError::NotFound) => false,
-                Err(e) => return Err(e.into()),
-            },
+            case.steps.remove(&next.kind);
         };
-        if still_user_mailbox {
-            return Ok(false);
+        match next.kind {
+            ActionKind::ConvertMailbox => {
+                if self.exchange.is_some() {
+                    go_on(case);
+                    return Ok(true);
+                }
+                let still_user_mailbox = match candidate {
+                    Some(c) => c.has_user_mailbox,
+                    None => match self.graph.mailbox_settings(&case.user).await {
+                        Ok(m) => m.and_then(|m| m.user_purpose).as_deref() == Some("user"),
+                        Err(GraphError::NotFound) => false,
+                        Err(e) => return Err(e.into()),
+                    },
+                };
+                if still_user_mailbox {
+                    return Ok(false);
+                }
+                let mut record = self.record(
+                    case,
+                    run.as_str(),
+                    ActionKind::ConvertMailbox.as_str(),
+                    Outcome::Done,
+                );
+                record.detail = Some("converted-by-person".into());
+                case.status = CaseStatus::Open;
+                case.reason = None;
+                case.updated_at = record.time;
+                let state = case.steps.entry(ActionKind::ConvertMailbox).or_default();
+                state.done_at = Some(record.time);
+                state.record = Some(record);
+                state.recorded = false;
+                Ok(true)
+            }
+            ActionKind::RemoveLicenses => {
+                let mailbox = mailbox_of(self.graph, self.exchange, &case.user).await?;
+                let licenses_left = match candidate {
+                    Some(c) => c.has_direct_licenses,
+                    None => match self
+                        .graph
+                        .get_user(&case.user, &["id", "assignedLicenses"])
+                        .await
+                    {
+                        Ok(u) => !u.assigned_licenses.is_empty(),
+                        Err(GraphError::NotFound) => false,
+                        Err(e) => return Err(e.into()),
+                    },
+                };
+                if mailbox.allows_license_removal() || !licenses_left {
+                    go_on(case);
+                    return Ok(true);
+                }
+                if case.reason.as_deref() != Some(mailbox.reason()) {
+                    // Still waiting, maybe for another reason now.
+                    case.reason = Some(mailbox.reason().to_owned());
+                }
+                Ok(false)
+            }
+            _ => {
+                go_on(case);
+                Ok(true)
+            }
         }
-        let mut record = self.record(
-            case,
-            run.as_str(),
-            ActionKind::ConvertMailbox.as_str(),
-            Outcome::Done,
-        );
-        record.detail = Some("converted-by-person".into());
-        case.status = CaseStatus::Open;
-        case.reason = None;
-        case.updated_at = record.time;
-        let state = case.steps.entry(ActionKind::ConvertMailbox).or_default();
-        state.done_at = Some(record.time);
-        state.record = Some(record);
-        state.recorded = false;
-        Ok(true)
     }
 
     /// Enqueues the case's next step when it is due and not already on the

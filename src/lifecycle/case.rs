@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use crate::graph::AssignedLicense;
 use crate::ids::RunId;
 use crate::lifecycle::ActionKind;
-use crate::policy::Step;
 use crate::policy::phases::due_at;
+use crate::policy::{Hold, HoldKind, Step};
 use crate::store::audit::AuditRecord;
 use crate::store::{ETag, Precondition, STATE_CONTAINER, Store, StoreError};
 
@@ -41,11 +41,13 @@ pub enum CaseStatus {
     /// nightly scan looks again and continues once it is done.
     Waiting,
     /// Stopped before its end: the user was active again, became excluded
-    /// or held for review, or was re-enabled by a person.
+    /// or held for review, or was re-enabled by someone other than dormant.
     Cancelled,
     /// Every step ran.
     Closed,
-    /// Undone by an operator.
+    /// What dormant did was undone: by an operator (`dormant restore`), or
+    /// by dormant itself when a late sign-in showed the user active again
+    /// (`reason` = `active-again`).
     Restored,
 }
 
@@ -67,6 +69,22 @@ pub struct PlannedStep {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StepState {
+    /// The step is about to act (or acting): written before the action, so
+    /// whoever finds it without a record knows the action may have landed
+    /// and must find out (the step's intent). Cleared with the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// A worker is acting on the step until then (its lease): nobody else
+    /// acts on it or ends the case under it. Given up when the worker stops
+    /// without a record (the intent stays: the action may have landed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acting_until: Option<DateTime<Utc>>,
+    /// The queue message whose delivery holds the lease: the queue hands a
+    /// message out again only once its earlier delivery lapsed (the
+    /// Functions host and `dormant worker` keep it invisible while they
+    /// work), so a redelivery of the same message takes the step over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acting_message: Option<String>,
     /// When a scan put the step's message on the queue, and which scan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enqueued_at: Option<DateTime<Utc>>,
@@ -109,6 +127,42 @@ pub struct Snapshot {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
+impl StepState {
+    /// Started, and no line says how it went.
+    pub fn in_flight(&self) -> bool {
+        self.started_at.is_some() && self.record.is_none()
+    }
+}
+
+/// An end decided while a step was acting: the acting worker records its
+/// step first, then ends the case itself (undoing what landed after the
+/// decision). So a step racing a cancellation either does not act, or acts
+/// and is recorded, and the cancellation then undoes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingEnd {
+    pub status: CaseStatus,
+    /// The cancel reason code, if a cancellation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The audit step of the end (`cancel`, a step's kind, `close`).
+    pub step: String,
+    #[serde(default)]
+    pub run: String,
+    pub decided_at: DateTime<Utc>,
+}
+
+/// The steps an undo gives back, and why (the `restore` line's reason:
+/// `restored-by-operator`, `active-again`, `cancelled-during-step`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UndoPlan {
+    pub steps: Vec<ActionKind>,
+    pub reason: String,
+    #[serde(default)]
+    pub run: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Case {
@@ -116,6 +170,11 @@ pub struct Case {
     pub user: String,
     pub opened_at: DateTime<Utc>,
     pub opened_by: RunId,
+    /// `accountEnabled` when the case opened: an account disabled then (by
+    /// HR, say) and enabled later was enabled by a person, whoever had
+    /// disabled it. `None` in cases opened before this was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled_at_open: Option<bool>,
     pub status: CaseStatus,
     /// Why the case waits or was cancelled (a short code).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,9 +187,18 @@ pub struct Case {
     /// The line that ended the case (cancel or close).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closing: Option<StepState>,
-    /// The restore, when an operator undid the case.
+    /// The undo of what dormant did (an operator's restore, or dormant's
+    /// own when the user was active again). Its intent (`started_at`) is
+    /// written with the decision, so a crash before the undo finished is
+    /// finished by whoever finds the case next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<StepState>,
+    /// What the pending undo (`restore` with an intent) gives back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<UndoPlan>,
+    /// See [`PendingEnd`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_end: Option<PendingEnd>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -141,12 +209,19 @@ pub fn new_case_id(at: DateTime<Utc>) -> String {
 }
 
 impl Case {
-    pub fn open(user: &str, run: &RunId, plan: &[(Step, u32)], now: DateTime<Utc>) -> Self {
+    pub fn open(
+        user: &str,
+        run: &RunId,
+        plan: &[(Step, u32)],
+        enabled: bool,
+        now: DateTime<Utc>,
+    ) -> Self {
         Self {
             id: new_case_id(now),
             user: user.to_ascii_lowercase(),
             opened_at: now,
             opened_by: run.clone(),
+            enabled_at_open: Some(enabled),
             status: CaseStatus::Open,
             reason: None,
             plan: plan
@@ -160,8 +235,37 @@ impl Case {
             snapshot: Snapshot::default(),
             closing: None,
             restore: None,
+            undo: None,
+            pending_end: None,
             updated_at: now,
         }
+    }
+
+    /// Steps started whose outcome no line records.
+    pub fn in_flight(&self) -> Vec<ActionKind> {
+        self.steps
+            .iter()
+            .filter(|(_, s)| s.in_flight())
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// The destructive steps that took effect, in plan order.
+    pub fn done_destructive(&self) -> Vec<ActionKind> {
+        self.plan
+            .iter()
+            .map(|p| p.kind)
+            .filter(|k| *k != ActionKind::Notify && self.is_done(*k))
+            .collect()
+    }
+
+    /// When the newest destructive step took effect: a restore is possible
+    /// for [`RESTORE_WINDOW`] after it (Graph keeps deleted users 30 days).
+    pub fn last_destructive_at(&self) -> Option<DateTime<Utc>> {
+        self.done_destructive()
+            .into_iter()
+            .filter_map(|k| self.step(k).and_then(|s| s.done_at))
+            .max()
     }
 
     pub fn step(&self, kind: ActionKind) -> Option<&StepState> {
@@ -223,6 +327,9 @@ pub struct CaseView {
     pub next_step: Option<ActionKind>,
     pub next_due: Option<DateTime<Utc>>,
     pub waiting: bool,
+    /// Why it waits (or the code of a pending end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Case {
@@ -233,7 +340,67 @@ impl Case {
             next_step: next.map(|p| p.kind),
             next_due: next.map(|p| due_at(self.opened_at, p.day)),
             waiting: self.status == CaseStatus::Waiting,
+            reason: self.reason.clone(),
         }
+    }
+}
+
+/// Where a case was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Open,
+    Closed,
+}
+
+fn hold_name(user: &str) -> String {
+    format!("{HELD_PREFIX}{}.json", user.to_ascii_lowercase())
+}
+
+/// A hold as stored. Holds written before kinds existed held for a fixed
+/// time (`until`, set to the re-enable plus `inactive_after_days`): they
+/// read as a re-enable hold from 90 days before it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredHold {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<HoldKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    since: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    until: Option<DateTime<Utc>>,
+}
+
+impl From<Hold> for StoredHold {
+    fn from(h: Hold) -> Self {
+        Self {
+            kind: Some(h.kind),
+            since: Some(h.since),
+            until: None,
+        }
+    }
+}
+
+impl StoredHold {
+    fn hold(&self) -> Option<Hold> {
+        let since = self
+            .since
+            .or_else(|| self.until.map(|u| u - Duration::days(90)))?;
+        Some(Hold {
+            kind: self.kind.unwrap_or(HoldKind::ReEnabled),
+            since,
+        })
+    }
+}
+
+async fn read_hold(store: &Store, name: &str) -> Result<Option<Hold>, StoreError> {
+    match store.get(STATE_CONTAINER, name).await {
+        Ok(blob) => {
+            let stored: StoredHold = serde_json::from_slice(&blob.body)
+                .map_err(|e| StoreError::permanent("hold", e.to_string()))?;
+            Ok(stored.hold())
+        }
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -315,18 +482,31 @@ impl CaseStore {
 
     /// The archive and delete stages of [`archive`](Self::archive), for a
     /// final case already written.
+    /// The open blob goes only while it still holds this case: the user
+    /// may have a newer case there by now.
     pub async fn archive_final(&self, case: &Case) -> Result<(), StoreError> {
         self.write(&case.closed_name(), case, Precondition::None)
             .await?;
-        match self
-            .store
-            .delete(STATE_CONTAINER, &Case::open_name(&case.user))
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e),
+        let open = Case::open_name(&case.user);
+        for _ in 0..4 {
+            let Some((current, etag)) = self.read(&open).await? else {
+                return Ok(());
+            };
+            if current.id != case.id {
+                return Ok(());
+            }
+            match self.store.delete_if(STATE_CONTAINER, &open, &etag).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_not_found() => return Ok(()),
+                // Another finisher wrote it meanwhile: look again.
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e),
+            }
         }
+        Err(StoreError::conflict(
+            open,
+            crate::store::ConflictKind::PreconditionFailed,
+        ))
     }
 
     /// User ids with an open or waiting case.
@@ -376,17 +556,14 @@ impl CaseStore {
         }
     }
 
-    /// Remembers that a person decided about `user` (re-enabled the
-    /// account dormant disabled): no new case opens before `until`. Entra
-    /// keeps directory audits for 30 days only, so the scan's own
-    /// "recently re-enabled" signal fades long before the decision should.
-    pub async fn hold(&self, user: &str, until: DateTime<Utc>) -> Result<(), StoreError> {
-        let body = serde_json::to_vec(&serde_json::json!({ "until": until }))
+    /// Holds `user` (see [`Hold`]): the newest decision replaces an older one.
+    pub async fn hold(&self, user: &str, hold: Hold) -> Result<(), StoreError> {
+        let body = serde_json::to_vec(&StoredHold::from(hold))
             .map_err(|e| StoreError::permanent("hold", e.to_string()))?;
         self.store
             .put(
                 STATE_CONTAINER,
-                &format!("{HELD_PREFIX}{}.json", user.to_ascii_lowercase()),
+                &hold_name(user),
                 Bytes::from(body),
                 Precondition::None,
             )
@@ -394,37 +571,98 @@ impl CaseStore {
             .map(|_| ())
     }
 
-    /// Users held at `now` (see [`hold`](Self::hold)); expired holds go.
-    pub async fn held(
-        &self,
-        now: DateTime<Utc>,
-    ) -> Result<BTreeMap<String, DateTime<Utc>>, StoreError> {
-        #[derive(Deserialize)]
-        struct Hold {
-            until: DateTime<Utc>,
+    /// The user's hold, if any.
+    pub async fn hold_of(&self, user: &str) -> Result<Option<Hold>, StoreError> {
+        read_hold(&self.store, &hold_name(user)).await
+    }
+
+    /// A person lifts the hold. Returns whether there was one.
+    pub async fn lift_hold(&self, user: &str) -> Result<bool, StoreError> {
+        match self.store.delete(STATE_CONTAINER, &hold_name(user)).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
         }
-        let mut out = BTreeMap::new();
-        for b in self.store.list(STATE_CONTAINER, HELD_PREFIX).await? {
-            let Some(user) = b
-                .name
-                .strip_prefix(HELD_PREFIX)
-                .and_then(|n| n.strip_suffix(".json"))
-            else {
-                continue;
-            };
-            let blob = match self.store.get(STATE_CONTAINER, &b.name).await {
-                Ok(blob) => blob,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e),
-            };
-            let hold: Hold = serde_json::from_slice(&blob.body)
-                .map_err(|e| StoreError::permanent("hold", e.to_string()))?;
-            if hold.until > now {
-                out.insert(user.to_owned(), hold.until);
-            } else if let Err(e) = self.store.delete(STATE_CONTAINER, &b.name).await
-                && !e.is_not_found()
-            {
-                return Err(e);
+    }
+
+    /// Every hold, by user.
+    pub async fn holds(&self) -> Result<BTreeMap<String, Hold>, StoreError> {
+        use futures::{StreamExt as _, TryStreamExt as _};
+        let names: Vec<(String, String)> = self
+            .store
+            .list(STATE_CONTAINER, HELD_PREFIX)
+            .await?
+            .into_iter()
+            .filter_map(|b| {
+                let user = b
+                    .name
+                    .strip_prefix(HELD_PREFIX)
+                    .and_then(|n| n.strip_suffix(".json"))?
+                    .to_owned();
+                Some((user, b.name))
+            })
+            .collect();
+        let store = self.store.clone();
+        let holds: Vec<Option<(String, Hold)>> =
+            futures::stream::iter(names)
+                .map(|(user, name)| {
+                    let store = store.clone();
+                    async move {
+                        Ok::<_, StoreError>(read_hold(&store, &name).await?.map(|h| (user, h)))
+                    }
+                })
+                .buffer_unordered(16)
+                .try_collect()
+                .await?;
+        Ok(holds.into_iter().flatten().collect())
+    }
+
+    /// The case `id` of `user`, open or archived, with where it is.
+    pub async fn find(
+        &self,
+        user: &str,
+        id: &str,
+    ) -> Result<Option<(Case, ETag, Place)>, StoreError> {
+        if let Some((case, etag)) = self.open_case(user).await?
+            && case.id == id
+        {
+            return Ok(Some((case, etag, Place::Open)));
+        }
+        let name = format!("{CLOSED_PREFIX}{}/{id}.json", user.to_ascii_lowercase());
+        Ok(self
+            .read(&name)
+            .await?
+            .map(|(case, etag)| (case, etag, Place::Closed)))
+    }
+
+    /// Writes `case` back where it was read.
+    pub async fn save_at(
+        &self,
+        case: &Case,
+        etag: &ETag,
+        place: Place,
+    ) -> Result<ETag, StoreError> {
+        match place {
+            Place::Open => self.save(case, etag).await,
+            Place::Closed => self.save_closed(case, etag).await,
+        }
+    }
+
+    /// The user's archived cases, newest first.
+    pub async fn closed_cases(&self, user: &str) -> Result<Vec<(Case, ETag)>, StoreError> {
+        let prefix = format!("{CLOSED_PREFIX}{}/", user.to_ascii_lowercase());
+        let mut names: Vec<String> = self
+            .store
+            .list(STATE_CONTAINER, &prefix)
+            .await?
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        names.sort();
+        let mut out = Vec::new();
+        for name in names.into_iter().rev() {
+            if let Some(found) = self.read(&name).await? {
+                out.push(found);
             }
         }
         Ok(out)
@@ -468,6 +706,7 @@ mod tests {
             "6B3F2C1E-0000-4000-8000-000000000001",
             &RunId::new(now),
             &plan(shape, &phases),
+            true,
             now,
         )
     }

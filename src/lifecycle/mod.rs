@@ -9,9 +9,12 @@
 
 pub mod advance;
 pub mod case;
+pub mod ending;
 pub mod message;
 pub mod notify;
 pub mod recheck;
+pub mod reenable;
+pub mod undo;
 pub mod worker;
 
 pub use advance::Candidate;
@@ -58,6 +61,22 @@ pub enum LifecycleError {
     Unavailable(String),
     #[error("the case kept changing under this worker ({0} attempts)")]
     Contention(u32),
+    /// Another delivery is acting on the step (it holds the step's lease):
+    /// try again after `retry_after`.
+    #[error("step `{step}` is being run by another worker")]
+    InProgress {
+        step: &'static str,
+        retry_after: chrono::Duration,
+    },
+}
+
+impl From<recheck::RecheckError> for LifecycleError {
+    fn from(e: recheck::RecheckError) -> Self {
+        match e {
+            recheck::RecheckError::Graph(e) => Self::Graph(e),
+            recheck::RecheckError::Store(e) => Self::Store(e),
+        }
+    }
 }
 
 /// Graph's status and code, never its message: Graph's messages can quote a
@@ -92,7 +111,7 @@ impl LifecycleError {
             Self::Graph(e) => e.is_transient(),
             Self::Store(e) => e.is_transient() || e.is_conflict(),
             Self::Refused { .. } => false,
-            Self::Unavailable(_) | Self::Contention(_) => true,
+            Self::Unavailable(_) | Self::Contention(_) | Self::InProgress { .. } => true,
         }
     }
 }

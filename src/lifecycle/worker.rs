@@ -1,53 +1,61 @@
 //! One step of one case, exactly once in effect.
 //!
 //! The protocol, for a message `{kind, user, case}`:
-//! 1. read the user's open case; a message for another (older) case, a
-//!    final case, or a step already recorded is a repeat: nothing happens
-//!    and nothing more is written;
+//! 1. find the case it names (open or archived); an archived or final case,
+//!    or a step already recorded, is a repeat: whatever a crash left half
+//!    done is finished (see [`ending`](super::ending)) and nothing more
+//!    happens;
 //! 2. a step that acted but whose audit line may be missing (a crash after
-//!    acting) is finished: the line is appended unless the day's log
-//!    already holds it;
-//! 3. otherwise re-check the user (cancel instead of acting when the case no
-//!    longer holds), snapshot what the step removes into the case, act — each
-//!    action first reads the directory's current state, so acting again
-//!    after a crash finds the work done instead of doing it twice — then
-//!    write the step's audit line into the case, append it to the log, and
-//!    mark it recorded.
+//!    acting) is finished: the line is appended unless the log holds it;
+//! 3. an end decided while the step was acting is carried out;
+//! 4. otherwise re-check the user (cancel instead of acting when the case
+//!    no longer holds), snapshot what the step removes and write the step's
+//!    intent and lease into the case, act — each action first reads the
+//!    directory's current state, so acting again after a crash finds the
+//!    work done instead of doing it twice — then write the step's audit
+//!    line into the case, append it to the log, and mark it recorded.
 //!
 //! Every case write is `IfMatch`: of two deliveries racing, one records;
 //! the other re-reads and finds the step recorded.
 
+use chrono::Duration;
 use serde::Serialize;
 
-use super::case::{Case, CaseStatus, CaseStore, RESTORE_WINDOW, StepState};
-use super::recheck::{CancelReason, Recheck, recheck};
+use super::case::{Case, CaseStatus, CaseStore, Place};
+use super::ending::{Ended, INTENT_TTL};
+use super::recheck::{CancelReason, Recheck, mailbox_of, recheck};
 use super::{ActionKind, ActionMessage, Lifecycle, LifecycleError, graph_code, notify};
 use crate::graph::exchange::MailboxKind;
-use crate::graph::{GraphError, User};
+use crate::graph::{DeletedItem, GraphError, User};
 use crate::store::audit::{AuditRecord, Outcome};
 
 /// Re-reads after losing an ETag race before giving the message back.
-const MAX_ATTEMPTS: u32 = 8;
+pub(crate) const MAX_ATTEMPTS: u32 = 8;
+
+/// Graph's clock and dormant's may differ this much (deleted items'
+/// `deletedDateTime` against the intent dormant wrote before its delete).
+const CLOCK_SKEW: Duration = Duration::minutes(5);
 
 /// What became of a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StepReport {
-    /// `done`, `skipped`, `cancelled`, `waiting`, `failed`, `repeat`.
+    /// `done`, `skipped`, `cancelled`, `waiting`, `failed`, `partial`,
+    /// `deferred`, `repeat`.
     pub outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
 impl StepReport {
-    fn repeat(detail: &str) -> Self {
+    pub(crate) fn repeat(detail: &str) -> Self {
         Self {
             outcome: "repeat",
             detail: Some(detail.to_owned()),
         }
     }
 
-    fn from_record(record: &AuditRecord) -> Self {
+    pub(crate) fn from_record(record: &AuditRecord) -> Self {
         Self {
             outcome: match record.outcome {
                 Outcome::Done => "done",
@@ -55,8 +63,20 @@ impl StepReport {
                 Outcome::Cancelled => "cancelled",
                 Outcome::Accepted => "accepted",
                 Outcome::Failed => "failed",
+                Outcome::Partial => "partial",
             },
             detail: record.detail.clone(),
+        }
+    }
+
+    fn cancelled(reason: CancelReason, ended: Ended) -> Self {
+        Self {
+            outcome: if ended == Ended::Deferred {
+                "deferred"
+            } else {
+                "cancelled"
+            },
+            detail: Some(reason.code().to_owned()),
         }
     }
 }
@@ -65,8 +85,9 @@ impl StepReport {
 struct Acted {
     outcome: Outcome,
     detail: String,
-    /// The step cannot run without a person (mailbox conversion not
-    /// configured): the case waits and the step stays undone.
+    /// The step cannot run without a person (a mailbox that is not
+    /// positively shared, a conversion not configured): the case waits and
+    /// the step stays undone.
     waiting: bool,
 }
 
@@ -86,10 +107,25 @@ impl Acted {
             waiting: false,
         }
     }
+
+    fn waiting(detail: impl Into<String>) -> Self {
+        Self {
+            outcome: Outcome::Skipped,
+            detail: detail.into(),
+            waiting: true,
+        }
+    }
+}
+
+/// Why a step is not run now, decided before anything is written.
+enum Blocked {
+    Cancel(CancelReason),
+    /// The user is where the step expects it (absent before a purge, …).
+    Go(Option<Box<User>>),
 }
 
 impl Lifecycle<'_> {
-    fn cases(&self) -> CaseStore {
+    pub(crate) fn cases(&self) -> CaseStore {
         CaseStore::new(self.store.clone())
     }
 
@@ -110,91 +146,23 @@ impl Lifecycle<'_> {
         r
     }
 
-    /// Appends `record` unless the log already holds it (a crash between
-    /// appending and marking it recorded).
-    pub(crate) async fn ensure_recorded(&self, record: &AuditRecord) -> Result<(), LifecycleError> {
-        let day = self.audit.read_day(record.time.date_naive()).await?;
-        if !day.iter().any(|r| r == record) {
-            self.audit.record(record).await?;
-        }
-        Ok(())
-    }
-
-    /// Finishes a final case left in `open/` by a crash: its last record,
-    /// then the archive.
-    pub(crate) async fn finish_final(&self, mut case: Case) -> Result<(), LifecycleError> {
-        if let Some(closing) = case.closing.as_mut()
-            && !closing.recorded
-            && let Some(record) = &closing.record
-        {
-            self.ensure_recorded(record).await?;
-            closing.recorded = true;
-        }
-        for state in case.steps.values_mut() {
-            if let (false, Some(record)) = (state.recorded, &state.record) {
-                self.ensure_recorded(record).await?;
-                state.recorded = true;
-            }
-        }
-        self.cases().archive_final(&case).await?;
-        Ok(())
-    }
-
-    /// Ends `case` as `status` with one audit line (step `step`), then
-    /// archives it. Used for cancellations and for the close after the last
-    /// step.
-    pub(crate) async fn end_case(
-        &self,
-        mut case: Case,
-        etag: &crate::store::ETag,
-        status: CaseStatus,
-        step: &str,
-        reason: Option<&str>,
-        run: &str,
-    ) -> Result<bool, LifecycleError> {
-        let outcome = if status == CaseStatus::Cancelled {
-            Outcome::Cancelled
-        } else {
-            Outcome::Done
-        };
-        let mut record = self.record(&case, run, step, outcome);
-        record.detail = reason.map(str::to_owned);
-        case.status = status;
-        case.reason = reason.map(str::to_owned);
-        case.updated_at = record.time;
-        case.closing = Some(StepState {
-            record: Some(record),
-            ..StepState::default()
-        });
-        let cases = self.cases();
-        match cases.save(&case, etag).await {
-            Ok(_) => {}
-            Err(e) if e.is_conflict() => return Ok(false),
-            Err(e) => return Err(e.into()),
-        }
-        if reason == Some(CancelReason::ReEnabled.code()) {
-            let days = i64::from(self.config.policy.inactive_after_days);
-            cases
-                .hold(&case.user, case.updated_at + chrono::Duration::days(days))
-                .await?;
-        }
-        self.finish_final(case).await?;
-        Ok(true)
-    }
-
     /// Runs the step named by `message`.
-    pub async fn run_step(&self, message: &ActionMessage) -> Result<StepReport, LifecycleError> {
+    pub async fn run_step(
+        &self,
+        message: &ActionMessage,
+        delivery: Option<&str>,
+    ) -> Result<StepReport, LifecycleError> {
         let kind = message.kind;
+        let run = message.run.as_str();
         let cases = self.cases();
         for _ in 0..MAX_ATTEMPTS {
-            let Some((mut case, etag)) = cases.open_case(message.user.as_str()).await? else {
-                return Ok(StepReport::repeat("no-open-case"));
+            let Some((mut case, etag, place)) =
+                cases.find(message.user.as_str(), &message.case).await?
+            else {
+                return Ok(StepReport::repeat("no-case"));
             };
-            if case.id != message.case {
-                return Ok(StepReport::repeat("stale-case"));
-            }
-            if case.status.is_final() {
-                self.finish_final(case).await?;
+            if place == Place::Closed || case.status.is_final() {
+                self.finish_final(case, place).await?;
                 return Ok(StepReport::repeat("case-ended"));
             }
             if case.in_plan(kind).is_none() {
@@ -207,16 +175,45 @@ impl Lifecycle<'_> {
             if state.recorded {
                 return Ok(StepReport::repeat("already-recorded"));
             }
-            if let Some(record) = &state.record {
+            let now = self.clock.now();
+            let redelivery = delivery.is_some() && state.acting_message.as_deref() == delivery;
+            if let Some(until) = state.acting_until.filter(|u| *u > now)
+                && state.record.is_none()
+                && !redelivery
+            {
+                // Another delivery of this message is acting right now.
+                return Err(LifecycleError::InProgress {
+                    step: kind.as_str(),
+                    retry_after: until - now,
+                });
+            }
+            if redelivery && state.record.is_none() {
+                // The earlier delivery of this very message died holding
+                // the lease: this one takes the step over.
+                if let Some(s) = case.steps.get_mut(&kind) {
+                    s.acting_until = None;
+                }
+            }
+            if let Some(record) = state.record.clone() {
                 // Acted and wrote the line into the case; the log may lack it.
-                self.ensure_recorded(record).await?;
-                let report = StepReport::from_record(record);
+                self.ensure_recorded(&record).await?;
                 case.steps.entry(kind).or_default().recorded = true;
                 match cases.save(&case, &etag).await {
-                    Ok(_) => return Ok(report),
+                    Ok(etag) => {
+                        self.after_recorded(case, &etag, run).await?;
+                        return Ok(StepReport::from_record(&record));
+                    }
                     Err(e) if e.is_conflict() => continue,
                     Err(e) => return Err(e.into()),
                 }
+            }
+            if case.pending_end.is_some() {
+                // Decided while an earlier delivery acted and then died: its
+                // intent is resolved by looking, then the end is carried out.
+                return match self.carry_out_pending_end(case, &etag).await? {
+                    Ended::Conflict => continue,
+                    _ => Ok(StepReport::repeat("case-ended")),
+                };
             }
             if case.status == CaseStatus::Waiting {
                 return Ok(StepReport::repeat("waiting-for-person"));
@@ -227,7 +224,6 @@ impl Lifecycle<'_> {
                     format!("an earlier step than `{}` is not done", kind.as_str()),
                 ));
             }
-            let now = self.clock.now();
             if case.due_at(kind).is_some_and(|due| due > now) {
                 return Err(LifecycleError::refused(
                     "not-due",
@@ -235,90 +231,222 @@ impl Lifecycle<'_> {
                 ));
             }
 
-            let (user, mut cancel) =
-                match recheck(self.graph, self.config, &case, None, now).await? {
-                    Recheck::Holds(user) => (Some(*user), None),
-                    Recheck::Absent => (None, None),
-                    Recheck::Cancel(reason) => (None, Some(reason)),
-                };
-            // Who is where now: a user back in the directory before the
-            // purge was restored by someone; a user gone before the delete
-            // (and not in deleted items) was removed by someone else.
-            if cancel.is_none() {
-                cancel = match (kind, &user) {
-                    (ActionKind::Purge, Some(_)) => Some(CancelReason::RestoredByPerson),
-                    (ActionKind::Delete, None) if case.snapshot.deleted_at.is_none() => {
-                        match self.graph.deleted_item(&case.user).await {
-                            Ok(_) => None,
-                            Err(GraphError::NotFound) => Some(CancelReason::UserGone),
-                            Err(e) => return Err(e.into()),
-                        }
+            let user = match self.blocked(&case, kind, now).await? {
+                Blocked::Go(user) => user,
+                Blocked::Cancel(reason) => {
+                    match self
+                        .end_case(
+                            case,
+                            &etag,
+                            CaseStatus::Cancelled,
+                            kind.as_str(),
+                            Some(reason.code()),
+                            run,
+                        )
+                        .await?
+                    {
+                        Ended::Conflict => continue,
+                        ended => return Ok(StepReport::cancelled(reason, ended)),
                     }
-                    (ActionKind::Delete | ActionKind::Purge, _) => None,
-                    (_, None) => Some(CancelReason::UserGone),
-                    (_, Some(_)) => None,
-                };
-            }
-            if let Some(reason) = cancel {
-                if self
-                    .end_case(
-                        case,
-                        &etag,
-                        CaseStatus::Cancelled,
-                        kind.as_str(),
-                        Some(reason.code()),
-                        message.run.as_str(),
-                    )
-                    .await?
-                {
-                    return Ok(StepReport {
-                        outcome: "cancelled",
-                        detail: Some(reason.code().to_owned()),
-                    });
                 }
-                continue;
-            }
-
-            // Snapshot what the step removes, before it acts.
-            let mut etag = etag;
-            if let Some(user) = &user
-                && self.snapshot(&mut case, kind, user).await?
-            {
-                case.updated_at = now;
-                match cases.save(&case, &etag).await {
-                    Ok(e) => etag = e,
-                    Err(e) if e.is_conflict() => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            if kind == ActionKind::Delete && case.snapshot.deleted_at.is_none() {
-                case.snapshot.deleted_at = Some(now);
-                match cases.save(&case, &etag).await {
-                    Ok(e) => etag = e,
-                    Err(e) if e.is_conflict() => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-
-            let acted = match self.act(&case, kind, user.as_ref()).await {
-                Ok(a) => a,
-                Err(LifecycleError::Graph(e)) if !e.is_transient() => {
-                    return self.record_failure(&case, message, &graph_code(&e)).await;
-                }
-                Err(e) => return Err(e),
             };
 
-            let mut record = self.record(&case, message.run.as_str(), kind.as_str(), acted.outcome);
-            record.detail = Some(acted.detail.clone());
+            // Snapshot what the step removes, and the intent and lease,
+            // before it acts.
+            if let Some(user) = &user {
+                self.snapshot(&mut case, kind, user).await?;
+            }
             let entry = case.steps.entry(kind).or_default();
+            entry.started_at.get_or_insert(now);
+            entry.acting_until = Some(now + INTENT_TTL);
+            entry.acting_message = delivery.map(str::to_owned);
+            case.updated_at = now;
+            match cases.save(&case, &etag).await {
+                Ok(_) => {}
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+
+            let acted = match self.act(&case, kind, user.as_deref()).await {
+                Ok(a) => a,
+                Err(LifecycleError::Graph(e)) if !e.is_transient() => {
+                    self.give_up_lease(&case, kind).await?;
+                    return self.record_failure(&case, message, &graph_code(&e)).await;
+                }
+                Err(e) => {
+                    // The intent stays (the action may have landed); the
+                    // lease goes, so the retry resumes at once.
+                    if let Err(lease) = self.give_up_lease(&case, kind).await {
+                        tracing::warn!(error = %lease, "could not give the step's lease up; it lapses on its own");
+                    }
+                    return Err(e);
+                }
+            };
+            let mut record = self.record(&case, run, kind.as_str(), acted.outcome);
+            record.detail = Some(acted.detail.clone());
+            let report = if acted.waiting {
+                StepReport {
+                    outcome: "waiting",
+                    detail: Some(acted.detail.clone()),
+                }
+            } else {
+                StepReport::from_record(&record)
+            };
+            self.record_step(&case, kind, record, &acted).await?;
+            tracing::info!(kind = kind.as_str(), case = %message.case, outcome = report.outcome, "step recorded");
+            return Ok(report);
+        }
+        Err(LifecycleError::Contention(MAX_ATTEMPTS))
+    }
+
+    /// Whether the step may go on: the re-check, and where the user is for
+    /// the steps that expect it gone.
+    async fn blocked(
+        &self,
+        case: &Case,
+        kind: ActionKind,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Blocked, LifecycleError> {
+        let found = recheck(self.graph, &self.cases(), self.config, case, None, now).await?;
+        let user = match found {
+            Recheck::Cancel(reason) => return Ok(Blocked::Cancel(reason)),
+            Recheck::Holds(user) => Some(user),
+            Recheck::Absent => None,
+        };
+        Ok(match (kind, user) {
+            // Back in the directory before the purge: someone restored it.
+            (ActionKind::Purge, Some(_)) => Blocked::Cancel(CancelReason::RestoredByPerson),
+            (ActionKind::Purge, None) => match self.purge_recheck(case).await? {
+                Some(reason) => Blocked::Cancel(reason),
+                None => Blocked::Go(None),
+            },
+            (ActionKind::Delete, None) => match self.graph.deleted_item(&case.user).await {
+                Ok(item) if self.deleted_by_this_case(case, &item) => Blocked::Go(None),
+                // In deleted items, and not by this case: the case ends, and
+                // nothing of dormant ever purges it.
+                Ok(_) => Blocked::Cancel(CancelReason::DeletedBySomeoneElse),
+                Err(GraphError::NotFound) => Blocked::Cancel(CancelReason::UserGone),
+                Err(e) => return Err(e.into()),
+            },
+            (_, None) => Blocked::Cancel(CancelReason::UserGone),
+            (_, Some(user)) => Blocked::Go(Some(user)),
+        })
+    }
+
+    /// Whether `item` is the deletion this case's delete step made: the
+    /// step's intent was written before the delete was sent, so Graph's
+    /// `deletedDateTime` is not older than it.
+    fn deleted_by_this_case(&self, case: &Case, item: &DeletedItem) -> bool {
+        let started = case
+            .step(ActionKind::Delete)
+            .and_then(|s| s.started_at)
+            .or(case.snapshot.deleted_at);
+        let done = case.step(ActionKind::Delete).and_then(|s| s.done_at);
+        match (started, item.deleted_date_time) {
+            (Some(started), Some(deleted)) => {
+                deleted + CLOCK_SKEW >= started && done.is_none_or(|d| deleted <= d + CLOCK_SKEW)
+            }
+            // Graph did not date it: only an intent of this case claims it.
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// The purge's own re-check (the user is in deleted items): the deletion
+    /// must be this case's, and nobody may have held or excluded the user
+    /// since.
+    async fn purge_recheck(&self, case: &Case) -> Result<Option<CancelReason>, LifecycleError> {
+        let item = match self.graph.deleted_item(&case.user).await {
+            Ok(item) => item,
+            // Already gone: the step finds it done.
+            Err(GraphError::NotFound) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if !self.deleted_by_this_case(case, &item) {
+            return Ok(Some(CancelReason::DeletedBySomeoneElse));
+        }
+        if self.cases().hold_of(&case.user).await?.is_some() {
+            return Ok(Some(CancelReason::Held));
+        }
+        // A deleted user's UPN is prefixed with its object id (no dashes).
+        let prefix = case.user.replace('-', "");
+        let upn = item
+            .user_principal_name
+            .as_deref()
+            .map(|u| u.strip_prefix(prefix.as_str()).unwrap_or(u))
+            .unwrap_or_default();
+        let named = |list: &[crate::config::UserRef]| {
+            list.iter().any(|r| match r {
+                crate::config::UserRef::ObjectId(id) => {
+                    id.to_string().eq_ignore_ascii_case(&case.user)
+                }
+                crate::config::UserRef::Upn(u) => u.eq_ignore_ascii_case(upn),
+            })
+        };
+        let policy = &self.config.policy;
+        if named(&policy.exclude_users) || named(&policy.break_glass) {
+            return Ok(Some(CancelReason::Excluded));
+        }
+        Ok(None)
+    }
+
+    /// Writes the step's record into its case (wherever the case is by
+    /// now), appends it, marks it recorded, then whatever follows: an end
+    /// that waited for the step, or the close after the last one.
+    async fn record_step(
+        &self,
+        acted_on: &Case,
+        kind: ActionKind,
+        record: AuditRecord,
+        acted: &Acted,
+    ) -> Result<(), LifecycleError> {
+        let cases = self.cases();
+        for _ in 0..MAX_ATTEMPTS {
+            let Some((mut case, etag, place)) = cases.find(&acted_on.user, &acted_on.id).await?
+            else {
+                // The case vanished (an operator deleted state by hand):
+                // the line still goes to the log.
+                self.ensure_recorded(&record).await?;
+                return Ok(());
+            };
+            let final_case = place == Place::Closed || case.status.is_final();
+            let entry = case.steps.entry(kind).or_default();
+            if entry.record.is_some() {
+                // Someone resolved the step meanwhile (a lease that lapsed).
+                self.ensure_recorded(&record).await?;
+                return Ok(());
+            }
             entry.record = Some(record.clone());
+            entry.recorded = false;
+            entry.acting_until = None;
+            entry.acting_message = None;
             if acted.waiting {
-                case.status = CaseStatus::Waiting;
-                case.reason = Some(acted.detail.clone());
+                entry.started_at = None;
             } else {
                 entry.done_at = Some(record.time);
             }
+            if kind == ActionKind::Delete && !acted.waiting {
+                case.snapshot.deleted_at.get_or_insert(record.time);
+            }
+            if acted.waiting && !final_case {
+                case.status = CaseStatus::Waiting;
+                case.reason = Some(acted.detail.clone());
+            }
             case.updated_at = record.time;
+            if final_case {
+                // Ended while the step acted (its lease lapsed first): the
+                // step is recorded in the ended case, then given back.
+                if !acted.waiting && kind != ActionKind::Notify {
+                    self.undo_late_step(&mut case, kind).await?;
+                }
+                match cases.save_at(&case, &etag, place).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_conflict() => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                self.finish_final(case, place).await?;
+                return Ok(());
+            }
             let etag = match cases.save(&case, &etag).await {
                 Ok(e) => e,
                 Err(e) if e.is_conflict() => continue,
@@ -326,34 +454,94 @@ impl Lifecycle<'_> {
             };
             self.audit.record(&record).await?;
             case.steps.entry(kind).or_default().recorded = true;
-            let report = if acted.waiting {
-                StepReport {
-                    outcome: "waiting",
-                    detail: Some(acted.detail),
-                }
-            } else {
-                StepReport::from_record(&record)
+            let etag = match cases.save(&case, &etag).await {
+                Ok(e) => e,
+                // The line is in the log; whoever changed the case finds
+                // it there.
+                Err(e) if e.is_conflict() => return Ok(()),
+                Err(e) => return Err(e.into()),
             };
-            if case.next_step().is_none() {
-                self.end_case(
-                    case,
-                    &etag,
-                    CaseStatus::Closed,
-                    "close",
-                    None,
-                    message.run.as_str(),
-                )
-                .await?;
-            } else if let Err(e) = cases.save(&case, &etag).await
-                && !e.is_conflict()
-            {
-                // The line is in the log; a later delivery finds it there.
-                return Err(e.into());
-            }
-            tracing::info!(kind = kind.as_str(), case = %message.case, outcome = report.outcome, "step recorded");
-            return Ok(report);
+            return self
+                .after_recorded(case, &etag, record.run.as_deref().unwrap_or(""))
+                .await;
         }
         Err(LifecycleError::Contention(MAX_ATTEMPTS))
+    }
+
+    /// A step landed in a case that had ended: decide its undo (carried out
+    /// by [`finish_final`](Self::finish_final)).
+    async fn undo_late_step(
+        &self,
+        case: &mut Case,
+        kind: ActionKind,
+    ) -> Result<(), LifecycleError> {
+        if let Some(restore) = case.restore.as_mut() {
+            match (&restore.record, restore.recorded) {
+                // An undo is decided and not carried out yet: it takes the
+                // step along.
+                (None, _) if restore.started_at.is_some() => {
+                    if let Some(plan) = case.undo.as_mut() {
+                        plan.steps.push(kind);
+                    }
+                    return Ok(());
+                }
+                // An undo already ran: its line goes first, then a new one.
+                (Some(record), false) => {
+                    self.ensure_recorded(record).await?;
+                    restore.recorded = true;
+                }
+                _ => {}
+            }
+        }
+        case.restore = Some(super::case::StepState {
+            started_at: Some(self.clock.now()),
+            ..super::case::StepState::default()
+        });
+        case.undo = Some(super::case::UndoPlan {
+            steps: vec![kind],
+            reason: super::ending::CANCELLED_DURING_STEP.to_owned(),
+            run: String::new(),
+        });
+        Ok(())
+    }
+
+    /// After a step's line is recorded: the end that waited for it, or the
+    /// close after the last step.
+    async fn after_recorded(
+        &self,
+        case: Case,
+        etag: &crate::store::ETag,
+        run: &str,
+    ) -> Result<(), LifecycleError> {
+        if case.pending_end.is_some() {
+            self.carry_out_pending_end(case, etag).await?;
+        } else if case.status != CaseStatus::Waiting && case.next_step().is_none() {
+            self.end_case(case, etag, CaseStatus::Closed, "close", None, run)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The acting worker stops without a record: the lease goes, the intent
+    /// stays.
+    async fn give_up_lease(&self, of: &Case, kind: ActionKind) -> Result<(), LifecycleError> {
+        let cases = self.cases();
+        for _ in 0..MAX_ATTEMPTS {
+            let Some((mut case, etag, Place::Open)) = cases.find(&of.user, &of.id).await? else {
+                return Ok(());
+            };
+            let Some(state) = case.steps.get_mut(&kind) else {
+                return Ok(());
+            };
+            state.acting_until = None;
+            state.acting_message = None;
+            match cases.save(&case, &etag).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// A refusal Graph will repeat (permission missing, a license Graph
@@ -379,29 +567,27 @@ impl Lifecycle<'_> {
         })
     }
 
-    /// Records into the case what `kind` is about to remove. Returns
-    /// whether the snapshot changed (and the case must be saved first).
+    /// Records into the case what `kind` is about to remove (saved with the
+    /// step's intent, before it acts).
     async fn snapshot(
         &self,
         case: &mut Case,
         kind: ActionKind,
         user: &User,
-    ) -> Result<bool, LifecycleError> {
+    ) -> Result<(), LifecycleError> {
         let snap = &mut case.snapshot;
-        Ok(match kind {
+        match kind {
             ActionKind::Disable if snap.account_enabled.is_none() => {
                 snap.account_enabled = Some(user.account_enabled.unwrap_or(true));
-                true
             }
-            ActionKind::ConvertMailbox if !snap.converted_mailbox => match self.exchange {
-                Some(ex) if ex.mailbox_kind(&user.id).await? == Some(MailboxKind::User) => {
+            ActionKind::ConvertMailbox if !snap.converted_mailbox => {
+                if let Some(ex) = self.exchange
+                    && ex.mailbox_kind(&user.id).await? == Some(MailboxKind::User)
+                {
                     snap.converted_mailbox = true;
-                    true
                 }
-                _ => false,
-            },
+            }
             ActionKind::RemoveLicenses => {
-                let mut changed = false;
                 for l in &user.assigned_licenses {
                     // One state per source: a SKU can be both direct and
                     // inherited from a group.
@@ -411,22 +597,18 @@ impl Lifecycle<'_> {
                         .filter(|s| s.sku_id.as_deref() == Some(l.sku_id.as_str()))
                         .collect();
                     for group in states.iter().filter_map(|s| s.assigned_by_group.clone()) {
-                        changed |= snap
-                            .group_licenses
-                            .insert(l.sku_id.clone(), group)
-                            .is_none();
+                        snap.group_licenses.insert(l.sku_id.clone(), group);
                     }
                     let direct =
                         states.is_empty() || states.iter().any(|s| s.assigned_by_group.is_none());
                     if direct && !snap.licenses.iter().any(|s| s.sku_id == l.sku_id) {
                         snap.licenses.push(l.clone());
-                        changed = true;
                     }
                 }
-                changed
             }
-            _ => false,
-        })
+            _ => {}
+        }
+        Ok(())
     }
 
     /// The action itself. Each reads the directory's state first, so a
@@ -461,11 +643,7 @@ impl Lifecycle<'_> {
             }
             (ActionKind::ConvertMailbox, Some(_)) => {
                 let Some(ex) = self.exchange else {
-                    return Ok(Acted {
-                        outcome: Outcome::Skipped,
-                        detail: "mailbox-conversion-not-configured".into(),
-                        waiting: true,
-                    });
+                    return Ok(Acted::waiting("mailbox-conversion-not-configured"));
                 };
                 match ex.mailbox_kind(id).await? {
                     Some(MailboxKind::User) => {
@@ -505,6 +683,12 @@ impl Lifecycle<'_> {
                 if direct.is_empty() {
                     return Ok(Acted::found_done(format!("no-direct-licenses{groups}")));
                 }
+                // Only on positive evidence that no mail is lost: removing
+                // the licenses of a user mailbox disconnects it.
+                let mailbox = mailbox_of(graph, self.exchange, id).await?;
+                if !mailbox.allows_license_removal() {
+                    return Ok(Acted::waiting(mailbox.reason()));
+                }
                 graph.remove_licenses(id, &direct).await?;
                 Ok(Acted::done(format!("removed={}{groups}", direct.len())))
             }
@@ -512,16 +696,9 @@ impl Lifecycle<'_> {
                 graph.delete_user(id).await?;
                 Ok(Acted::done("soft-deleted"))
             }
-            (ActionKind::Delete, None) => match graph.deleted_item(id).await {
-                // `deletedAt` is set before the delete is sent.
-                Ok(_) if case.snapshot.deleted_at.is_some() => {
-                    Ok(Acted::done("soft-deleted;resumed"))
-                }
-                Ok(_) => Ok(Acted::found_done("already-deleted")),
-                // Deleted by this step and then purged by someone else.
-                Err(GraphError::NotFound) => Ok(Acted::found_done("gone-from-deleted-items")),
-                Err(e) => Err(e.into()),
-            },
+            // `blocked` let it through: the deletion is this step's own,
+            // made before a crash hid the answer.
+            (ActionKind::Delete, None) => Ok(Acted::done("soft-deleted;resumed")),
             (ActionKind::Purge, None) => match graph.deleted_item(id).await {
                 Ok(_) => {
                     graph.purge_deleted(id).await?;
@@ -535,163 +712,5 @@ impl Lifecycle<'_> {
                 format!("`{}` is not a case step", other.as_str()),
             )),
         }
-    }
-
-    /// Undoes the user's newest case (open, or closed within the restore
-    /// window): back from deleted items, enabled again if it was, the
-    /// removed licenses added back, the mailbox a user mailbox again.
-    /// Recorded like any step (`restore`); a repeat finds it done.
-    pub async fn restore(&self, user: &str, run: &str) -> Result<StepReport, LifecycleError> {
-        let cases = self.cases();
-        for _ in 0..MAX_ATTEMPTS {
-            let (mut case, etag, open) = match cases.open_case(user).await? {
-                Some((c, e)) => (c, e, true),
-                None => match cases.latest_closed(user).await? {
-                    Some((c, e)) => (c, e, false),
-                    None => {
-                        return Err(LifecycleError::refused(
-                            "no-case",
-                            "dormant has no case for this user",
-                        ));
-                    }
-                },
-            };
-            if let Some(state) = &case.restore {
-                if state.recorded {
-                    return Ok(StepReport::repeat("already-restored"));
-                }
-                if let Some(record) = &state.record {
-                    self.ensure_recorded(record).await?;
-                    let report = StepReport::from_record(record);
-                    case.restore.get_or_insert_default().recorded = true;
-                    self.save_any(&case, &etag, open).await?;
-                    if open {
-                        cases.archive_final(&case).await?;
-                    }
-                    return Ok(report);
-                }
-            }
-            if case.status == CaseStatus::Cancelled {
-                return Err(LifecycleError::refused(
-                    "case-cancelled",
-                    "the case was cancelled; there is nothing to undo",
-                ));
-            }
-            if case.is_done(ActionKind::Purge) {
-                return Err(LifecycleError::refused(
-                    "purged",
-                    "the user was purged; it cannot be restored",
-                ));
-            }
-            let now = self.clock.now();
-            if let Some(deleted) = case.snapshot.deleted_at
-                && now - deleted > RESTORE_WINDOW
-            {
-                return Err(LifecycleError::refused(
-                    "restore-window-passed",
-                    "the user was deleted more than 30 days ago",
-                ));
-            }
-
-            let mut undone = Vec::new();
-            // Back from deleted items (it may already be back after a crash).
-            if case.snapshot.deleted_at.is_some() {
-                match self.graph.get_user(&case.user, &["id"]).await {
-                    Ok(_) => {}
-                    Err(GraphError::NotFound) => {
-                        self.graph.restore_deleted(&case.user).await?;
-                        undone.push("undeleted");
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            let current = self
-                .graph
-                .get_user(&case.user, &["id", "accountEnabled", "assignedLicenses"])
-                .await?;
-            if case.snapshot.converted_mailbox
-                && let Some(ex) = self.exchange
-                && ex.mailbox_kind(&case.user).await? == Some(MailboxKind::Shared)
-            {
-                // Licenses first: a user mailbox needs one.
-                self.add_missing_licenses(&case, &current, &mut undone)
-                    .await?;
-                ex.set_mailbox_type(&case.user, false).await?;
-                undone.push("mailbox-regular");
-            } else {
-                self.add_missing_licenses(&case, &current, &mut undone)
-                    .await?;
-            }
-            if case.snapshot.account_enabled == Some(true) && current.account_enabled == Some(false)
-            {
-                self.graph.set_account_enabled(&case.user, true).await?;
-                undone.push("enabled");
-            }
-            if undone.is_empty() {
-                undone.push("nothing-to-undo");
-            }
-
-            let mut record = self.record(&case, run, ActionKind::Restore.as_str(), Outcome::Done);
-            record.detail = Some(undone.join(";"));
-            case.restore = Some(StepState {
-                done_at: Some(record.time),
-                record: Some(record.clone()),
-                ..StepState::default()
-            });
-            case.status = CaseStatus::Restored;
-            case.updated_at = record.time;
-            let etag = match self.save_any(&case, &etag, open).await {
-                Ok(e) => e,
-                Err(LifecycleError::Store(e)) if e.is_conflict() => continue,
-                Err(e) => return Err(e),
-            };
-            self.audit.record(&record).await?;
-            case.restore.get_or_insert_default().recorded = true;
-            self.save_any(&case, &etag, open).await?;
-            if open {
-                cases.archive_final(&case).await?;
-            }
-            return Ok(StepReport::from_record(&record));
-        }
-        Err(LifecycleError::Contention(MAX_ATTEMPTS))
-    }
-
-    async fn add_missing_licenses(
-        &self,
-        case: &Case,
-        current: &User,
-        undone: &mut Vec<&'static str>,
-    ) -> Result<(), LifecycleError> {
-        let missing: Vec<_> = case
-            .snapshot
-            .licenses
-            .iter()
-            .filter(|l| {
-                !current
-                    .assigned_licenses
-                    .iter()
-                    .any(|c| c.sku_id == l.sku_id)
-            })
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            self.graph.add_licenses(&case.user, &missing).await?;
-            undone.push("licenses-added");
-        }
-        Ok(())
-    }
-
-    async fn save_any(
-        &self,
-        case: &Case,
-        etag: &crate::store::ETag,
-        open: bool,
-    ) -> Result<crate::store::ETag, LifecycleError> {
-        let cases = self.cases();
-        Ok(if open {
-            cases.save(case, etag).await?
-        } else {
-            cases.save_closed(case, etag).await?
-        })
     }
 }

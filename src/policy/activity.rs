@@ -38,6 +38,17 @@ pub struct SignIns {
     pub last_non_interactive: Option<DateTime<Utc>>,
 }
 
+impl SignIns {
+    /// No date at all: Graph's placeholder (`0001-01-01T00:00:00Z`, read as
+    /// `None` by the model) or nulls everywhere say nothing, exactly like an
+    /// absent `signInActivity`.
+    pub fn is_blank(&self) -> bool {
+        self.last_successful.is_none()
+            && self.last_interactive.is_none()
+            && self.last_non_interactive.is_none()
+    }
+}
+
 /// Last activity per Microsoft 365 service, from the usage report
 /// (`getOffice365ActiveUserDetail`): dates without a time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

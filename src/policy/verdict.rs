@@ -22,7 +22,9 @@ pub struct Subject {
     pub account_enabled: bool,
     /// Null in Graph for users created before mid-2018: treated as old.
     pub created: Option<DateTime<Utc>>,
-    /// `None` when Graph returned no `signInActivity` for the user.
+    /// `None` when Graph returned no `signInActivity` for the user. A
+    /// record whose dates are all blank is read as `None` too
+    /// ([`Subject::sign_ins`]).
     pub sign_ins: Option<SignIns>,
     /// `None` when the usage report is not a source or has no row.
     pub usage: Option<ServiceUsage>,
@@ -32,6 +34,35 @@ pub struct Subject {
     /// `Accepted`): redeeming takes a sign-in, so a blank sign-in record
     /// there is a gap in the data, not a guest who never came.
     pub invitation_accepted: bool,
+    /// Graph's record of the user could not be read (a `null` collection, a
+    /// date that does not parse, an unknown enum value): nothing in it can
+    /// speak, so the user is `unknown` and never acted on.
+    pub unreadable: bool,
+}
+
+impl Subject {
+    /// The sign-in record, if it says anything: all-blank is no record.
+    pub fn sign_ins(&self) -> Option<&SignIns> {
+        self.sign_ins.as_ref().filter(|s| !s.is_blank())
+    }
+}
+
+/// Why dormant keeps its hands off a user until the user is active again
+/// (or a person lifts it): a person's decision about this account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HoldKind {
+    /// Someone other than dormant enabled the account during a case.
+    ReEnabled,
+    /// An operator restored the user (`dormant restore`, `RestoreUser`).
+    Restored,
+}
+
+/// A hold on a user, from `since`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Hold {
+    pub kind: HoldKind,
+    pub since: DateTime<Utc>,
 }
 
 /// What a scan looks up for users who are not plainly active.
@@ -42,8 +73,11 @@ pub struct Enrichment {
     pub privileged_role: bool,
     pub in_excluded_group: bool,
     pub unmanaged_guest: bool,
-    /// When a person last re-enabled the account (audit log `Enable account`).
+    /// When someone other than dormant last enabled the account (audit log
+    /// `Enable account`).
     pub reenabled_at: Option<DateTime<Utc>>,
+    /// A hold dormant keeps for the user (see [`Hold`]).
+    pub hold: Option<Hold>,
 }
 
 /// `mailboxSettings.userPurpose`.
@@ -114,7 +148,10 @@ impl Activity {
 }
 
 pub fn classify(subject: &Subject, policy: &Policy, now: DateTime<Utc>) -> Activity {
-    let last = last_activity(subject.sign_ins.as_ref(), subject.usage.as_ref());
+    if subject.unreadable {
+        return Activity::Unknown;
+    }
+    let last = last_activity(subject.sign_ins(), subject.usage.as_ref());
     let new = subject
         .created
         .is_some_and(|c| days_between(c, now) < i64::from(policy.never_signed_in_grace_days));
@@ -128,21 +165,28 @@ pub fn classify(subject: &Subject, policy: &Policy, now: DateTime<Utc>) -> Activ
             }
         }
         None if new => Activity::New,
-        None if subject.sign_ins.is_none() && !blank_means_never(subject) => Activity::Unknown,
+        None if !blank_means_never(subject) => Activity::Unknown,
         None => Activity::NeverSignedIn,
     }
 }
 
 /// Graph leaves `signInActivity` out for users who never signed in, and
-/// also when it has no record for other reasons. A blank record means
-/// "never" only when logging covered the account's whole life (created
-/// after 2020-05) and nothing else proves a sign-in happened (an accepted
-/// invitation). Users created before mid-2018 have no `createdDateTime`.
+/// also when it has no record for other reasons. No trustworthy sign-in
+/// means "never" only when the record covered the account's whole life and
+/// nothing else proves a sign-in happened (an accepted invitation):
+/// - no record at all: logging started 2020-05, so created after that;
+/// - a record of failed attempts only: those overwrite the legacy dates, so
+///   only the successful field (since 2023-12-01) can say "never", for
+///   accounts created after it.
+///
+/// Users created before mid-2018 have no `createdDateTime`.
 fn blank_means_never(subject: &Subject) -> bool {
-    subject
-        .created
-        .is_some_and(|c| c >= super::activity::sign_in_logging_start())
-        && !subject.invitation_accepted
+    let covered_since = if subject.sign_ins().is_some() {
+        super::activity::successful_field_start()
+    } else {
+        super::activity::sign_in_logging_start()
+    };
+    subject.created.is_some_and(|c| c >= covered_since) && !subject.invitation_accepted
 }
 
 /// CONTRACT `verdict`; `Active` never reaches the report.
@@ -188,6 +232,8 @@ pub enum RiskFlag {
     Guest,
     UnmanagedGuest,
     RecentlyReenabled,
+    /// An operator restored the user: held until it is active again.
+    Restored,
 }
 
 impl RiskFlag {
@@ -204,6 +250,7 @@ impl RiskFlag {
             Self::Guest => "guest",
             Self::UnmanagedGuest => "unmanaged-guest",
             Self::RecentlyReenabled => "recently-reenabled",
+            Self::Restored => "restored",
         }
     }
 
@@ -218,6 +265,7 @@ impl RiskFlag {
                 | Self::OnPremisesSynced
                 | Self::UnmanagedGuest
                 | Self::RecentlyReenabled
+                | Self::Restored
         )
     }
 }
@@ -317,19 +365,30 @@ pub fn assess(
     );
     flag(enrichment.privileged_role, RiskFlag::PrivilegedRole);
     flag(subject.on_premises_synced, RiskFlag::OnPremisesSynced);
-    flag(subject.sign_ins.is_none(), RiskFlag::NoSigninData);
+    flag(
+        subject.unreadable || subject.sign_ins().is_none(),
+        RiskFlag::NoSigninData,
+    );
     flag(
         activity == Activity::NeverSignedIn && subject.licensed,
         RiskFlag::LicensedNeverSignedIn,
     );
     flag(subject.is_guest, RiskFlag::Guest);
     flag(enrichment.unmanaged_guest, RiskFlag::UnmanagedGuest);
+    // A hold lasts until the user shows activity newer than it.
+    let hold = enrichment
+        .hold
+        .filter(|h| activity.last().is_none_or(|l| l.at <= h.since));
     flag(
         enrichment.reenabled_at.is_some_and(|t| {
             let days = days_between(t, now);
             (0..i64::from(policy.inactive_after_days)).contains(&days)
-        }),
+        }) || hold.is_some_and(|h| h.kind == HoldKind::ReEnabled),
         RiskFlag::RecentlyReenabled,
+    );
+    flag(
+        hold.is_some_and(|h| h.kind == HoldKind::Restored),
+        RiskFlag::Restored,
     );
 
     let held = flags.iter().any(|f| f.holds_for_review());

@@ -50,6 +50,7 @@ fn member(last_success_days: Option<i64>) -> Subject {
         licensed: true,
         on_premises_synced: false,
         invitation_accepted: false,
+        unreadable: false,
     }
 }
 
@@ -150,6 +151,137 @@ fn a_blank_record_that_cannot_speak_is_unknown_never_inactive() {
 }
 
 #[test]
+fn a_placeholder_or_null_record_is_no_record() {
+    let placeholder = SignIns::default(); // what `0001-01-01T00:00:00Z` and nulls read as
+    let created_2016 = DateTime::parse_from_rfc3339("2016-03-01T00:00:00Z")
+        .expect("date")
+        .with_timezone(&Utc);
+    // An account from 2016: the record cannot speak for its life.
+    let mut s = member(None);
+    s.sign_ins = Some(placeholder.clone());
+    s.created = Some(created_2016);
+    let a = verdict_of(&s, &Enrichment::default(), &policy());
+    assert_eq!(
+        a.verdict,
+        Verdict::Unknown,
+        "2016 account, placeholder record"
+    );
+    assert_eq!(a.action, Action::None);
+    assert!(a.flags.contains(&RiskFlag::NoSigninData));
+    assert!(!a.flags.contains(&RiskFlag::LicensedNeverSignedIn));
+    // An accepted guest: redeeming took a sign-in.
+    let mut g = member(None);
+    g.sign_ins = Some(placeholder.clone());
+    g.created = Some(days_ago(400));
+    g.is_guest = true;
+    g.invitation_accepted = true;
+    let a = verdict_of(&g, &Enrichment::default(), &policy());
+    assert_eq!(
+        a.verdict,
+        Verdict::Unknown,
+        "accepted guest, placeholder record"
+    );
+    // Exactly like an absent record, in every case.
+    for created in [Some(created_2016), Some(days_ago(400)), None] {
+        let mut with = member(None);
+        with.created = created;
+        with.sign_ins = Some(placeholder.clone());
+        let mut without = with.clone();
+        without.sign_ins = None;
+        assert_eq!(
+            verdict_of(&with, &Enrichment::default(), &policy()),
+            verdict_of(&without, &Enrichment::default(), &policy()),
+            "created {created:?}"
+        );
+    }
+}
+
+#[test]
+fn failed_attempts_alone_do_not_prove_an_old_account_never_signed_in() {
+    // Failed attempts overwrite the legacy dates: a 2016 account may have
+    // signed in until 2023 without any trace left.
+    let mut s = member(None);
+    s.created = Some(
+        DateTime::parse_from_rfc3339("2016-03-01T00:00:00Z")
+            .expect("date")
+            .with_timezone(&Utc),
+    );
+    s.sign_ins = Some(SignIns {
+        last_interactive: Some(days_ago(2)),
+        ..SignIns::default()
+    });
+    assert_eq!(
+        verdict_of(&s, &Enrichment::default(), &policy()).verdict,
+        Verdict::Unknown
+    );
+    // Created after the successful field existed: it covers the whole life.
+    s.created = Some(
+        DateTime::parse_from_rfc3339("2023-12-01T00:00:00Z")
+            .expect("date")
+            .with_timezone(&Utc),
+    );
+    assert_eq!(
+        verdict_of(&s, &Enrichment::default(), &policy()).verdict,
+        Verdict::NeverSignedIn
+    );
+}
+
+#[test]
+fn an_unreadable_record_is_unknown_and_never_acted_on() {
+    let mut s = member(Some(400));
+    s.unreadable = true;
+    let a = verdict_of(&s, &Enrichment::default(), &policy());
+    assert_eq!(a.verdict, Verdict::Unknown);
+    assert_eq!(a.action, Action::None);
+    assert!(a.flags.contains(&RiskFlag::NoSigninData));
+    assert!(!a.verdict.is_actionable());
+}
+
+#[test]
+fn a_hold_keeps_the_user_for_review_until_it_is_active_again() {
+    let restored = Enrichment {
+        hold: Some(Hold {
+            kind: HoldKind::Restored,
+            since: days_ago(10),
+        }),
+        ..Enrichment::default()
+    };
+    // Inactive for 400 days, restored 10 days ago: held.
+    let a = verdict_of(&member(Some(400)), &restored, &policy());
+    assert_eq!(a.verdict, Verdict::Review);
+    assert_eq!(a.action, Action::ManualReview);
+    assert!(a.flags.contains(&RiskFlag::Restored));
+    // A hold has no end date: restored 300 days ago, still no activity.
+    let old = Enrichment {
+        hold: Some(Hold {
+            kind: HoldKind::Restored,
+            since: days_ago(300),
+        }),
+        ..Enrichment::default()
+    };
+    assert_eq!(
+        verdict_of(&member(Some(400)), &old, &policy()).verdict,
+        Verdict::Review
+    );
+    // Activity newer than the hold ends it: inactive again later, the user
+    // is judged like anyone else.
+    let a = verdict_of(&member(Some(200)), &old, &policy());
+    assert_eq!(a.verdict, Verdict::Inactive);
+    assert!(!a.flags.contains(&RiskFlag::Restored));
+    // A re-enable hold shows as recently re-enabled.
+    let reenabled = Enrichment {
+        hold: Some(Hold {
+            kind: HoldKind::ReEnabled,
+            since: days_ago(200),
+        }),
+        ..Enrichment::default()
+    };
+    let a = verdict_of(&member(Some(400)), &reenabled, &policy());
+    assert_eq!(a.verdict, Verdict::Review);
+    assert!(a.flags.contains(&RiskFlag::RecentlyReenabled));
+}
+
+#[test]
 fn a_blank_record_covering_the_whole_life_means_never_signed_in() {
     let mut s = member(None);
     s.sign_ins = None;
@@ -210,7 +342,9 @@ fn never_signed_in_and_the_creation_grace() {
         (Some(29), None),
         (Some(30), Some(Verdict::NeverSignedIn)),
         (Some(365), Some(Verdict::NeverSignedIn)),
-        (None, Some(Verdict::NeverSignedIn)),
+        // No creation date (before mid-2018) and an all-blank record: it
+        // cannot speak for the account's life.
+        (None, Some(Verdict::Unknown)),
     ] {
         let mut s = member(None);
         s.created = created.map(days_ago);
@@ -472,4 +606,6 @@ fn names_match_the_contract() {
         RiskFlag::LicensedNeverSignedIn.as_str(),
         "licensed-never-signed-in"
     );
+    assert_eq!(RiskFlag::Restored.as_str(), "restored");
+    assert_eq!(RiskFlag::RecentlyReenabled.as_str(), "recently-reenabled");
 }

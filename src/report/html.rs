@@ -260,6 +260,7 @@ mod tests {
             graph_requests: 12,
             throttled: 1,
             quarantine_reason: quarantined.then(|| "41 new cases exceed the limit of 10".into()),
+            data_quality: None,
             dry_run: false,
             warnings: vec![],
         }

@@ -60,6 +60,24 @@ pub struct Summary {
     /// could not be read). Never personal data.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What the data-quality breaker compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_quality: Option<DataQuality>,
+}
+
+/// The data-quality breaker's view of a run against the last good one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataQuality {
+    /// Share of scanned users without sign-in data (verdict `unknown`).
+    pub unknown_percent: f64,
+    pub new_cases: u64,
+    /// The run compared with (the last that passed, or was released).
+    pub previous_run: Option<String>,
+    pub previous_unknown_percent: Option<f64>,
+    pub previous_new_cases: Option<u64>,
+    /// The comparison alone would quarantine the run.
+    pub tripped: bool,
 }
 
 #[cfg(test)]
@@ -86,6 +104,7 @@ mod tests {
             quarantine_reason: None,
             dry_run: false,
             warnings: vec![],
+            data_quality: None,
         };
         let v = serde_json::to_value(&s).expect("json");
         for key in [

@@ -16,12 +16,12 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ActivitySource, Config, TenantKind};
 use crate::graph::{BatchItem, GraphClient, GraphError, ReportPeriod};
 use crate::ids::RunId;
-use crate::policy::ServiceUsage;
+use crate::lifecycle::reenable::enabled_by_others;
 use crate::policy::UsageIndex;
+use crate::policy::{Hold, ServiceUsage};
 use crate::report::DirectoryQuota;
 
-/// The audit activity Entra writes when an account is enabled.
-pub const ENABLE_ACCOUNT: &str = "Enable account";
+pub use crate::graph::ENABLE_ACCOUNT;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
@@ -48,8 +48,12 @@ pub struct RunContext {
     pub sku_names: BTreeMap<String, String>,
     pub excluded: BTreeSet<String>,
     pub privileged: BTreeSet<String>,
-    /// Users a person re-enabled, with when.
+    /// Users someone other than dormant enabled, with when.
     pub reenabled: BTreeMap<String, DateTime<Utc>>,
+    /// Holds dormant keeps (a person restored or re-enabled the user), by
+    /// user, as they stood when the run started.
+    #[serde(default)]
+    pub holds: BTreeMap<String, Hold>,
     pub usage: UsageStatus,
     pub directory_quota: Option<DirectoryQuota>,
     /// False when a configured activity source could not be read: the run
@@ -110,6 +114,7 @@ impl RunContext {
             excluded: BTreeSet::new(),
             privileged: BTreeSet::new(),
             reenabled: BTreeMap::new(),
+            holds: BTreeMap::new(),
             usage: UsageStatus::NotUsed,
             directory_quota: None,
             actionable: true,
@@ -147,19 +152,9 @@ impl RunContext {
             .try_collect()
             .await
             .map_err(ContextError::Audits)?;
-        for audit in audits {
-            // Only a person counts: dormant's own restore is an app.
-            let by_person = audit.initiated_by.user.is_some() && audit.initiated_by.app.is_none();
-            let (Some(at), true) = (audit.activity_date_time, by_person) else {
-                continue;
-            };
-            for target in &audit.target_resources {
-                if let Some(id) = &target.id {
-                    let entry = ctx.reenabled.entry(id.to_ascii_lowercase()).or_insert(at);
-                    *entry = (*entry).max(at);
-                }
-            }
-        }
+        // Anyone but dormant's own app: a person, or another system.
+        let own_app = graph.own_app_id().await;
+        ctx.reenabled = enabled_by_others(&audits, own_app.as_deref());
 
         let mut index = None;
         let wants_usage = config.tenant_kind == TenantKind::Workforce
@@ -220,7 +215,7 @@ impl RunContext {
 /// `$batch` calls in flight while sorting role holders into users and groups.
 const ROLE_PROBE_BATCHES_AT_ONCE: usize = 8;
 
-/// Every principal holding a directory role, with the members of
+/// Every principal holding a directory role, actively or PIM-eligible, with the members of
 /// role-assignable groups expanded (a role held through a group is a role).
 async fn privileged_principals(graph: &GraphClient) -> Result<BTreeSet<String>, ContextError> {
     let assignments: Vec<_> = graph
@@ -228,11 +223,20 @@ async fn privileged_principals(graph: &GraphClient) -> Result<BTreeSet<String>, 
         .try_collect()
         .await
         .map_err(ContextError::Roles)?;
-    let principals: BTreeSet<String> = assignments
+    let mut principals: BTreeSet<String> = assignments
         .into_iter()
         .filter_map(|a| a.principal_id)
         .map(|p| p.to_ascii_lowercase())
         .collect();
+    // PIM-eligible holders are privileged like active ones.
+    principals.extend(
+        graph
+            .eligible_principals()
+            .await
+            .map_err(ContextError::Roles)?
+            .iter()
+            .cloned(),
+    );
     // Which principals are groups: `GET /groups/{id}` answers 404 for users.
     // A big tenant has thousands of role holders: the batches go out
     // several at a time (the pacer still spends the budget per item).

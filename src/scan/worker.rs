@@ -7,12 +7,16 @@
 //! own partitions. An expired skiptoken restarts the partition from scratch:
 //! nothing of it was recorded yet, so nothing is lost or counted twice.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 use super::context::RunContext;
 use super::partition::Partition;
 use crate::config::{Config, Mode, TenantKind};
-use crate::graph::{BatchItem, GraphClient, GraphError, SCAN_SELECT, User, UserQuery};
+use crate::graph::{
+    BatchItem, GraphClient, GraphError, SCAN_SELECT, User, UserQuery, UserRecord, UserType,
+};
 use crate::lifecycle::{Candidate, subject_of};
 use crate::policy::UsageIndex;
 use crate::policy::{self, Activity, Enrichment, MailboxPurpose, ServiceUsage, Subject};
@@ -49,7 +53,17 @@ pub struct PartitionResult {
     /// Users whose enrichment could not be read (a protective flag may be
     /// missing): the run must not act.
     pub enrichment_gaps: u64,
+    /// User records Graph sent that did not decode: reported `unknown`
+    /// (`no-signin-data`), never acted on.
+    #[serde(default)]
+    pub unreadable: u64,
+    /// Where those records failed (property paths, a few), for the warning.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unreadable_paths: BTreeSet<String>,
 }
+
+/// Paths of unreadable records kept per partition for the summary.
+const UNREADABLE_PATHS_KEPT: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PartitionError {
@@ -140,21 +154,36 @@ async fn scan_once<S: RowSink + Send>(
                 rows: 0,
                 candidates: Vec::new(),
                 enrichment_gaps: 0,
+                unreadable: 0,
+                unreadable_paths: BTreeSet::new(),
             });
         }
         first_page = false;
-        for user in page.value {
+        for record in page.value {
+            let (user, unreadable) = match record {
+                UserRecord::User(user) => (*user, false),
+                UserRecord::Unreadable(odd) => {
+                    out.unreadable += 1;
+                    if out.unreadable_paths.len() < UNREADABLE_PATHS_KEPT {
+                        out.unreadable_paths.insert(odd.path.clone());
+                    }
+                    (odd.as_user(), true)
+                }
+            };
             // Graph applies the filter; a user outside it would be counted
             // twice (by its own partition too), so trust but verify.
-            if !user
-                .user_principal_name
-                .as_deref()
-                .is_some_and(|upn| partition.contains(upn))
-            {
+            // An unreadable record without a UPN is counted where Graph's
+            // filter put it: it cannot be placed otherwise.
+            let placed = match user.user_principal_name.as_deref() {
+                Some(upn) => partition.contains(upn),
+                None => unreadable,
+            };
+            if !placed {
                 continue;
             }
             out.stats.count_scanned();
-            let subject = subject_of(&user, usage);
+            let mut subject = subject_of(&user, usage);
+            subject.unreadable = unreadable;
             let activity = policy::classify(&subject, &config.policy, ctx.now);
             let unmanaged_guest = is_unmanaged_guest(graph, &user).await;
             if activity.is_plainly_active() && !unmanaged_guest {
@@ -182,7 +211,7 @@ async fn scan_once<S: RowSink + Send>(
 /// A guest homed in another Entra tenant whose realm answers `IsViral`.
 /// The realm lookup is cached per domain; a failed lookup is not a finding.
 async fn is_unmanaged_guest(graph: &GraphClient, user: &User) -> bool {
-    if user.user_type.as_deref() != Some("Guest") {
+    if user.user_type != Some(UserType::Guest) {
         return false;
     }
     let external = user
@@ -210,6 +239,8 @@ struct Accumulator<'a> {
     rows: u64,
     candidates: Vec<Candidate>,
     enrichment_gaps: u64,
+    unreadable: u64,
+    unreadable_paths: BTreeSet<String>,
 }
 
 /// Manager and mailbox kind of one user, from a `$batch`.
@@ -231,6 +262,8 @@ impl<'a> Accumulator<'a> {
             rows: 0,
             candidates: Vec::new(),
             enrichment_gaps: 0,
+            unreadable: 0,
+            unreadable_paths: BTreeSet::new(),
         }
     }
 
@@ -256,6 +289,7 @@ impl<'a> Accumulator<'a> {
                 in_excluded_group: self.ctx.excluded.contains(&id),
                 unmanaged_guest: p.unmanaged_guest,
                 reenabled_at: self.ctx.reenabled.get(&id).copied(),
+                hold: self.ctx.holds.get(&id).copied(),
             };
             let assessment = policy::assess(
                 &p.subject,
@@ -278,6 +312,8 @@ impl<'a> Accumulator<'a> {
                     never_signed_in: assessment.verdict == policy::Verdict::NeverSignedIn,
                     has_user_mailbox: looked.mailbox == Some(MailboxPurpose::User),
                     has_direct_licenses: direct_licenses,
+                    account_enabled: p.subject.account_enabled,
+                    last_activity: assessment.last_activity.map(|l| l.at),
                 });
             }
             let row = self.row(&p, &assessment, looked);
@@ -315,7 +351,8 @@ impl<'a> Accumulator<'a> {
         let mut items = Vec::new();
         let mut owners = Vec::new();
         for (i, p) in pending.iter().enumerate() {
-            if !p.subject.is_guest {
+            // An unreadable record is `unknown` whatever its mailbox.
+            if !p.subject.is_guest && !p.subject.unreadable {
                 items.push(BatchItem::get(graph.batch_path(
                     &["users", p.subject.id.as_str(), "mailboxSettings"],
                     &[("$select", "userPurpose")],
@@ -371,7 +408,11 @@ impl<'a> Accumulator<'a> {
             user_id: p.subject.id.clone(),
             user_principal_name: p.subject.upn.clone(),
             display_name: u.display_name.clone(),
-            user_type: u.user_type.clone().unwrap_or_else(|| "Member".into()),
+            user_type: match (&u.user_type, p.subject.unreadable) {
+                (Some(t), _) => t.as_str().to_owned(),
+                (None, true) => String::new(),
+                (None, false) => "Member".into(),
+            },
             account_enabled: p.subject.account_enabled,
             created: u.created_date_time,
             last_successful_sign_in: sign.last_successful,
@@ -423,6 +464,8 @@ impl<'a> Accumulator<'a> {
             rows: self.rows,
             candidates: self.candidates,
             enrichment_gaps: self.enrichment_gaps,
+            unreadable: self.unreadable,
+            unreadable_paths: self.unreadable_paths,
         })
     }
 }

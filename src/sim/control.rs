@@ -1,6 +1,7 @@
 //! The simulator's own control API under `/_sim/` (a path Graph never uses), so
 //! out-of-process tests can steer it: clock, faults, throttling, captured mail,
-//! secret rotation, sign-ins and re-enabling by a person.
+//! secret rotation, sign-ins, accounts enabled or disabled by people and other
+//! apps, odd user records, PIM eligibility.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::http::{Reply, Req};
 use super::server::{Faults, State, to_value};
-use super::tenant::{F_ENABLED, iso};
+use super::tenant::{F_ELIGIBLE, F_ENABLED, Quirk, iso};
 use super::throttle::ThrottleConfig;
 
 fn err(status: u16, msg: &str) -> Reply {
@@ -117,6 +118,43 @@ pub fn handle(st: &State, r: &Req, rest: &[&str]) -> Reply {
             Some(at) => Reply::json(200, json!({"at": at})),
             None => err(404, "no such user"),
         },
+        (M::POST, ["users", id, "set-enabled"]) => {
+            let enabled = body.get("enabled").and_then(Value::as_bool);
+            let by = body.get("by").and_then(Value::as_str).unwrap_or("person");
+            match enabled.map(|e| set_enabled(st, id, e, by)) {
+                Some(Some(at)) => Reply::json(200, json!({"at": at})),
+                Some(None) => err(404, "no such user"),
+                None => err(
+                    400,
+                    "body must be {\"enabled\": bool, \"by\": \"person\"|<app id>}",
+                ),
+            }
+        }
+        (M::POST, ["users", id, "quirk"]) => {
+            let quirk = body
+                .get("quirk")
+                .cloned()
+                .map(serde_json::from_value::<Option<Quirk>>);
+            match quirk {
+                Some(Ok(q)) => match set_quirk(st, id, q) {
+                    true => Reply::json(200, json!({})),
+                    false => err(404, "no such user"),
+                },
+                _ => err(400, "body must be {\"quirk\": <quirk> | null}"),
+            }
+        }
+        (M::POST, ["users", id, "eligible-role"]) => match make_eligible(st, id) {
+            true => Reply::json(200, json!({})),
+            false => err(404, "no such user"),
+        },
+        (M::POST, ["pim"]) => {
+            let on = body
+                .get("licensed")
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
+            st.no_pim.store(!on, std::sync::atomic::Ordering::SeqCst);
+            Reply::json(200, json!({"licensed": on}))
+        }
         _ => err(404, "unknown control endpoint"),
     }
 }
@@ -207,4 +245,62 @@ pub fn reenable_by_person(st: &State, id: &str) -> Option<String> {
         "[true]",
     );
     Some(iso(now))
+}
+
+/// Someone enables or disables an account: a person (`by` = "person") or
+/// another app (`by` = its app id, HR provisioning say). The audit log
+/// shows `Enable account` / `Disable account` with that initiator.
+pub fn set_enabled(st: &State, id: &str, enabled: bool, by: &str) -> Option<String> {
+    let now = st.now();
+    let mut t = st.tenant_write();
+    let i = t.resolve(id)?;
+    let admin = t
+        .users
+        .iter()
+        .position(|u| u.role == 1 && u.arch != super::tenant::Archetype::BreakGlass)
+        .unwrap_or(0) as u32;
+    let person = (by == "person").then_some(admin);
+    if enabled {
+        t.users[i as usize].flags |= F_ENABLED;
+    } else {
+        t.users[i as usize].flags &= !F_ENABLED;
+    }
+    let activity = if enabled {
+        "Enable account"
+    } else {
+        "Disable account"
+    };
+    let value = if enabled { "[true]" } else { "[false]" };
+    t.push_audit(now, activity, i, person, "AccountEnabled", value);
+    if person.is_none()
+        && let Some(e) = t.audits.last_mut()
+    {
+        e.by_app = Some(by.to_owned());
+    }
+    Some(iso(now))
+}
+
+/// Makes the next records Graph sends for the user odd (or normal again).
+pub fn set_quirk(st: &State, id: &str, quirk: Option<Quirk>) -> bool {
+    let mut t = st.tenant_write();
+    let Some(i) = t.resolve(id) else {
+        return false;
+    };
+    match quirk {
+        Some(q) => t.quirks.insert(i, q),
+        None => t.quirks.remove(&i),
+    };
+    true
+}
+
+/// Makes the user a PIM-eligible Global Administrator (not active).
+pub fn make_eligible(st: &State, id: &str) -> bool {
+    let mut t = st.tenant_write();
+    let Some(i) = t.resolve(id) else {
+        return false;
+    };
+    let u = &mut t.users[i as usize];
+    u.role = 1;
+    u.flags |= F_ELIGIBLE;
+    true
 }

@@ -305,7 +305,27 @@ fn graph_inner(st: &State, r: &Req, ids: &RequestIds, v: &str, rest: &[&str]) ->
             )
         }
         (M::GET, ["roleManagement", "directory", "roleAssignments"]) => {
-            one(role_assignments(st, r, ids, v))
+            one(role_assignments(st, r, ids, v, false))
+        }
+        (
+            M::GET,
+            [
+                "roleManagement",
+                "directory",
+                "roleEligibilityScheduleInstances",
+            ],
+        ) => {
+            if st.no_pim.load(std::sync::atomic::Ordering::SeqCst) {
+                // A tenant without Entra ID P2 has no PIM.
+                one(graph_error(
+                    400,
+                    "AadPremiumLicenseRequired",
+                    "The tenant needs an AAD Premium 2 license.",
+                    ids,
+                ))
+            } else {
+                one(role_assignments(st, r, ids, v, true))
+            }
         }
         (M::GET, ["roleManagement", "directory", "roleDefinitions"]) => {
             one(role_definitions(v, st))
@@ -518,8 +538,41 @@ fn request_guid(t: &Tenant, i: u32, what: u64, at: i64) -> String {
 /// Render user `i` with the selected properties.
 pub fn render_user(t: &Tenant, i: u32, sel: &Selection) -> Map<String, Value> {
     let u = &t.users[i as usize];
+    let quirk = t.quirks.get(&i).copied();
     let mut m = Map::new();
     for p in &sel.props {
+        match (quirk, p.as_str()) {
+            (Some(Quirk::PlaceholderSignIn), "signInActivity") => {
+                let zero = "0001-01-01T00:00:00Z";
+                m.insert(p.clone(), json!({
+                    "lastSignInDateTime": zero, "lastSignInRequestId": null,
+                    "lastNonInteractiveSignInDateTime": zero, "lastNonInteractiveSignInRequestId": null,
+                    "lastSuccessfulSignInDateTime": zero, "lastSuccessfulSignInRequestId": null,
+                }));
+                continue;
+            }
+            (Some(Quirk::NullSignIn), "signInActivity") => {
+                m.insert(p.clone(), json!({
+                    "lastSignInDateTime": null, "lastSignInRequestId": null,
+                    "lastNonInteractiveSignInDateTime": null, "lastNonInteractiveSignInRequestId": null,
+                    "lastSuccessfulSignInDateTime": null, "lastSuccessfulSignInRequestId": null,
+                }));
+                continue;
+            }
+            (Some(Quirk::NullCollection), "assignedLicenses") => {
+                m.insert(p.clone(), Value::Null);
+                continue;
+            }
+            (Some(Quirk::BadDate), "createdDateTime") => {
+                m.insert(p.clone(), json!("2019-13-45T25:61:00Z"));
+                continue;
+            }
+            (Some(Quirk::UnknownUserType), "userType") => {
+                m.insert(p.clone(), json!("FederatedMember"));
+                continue;
+            }
+            _ => {}
+        }
         let v = match p.as_str() {
             "id" => json!(t.user_id(i)),
             "businessPhones" => json!([]),
@@ -1131,7 +1184,7 @@ fn patch_user(st: &State, r: &Req, ids: &RequestIds, key: &str) -> Reply {
     }
     // Sensitive actions on privileged users (accountEnabled) need a higher
     // directory role than an app with User.ReadWrite.All holds.
-    if t.users[i as usize].role > 0 && body.contains_key("accountEnabled") {
+    if t.users[i as usize].active_role() && body.contains_key("accountEnabled") {
         return insufficient_privileges(ids);
     }
     if let Some(enabled) = body.get("accountEnabled").and_then(Value::as_bool) {
@@ -1196,7 +1249,7 @@ fn delete_user(st: &State, ids: &RequestIds, key: &str) -> Reply {
     if t.users[i as usize].flags & F_SYNCED != 0 {
         return synced_refusal(ids);
     }
-    if t.users[i as usize].role > 0 {
+    if t.users[i as usize].active_role() {
         return insufficient_privileges(ids);
     }
     t.users[i as usize].deleted_at = now;
@@ -1457,8 +1510,9 @@ fn member_of(
         }
     }
     let role = t.users[i as usize].role;
+    let active = t.users[i as usize].active_role();
     drop(t);
-    if want_roles && role > 0 {
+    if want_roles && active {
         values.push(role_json(st, role));
     }
     Reply::json(
@@ -1533,7 +1587,9 @@ fn quoted_after(filter: &str, prop: &str) -> Option<String> {
     Some(rest.split('\'').next()?.to_string())
 }
 
-fn role_assignments(st: &State, r: &Req, ids: &RequestIds, v: &str) -> Reply {
+/// Active role assignments, or (`eligible`) PIM eligibility instances of
+/// the same shape (`unifiedRoleEligibilityScheduleInstance`).
+fn role_assignments(st: &State, r: &Req, ids: &RequestIds, v: &str, eligible: bool) -> Reply {
     let filter = r.query_value("$filter").unwrap_or("");
     let principal = quoted_after(filter, "principalId");
     let definition = quoted_after(filter, "roleDefinitionId");
@@ -1557,7 +1613,7 @@ fn role_assignments(st: &State, r: &Req, ids: &RequestIds, v: &str) -> Reply {
     let mut value = Vec::new();
     for i in candidates {
         let u = &t.users[i as usize];
-        if u.role == 0 || !live(u) || gone(u, now) {
+        if u.role == 0 || !live(u) || gone(u, now) || u.active_role() == eligible {
             continue;
         }
         let (template, name) = ROLES[u.role as usize - 1];
@@ -1568,11 +1624,16 @@ fn role_assignments(st: &State, r: &Req, ids: &RequestIds, v: &str) -> Reply {
             continue;
         }
         let mut a = json!({
-            "id": ids::named_guid(t.seed, &format!("ra-{i}")),
+            "id": ids::named_guid(t.seed, &format!("{}-{i}", if eligible { "re" } else { "ra" })),
             "principalId": t.user_id(i),
             "roleDefinitionId": template,
             "directoryScopeId": "/",
         });
+        if eligible {
+            a["memberType"] = json!("Direct");
+            a["startDateTime"] = json!(iso(u.created));
+            a["endDateTime"] = Value::Null;
+        }
         if expand {
             a["roleDefinition"] = json!({"id": template, "displayName": name, "templateId": template, "isBuiltIn": true, "isEnabled": true});
         }
@@ -1580,7 +1641,7 @@ fn role_assignments(st: &State, r: &Req, ids: &RequestIds, v: &str) -> Reply {
     }
     Reply::json(
         200,
-        json!({"@odata.context": format!("{}/{v}/$metadata#roleManagement/directory/roleAssignments", st.base_url), "value": value}),
+        json!({"@odata.context": format!("{}/{v}/$metadata#roleManagement/directory/{}", st.base_url, if eligible { "roleEligibilityScheduleInstances" } else { "roleAssignments" }), "value": value}),
     )
 }
 
@@ -1850,9 +1911,14 @@ fn directory_audits(st: &State, r: &Req, ids: &RequestIds, v: &str) -> Reply {
             Some(p) => {
                 json!({"app": null, "user": {"id": t.user_id(p), "displayName": t.display_name(p), "userPrincipalName": t.upn(p), "ipAddress": "203.0.113.7", "userType": null, "homeTenantId": null, "homeTenantName": null}})
             }
-            None => {
-                json!({"user": null, "app": {"appId": client_id, "displayName": "dormant", "servicePrincipalId": ids::named_guid(t.seed, "dormant-sp"), "servicePrincipalName": null}})
-            }
+            None => match &e.by_app {
+                Some(app) => {
+                    json!({"user": null, "app": {"appId": app, "displayName": "HR provisioning", "servicePrincipalId": ids::named_guid(t.seed, app), "servicePrincipalName": null}})
+                }
+                None => {
+                    json!({"user": null, "app": {"appId": client_id, "displayName": "dormant", "servicePrincipalId": ids::named_guid(t.seed, "dormant-sp"), "servicePrincipalName": null}})
+                }
+            },
         };
         value.push(json!({
             "id": e.id,

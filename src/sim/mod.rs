@@ -21,7 +21,7 @@
 //! * Graph `v1.0` and `beta`: `users` (list/get/patch/delete, `$select`, `$filter`,
 //!   `$top`, `$count`, `$expand=manager`), `users/{id}/{revokeSignInSessions|assignLicense|manager|mailboxSettings|sendMail|memberOf|transitiveMemberOf[/microsoft.graph.directoryRole]}`,
 //!   `subscribedSkus`, `groups[/{id}[/transitiveMembers|members]]`,
-//!   `roleManagement/directory/{roleAssignments|roleDefinitions}`,
+//!   `roleManagement/directory/{roleAssignments|roleEligibilityScheduleInstances|roleDefinitions}`,
 //!   `directory/deletedItems/microsoft.graph.user`, `directory/deletedItems/{id}[/restore]`,
 //!   `reports/getOffice365ActiveUserDetail(period='D7|D30|D90|D180')` (302 → `/_download/{token}`),
 //!   `admin/reportSettings`, `invitations`, `auditLogs/directoryAudits`, `organization[/{id}]`, `$batch`
@@ -285,6 +285,7 @@ impl Sim {
             shutdown: CancellationToken::new(),
             fault_rng: Mutex::new(ids::Rng::new(seed ^ 0xfa17)),
             pending_sign_ins: Mutex::new(Vec::new()),
+            no_pim: std::sync::atomic::AtomicBool::new(false),
             sign_in_lag_secs: cfg.sign_in_lag_secs,
             idp_key: std::sync::OnceLock::new(),
         });
@@ -415,6 +416,26 @@ impl Sim {
     /// A person (not the app) re-enables the account, visible in the audit log.
     pub fn reenable_by_person(&self, user: &str) -> bool {
         control::reenable_by_person(&self.state, user).is_some()
+    }
+    /// Someone enables or disables the account: `by` = "person", or the app
+    /// id of another app (HR provisioning). Audited as Graph would.
+    pub fn set_enabled(&self, user: &str, enabled: bool, by: &str) -> bool {
+        control::set_enabled(&self.state, user, enabled, by).is_some()
+    }
+    /// Graph sends an odd record for the user from now on (`None`: normal).
+    pub fn set_quirk(&self, user: &str, quirk: Option<tenant::Quirk>) -> bool {
+        control::set_quirk(&self.state, user, quirk)
+    }
+    /// The user becomes a PIM-eligible Global Administrator.
+    pub fn make_eligible(&self, user: &str) -> bool {
+        control::make_eligible(&self.state, user)
+    }
+    /// Whether the tenant has Entra ID P2 (PIM); without it the eligibility
+    /// listing answers `400 AadPremiumLicenseRequired`.
+    pub fn set_pim_licensed(&self, licensed: bool) {
+        self.state
+            .no_pim
+            .store(!licensed, std::sync::atomic::Ordering::SeqCst);
     }
     /// A user ID token (RS256, verifiable against the JWKS in the OpenID
     /// metadata) for `user` (id or UPN), as after an interactive sign-in

@@ -196,6 +196,8 @@ pub struct State {
     /// Sign-ins recorded but not yet visible (signInActivity lags).
     pub pending_sign_ins: Mutex<Vec<super::control::PendingSignIn>>,
     pub sign_in_lag_secs: i64,
+    /// The tenant has no Entra ID P2: PIM answers `AadPremiumLicenseRequired`.
+    pub no_pim: AtomicBool,
     /// RS256 key for user ID tokens (generated on first use).
     pub idp_key: std::sync::OnceLock<Result<super::auth::IdpKey, String>>,
 }

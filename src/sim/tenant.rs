@@ -92,6 +92,27 @@ pub const F_PURGED: u16 = 1 << 4;
 pub const F_REENABLED_BY_PERSON: u16 = 1 << 5;
 pub const F_EXCLUDED_GROUP: u16 = 1 << 6;
 pub const F_CREATED_LATER: u16 = 1 << 7;
+/// The user's role is PIM-eligible, not active: it shows in
+/// `roleEligibilityScheduleInstances`, not in `roleAssignments` or
+/// `memberOf`, and Graph's sensitive-action checks do not see it.
+pub const F_ELIGIBLE: u16 = 1 << 8;
+
+/// An odd record Graph sends for one user (seen in the field; set through
+/// `/_sim/users/{id}/quirk`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Quirk {
+    /// `signInActivity` with every date `0001-01-01T00:00:00Z`.
+    PlaceholderSignIn,
+    /// `signInActivity` with every date `null`.
+    NullSignIn,
+    /// `assignedLicenses: null` (documented as a collection, never null).
+    NullCollection,
+    /// `createdDateTime` that does not parse.
+    BadDate,
+    /// `userType` dormant does not know.
+    UnknownUserType,
+}
 
 /// Mailbox kinds as `mailboxSettings.userPurpose` names them.
 pub const PURPOSES: [&str; 5] = ["user", "shared", "room", "equipment", "none"];
@@ -388,6 +409,10 @@ impl UserRec {
     pub fn enabled(&self) -> bool {
         self.flags & F_ENABLED != 0
     }
+    /// Holds a directory role actively (not only PIM-eligible).
+    pub fn active_role(&self) -> bool {
+        self.role > 0 && self.flags & F_ELIGIBLE == 0
+    }
     pub fn is_deleted(&self) -> bool {
         self.deleted_at != 0
     }
@@ -410,8 +435,10 @@ pub struct AuditEvent {
     pub at: i64,
     pub activity: &'static str,
     pub target: u32,
-    /// Index of the person who did it, or `None` for our app.
+    /// Index of the person who did it, or `None` for an app.
     pub by_person: Option<u32>,
+    /// The app that did it when no person did: `None` is dormant's own.
+    pub by_app: Option<String>,
     pub property: &'static str,
     pub new_value: String,
 }
@@ -431,6 +458,8 @@ pub struct Tenant {
     pub invited_mail: std::collections::HashMap<u32, String>,
     /// UPNs chosen at seeding ([`Tenant::add_users_with_upns`]), by index.
     pub seeded_upn: std::collections::HashMap<u32, String>,
+    /// Odd records, by index.
+    pub quirks: std::collections::HashMap<u32, Quirk>,
     pub id_key: u64,
     pub upn_key: u64,
     /// The first [`UPN_HEAD`] bytes of every UPN, ASCII-lowercased and
@@ -500,6 +529,7 @@ impl Tenant {
             audits: Vec::new(),
             invited_mail: Default::default(),
             seeded_upn: Default::default(),
+            quirks: Default::default(),
             id_key: ids::hash(&[seed, 0x1d]),
             upn_key: ids::hash(&[seed, 0x0b2c]),
             upn_heads: Vec::new(),
@@ -571,6 +601,7 @@ impl Tenant {
             activity,
             target,
             by_person,
+            by_app: None,
             property,
             new_value: new_value.to_string(),
         });
@@ -1194,6 +1225,11 @@ fn generate_user(
             }
             if arch == Archetype::Privileged {
                 u.role = 1 + rng.below(ROLES.len() as u64) as u8;
+                // A third of role holders are PIM-eligible only (drawn
+                // from a hash, so the rest of the tenant stays as it was).
+                if ids::hash(&[seed, u64::from(i), 91]).is_multiple_of(3) {
+                    u.flags |= F_ELIGIBLE;
+                }
             }
         }
         Archetype::Inactive => {

@@ -45,6 +45,9 @@ pub enum Outcome {
     Accepted,
     /// The step failed; `error` says why.
     Failed,
+    /// Some parts were done and some refused (a restore without a free
+    /// seat for one license): `detail` says what was done, `error` what not.
+    Partial,
 }
 
 /// One line of the audit log. Optional fields are left out when `None`.

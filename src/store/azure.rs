@@ -15,8 +15,9 @@ use azure_core::http::{
     ClientOptions, HttpClient, HttpClientOptions, RequestContent, Transport, Url, new_http_client,
 };
 use azure_storage_blob::models::{
-    AppendBlobClientCreateOptions, BlobClientDownloadResult, BlobContainerClientListBlobsOptions,
-    BlockBlobClientCommitBlockListOptions, BlockBlobClientUploadOptions, BlockLookupList,
+    AppendBlobClientCreateOptions, BlobClientDeleteOptions, BlobClientDownloadResult,
+    BlobContainerClientListBlobsOptions, BlockBlobClientCommitBlockListOptions,
+    BlockBlobClientUploadOptions, BlockLookupList,
 };
 use azure_storage_blob::{
     BlobClient, BlobClientOptions, BlobContainerClient, BlobContainerClientOptions,
@@ -307,9 +308,13 @@ impl AzureStore {
         })
     }
 
-    pub async fn delete(&self, container: &str, name: &str) -> Result<()> {
+    pub async fn delete(&self, container: &str, name: &str, etag: Option<&ETag>) -> Result<()> {
+        let options = etag.map(|tag| BlobClientDeleteOptions {
+            if_match: Some(tag.0.as_str().into()),
+            ..Default::default()
+        });
         self.blob(container, name)?
-            .delete(None)
+            .delete(options)
             .await
             .map(|_| ())
             .map_err(|e| map_err(&what(container, name), e))

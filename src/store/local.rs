@@ -479,16 +479,26 @@ impl LocalStore {
         .await
     }
 
-    pub async fn delete(&self, container: &str, name: &str) -> Result<()> {
+    pub async fn delete(&self, container: &str, name: &str, etag: Option<&ETag>) -> Result<()> {
         self.require_container(container)?;
         let path = self.blob_path(container, name);
         let dir = self.container_dir(container);
         let lock_path = Self::blob_lock(&self.root, container, name);
         let what = what(container, name);
+        let want = etag.cloned();
         blocking(move || {
             let guard = lock(&lock_path)?;
             if path.is_dir() {
                 return Err(StoreError::not_found(what));
+            }
+            if let Some(want) = &want {
+                match etag_of_file(&path).map_err(|e| StoreError::io(what.clone(), &e))? {
+                    None => return Err(StoreError::not_found(what)),
+                    Some(have) if have == *want => {}
+                    Some(_) => {
+                        return Err(StoreError::conflict(what, ConflictKind::PreconditionFailed));
+                    }
+                }
             }
             fs::remove_file(&path).map_err(|e| StoreError::io(what.clone(), &e))?;
             // Prune folders the blob leaves empty, as Azure has no folders.
@@ -971,7 +981,7 @@ mod tests {
                             Precondition::IfNoneMatch,
                         )
                         .await?;
-                    store.delete("c-prune", &name).await?;
+                    store.delete("c-prune", &name, None).await?;
                 }
                 Ok::<_, StoreError>(())
             })

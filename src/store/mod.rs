@@ -367,8 +367,19 @@ impl Store {
     pub async fn delete(&self, container: &str, name: &str) -> Result<()> {
         validate_blob_name(name)?;
         match &self.backend {
-            Backend::Azure(a) => a.delete(container, name).await,
-            Backend::Local(l) => l.delete(container, name).await,
+            Backend::Azure(a) => a.delete(container, name, None).await,
+            Backend::Local(l) => l.delete(container, name, None).await,
+        }
+    }
+
+    /// Deletes the blob only if it is still the version read as `etag`
+    /// (a conflict otherwise): the blob may have been replaced meanwhile by
+    /// something that must not go with it.
+    pub async fn delete_if(&self, container: &str, name: &str, etag: &ETag) -> Result<()> {
+        validate_blob_name(name)?;
+        match &self.backend {
+            Backend::Azure(a) => a.delete(container, name, Some(etag)).await,
+            Backend::Local(l) => l.delete(container, name, Some(etag)).await,
         }
     }
 

@@ -73,7 +73,7 @@ async fn a_worker_killed_between_acting_and_recording_leaves_one_effect_and_one_
         &config.policy.phases,
     );
     let run = RunId::new(opened);
-    let mut case = Case::open(&user, &run, &steps, opened);
+    let mut case = Case::open(&user, &run, &steps, true, opened);
     case.steps.entry(ActionKind::Notify).or_default().done_at = Some(opened);
     case.steps.entry(ActionKind::Notify).or_default().recorded = true;
     let cases = CaseStore::new(store.clone());

@@ -284,7 +284,7 @@ async fn sixty_days_of_cases_on_the_simulator() {
     // Day 60: restore A within the 30 days.
     t.advance_days(9);
     let lifecycle = t.ctx.lifecycle().await.expect("lifecycle");
-    let report = lifecycle.restore(&a, "").await.expect("restore");
+    let report = lifecycle.restore(&a, None, "").await.expect("restore");
     assert_eq!(report.outcome, "done");
     let back = graph
         .get_user(&a, &["id", "accountEnabled", "assignedLicenses"])
@@ -305,7 +305,11 @@ async fn sixty_days_of_cases_on_the_simulator() {
         Some(MailboxKind::User)
     );
     assert_eq!(
-        lifecycle.restore(&a, "").await.expect("again").outcome,
+        lifecycle
+            .restore(&a, None, "")
+            .await
+            .expect("again")
+            .outcome,
         "repeat",
         "a second restore finds it done"
     );

@@ -309,7 +309,7 @@ async fn notify_posts_a_signed_webhook_with_ids_only_and_restore_answers_over_ht
     assert_eq!(r.status().as_u16(), 200);
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["outcome"], "done", "{body}");
-    assert_eq!(body["detail"], "nothing-to-undo");
+    assert_eq!(body["detail"], "restored-by-operator;nothing-to-undo");
     t.sim.shutdown().await;
 }
 

@@ -55,6 +55,7 @@ fn sample() -> (Summary, ReportStats) {
         quarantine_reason: Some("3 new cases exceed the limit of 2".into()),
         dry_run: false,
         warnings: vec![],
+        data_quality: None,
     };
     (summary, stats)
 }

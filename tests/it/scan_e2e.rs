@@ -27,6 +27,10 @@ struct Truth {
     usage: Vec<DateTime<Utc>>,
     /// Sign-in dates Graph can show (logging began in April 2020).
     visible_sign_ins: bool,
+    /// Graph shows a date it can trust: a success in the successful field
+    /// (since 2023-12-01), or an attempt date from before that field existed
+    /// (later attempts may be failures, a password spray).
+    trusted_sign_in: bool,
     mailbox: String,
     role: bool,
 }
@@ -80,11 +84,23 @@ fn read_truth(path: &std::path::Path) -> Vec<Truth> {
                 .iter()
                 .filter_map(|k| time(&v[*k]))
                 .any(|t| t >= logging_start()),
+                trusted_sign_in: time(&v["lastSuccessfulSignIn"])
+                    .is_some_and(|t| t >= successful_field_start())
+                    || ["lastInteractiveAttempt", "lastNonInteractiveAttempt"]
+                        .iter()
+                        .filter_map(|k| time(&v[*k]))
+                        .any(|t| t >= logging_start() && t < successful_field_start()),
                 mailbox: v["mailbox"].as_str().unwrap_or("none").to_owned(),
                 role: v.get("role").is_some_and(|r| !r.is_null()),
             }
         })
         .collect()
+}
+
+fn successful_field_start() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2023-12-01T00:00:00Z")
+        .expect("date")
+        .with_timezone(&Utc)
 }
 
 fn logging_start() -> DateTime<Utc> {
@@ -140,6 +156,12 @@ fn judge(
     let blank_cannot_speak = !t.visible_sign_ins
         && (t.created < logging_start() + chrono::Duration::days(30)
             || t.archetype == "guest-accepted");
+    // Only failed attempts are visible (they overwrote the legacy dates):
+    // "never" can be told only for accounts younger than the successful
+    // field; for older ones only usage can speak.
+    let attempts_cannot_speak =
+        t.visible_sign_ins && !t.trusted_sign_in && t.created < successful_field_start();
+    let blank_cannot_speak = blank_cannot_speak || attempts_cannot_speak;
     let inactive = if blank_cannot_speak {
         match usage.iter().max() {
             Some(u) => days(*u, now) >= INACTIVE_AFTER,

@@ -138,7 +138,10 @@ async fn check(kind: TenantKind, users: u32, page_size: u32) {
         let mut listed = 0u64;
         loop {
             let page = graph.users_page(&listing, &link).await.expect("page");
-            for user in page.value {
+            for record in page.value {
+                let dormant::graph::UserRecord::User(user) = record else {
+                    panic!("the simulator sent a record that does not decode");
+                };
                 listed += 1;
                 let upn = user.user_principal_name.clone().unwrap_or_default();
                 assert!(leaf.contains(&upn), "{upn} listed under {leaf:?}");

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use futures::{StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
 
-use super::lease::{LEASE_BLOB, Lease, RunState, RunStatus};
+use super::lease::{LEASE_BLOB, Lease, RunLine, RunState, RunStatus};
 use super::plan::{Recorded, leaf_blob};
 use super::{GraphUse, RunOutcome, ScanError, Scanner, get_state_json, run_path, state_err};
 use crate::config::Mode;
@@ -15,8 +15,9 @@ use crate::ids::RunId;
 use crate::lifecycle::CaseStore;
 use crate::lifecycle::advance::{Advanced, Listed, Plan};
 use crate::policy;
+use crate::policy::RunFigures;
 use crate::policy::UsageIndex;
-use crate::report::{CaseCounts, CsvChunks, ReportStats, Summary, html};
+use crate::report::{CaseCounts, CsvChunks, DataQuality, ReportStats, Summary, html};
 use crate::scan::partition::Partition;
 use crate::store::audit::{AuditLog, AuditRecord, Outcome as AuditOutcome};
 use crate::store::{ETag, Precondition, REPORTS_CONTAINER, STATE_CONTAINER};
@@ -184,10 +185,12 @@ impl Scanner {
         // First pass: totals, the parts to concatenate, and the new cases
         // (the quarantine decides on them before anything is written).
         let cases = CaseStore::new(self.store.clone());
-        let mut case_plan = Plan::load(&cases, self.clock.now()).await?;
+        let mut case_plan = Plan::load(&cases).await?;
         let mut stats = ReportStats::new(self.config.policy.inactive_after_days);
         let mut planned = 0u64;
         let mut gaps = 0u64;
+        let mut unreadable = 0u64;
+        let mut unreadable_paths = std::collections::BTreeSet::new();
         let mut rows = Vec::with_capacity(leaves.len());
         let mut records = self.leaf_records(run, &leaves);
         while let Some(record) = records.try_next().await? {
@@ -195,6 +198,8 @@ impl Scanner {
             stats.merge(leaf.stats);
             planned += leaf.candidates.len() as u64;
             gaps += leaf.enrichment_gaps;
+            unreadable += leaf.unreadable;
+            unreadable_paths.extend(leaf.unreadable_paths);
             case_plan.count(&leaf.candidates);
             rows.extend(record.rows_blob);
         }
@@ -205,14 +210,46 @@ impl Scanner {
                 "{gaps} user(s) could not be fully looked up (manager or mailbox kind); no action is planned from this run"
             ));
         }
+        if unreadable > 0 {
+            let paths: Vec<&str> = unreadable_paths
+                .iter()
+                .map(String::as_str)
+                .take(5)
+                .collect();
+            warnings.push(format!(
+                "{unreadable} user record(s) from Graph could not be read (at: {}); they are reported unknown (no-signin-data) and never acted on",
+                paths.join(", ")
+            ));
+        }
         let actionable = ctx.actionable && gaps == 0;
         let enforce = self.config.policy.mode == Mode::Enforce;
-        // New cases are what the quarantine limits; open cases go on.
+        // New cases are what the quarantine limits; open cases go on. The
+        // data-quality breaker compares with the last run that passed it
+        // (or that a person released): a broken run never becomes the
+        // yardstick of the next.
+        let figures = RunFigures {
+            scanned: stats.scanned,
+            unknown: stats
+                .by_verdict
+                .get(policy::Verdict::Unknown.as_str())
+                .copied()
+                .unwrap_or(0),
+            new_cases: case_plan.new_cases,
+        };
+        let baseline = self.baseline().await?;
         let reason = policy::quarantine(
-            case_plan.new_cases,
-            stats.scanned,
+            &figures,
+            baseline.as_ref().map(|b| &b.figures),
             &self.config.policy.quarantine,
         );
+        let data_quality = DataQuality {
+            unknown_percent: figures.unknown_percent(),
+            new_cases: figures.new_cases,
+            previous_run: baseline.as_ref().map(|b| b.run.to_string()),
+            previous_unknown_percent: baseline.as_ref().map(|b| b.figures.unknown_percent()),
+            previous_new_cases: baseline.as_ref().map(|b| b.figures.new_cases),
+            tripped: reason.as_ref().is_some_and(|r| r.is_data_quality()),
+        };
         let quarantined = enforce && actionable && !state.dry_run && reason.is_some();
         if (!enforce || state.dry_run)
             && let Some(r) = &reason
@@ -299,12 +336,13 @@ impl Scanner {
             graph_requests: graph.requests,
             throttled: graph.throttled,
             quarantine_reason: if quarantined {
-                reason.map(|r| r.to_string())
+                reason.as_ref().map(|r| r.to_string())
             } else {
                 None
             },
             dry_run: state.dry_run,
             warnings,
+            data_quality: Some(data_quality),
         };
         let summary_bytes = Bytes::from(serde_json::to_vec_pretty(&summary).map_err(state_err)?);
         let html_bytes = Bytes::from(html::render(&summary, &stats));
@@ -325,19 +363,29 @@ impl Scanner {
             RunStatus::Done
         };
         state.finished_at = Some(summary.finished_at);
+        state.figures = Some(figures);
+        if quarantined {
+            // The line goes into the run record with the decision, then to
+            // the log: a failed append is finished by the retry.
+            let mut line = AuditRecord::new("quarantine", AuditOutcome::Skipped);
+            line.time = self.clock.now();
+            line.run = Some(run.to_string());
+            line.detail = reason.as_ref().map(|r| r.code().to_owned());
+            state.lines.push(RunLine {
+                record: line,
+                recorded: false,
+            });
+        }
         self.put_json(
             &run_path(run, "run.json"),
             &state,
             Precondition::IfMatch(etag),
         )
         .await?;
-        if quarantined {
-            let mut line = AuditRecord::new("quarantine", AuditOutcome::Skipped);
-            line.time = self.clock.now();
-            line.run = Some(run.to_string());
-            line.detail = summary.quarantine_reason.clone();
-            audit.record(&line).await?;
+        if actionable && reason.is_none() {
+            self.set_baseline(run, figures).await?;
         }
+        self.record_run_lines(run).await?;
         tracing::info!(run = %run, scanned = summary.scanned, rows = stats.by_verdict.values().sum::<u64>(), quarantined, "scan finished");
         Ok(RunOutcome {
             run: run.clone(),
@@ -386,7 +434,7 @@ impl Scanner {
         let (_ctx, usage) = self.load_context(run).await?;
         let leaves = self.covered(run).await?;
         let cases = CaseStore::new(self.store.clone());
-        let plan = Plan::load(&cases, self.clock.now()).await?;
+        let plan = Plan::load(&cases).await?;
         let audit = AuditLog::new(self.store.clone());
         let advanced = self
             .advance_cases(&audit, run, &plan, &leaves, usage.as_ref())
@@ -399,12 +447,15 @@ impl Scanner {
                 "opened={};enqueued={}",
                 advanced.opened, advanced.enqueued
             ));
-            audit.record(&line).await?;
             let (_, etag) = self
                 .get_json::<RunState>(&run_path(run, "run.json"))
                 .await?
                 .ok_or_else(|| ScanError::State(format!("run {run} has no state")))?;
             state.status = RunStatus::Released;
+            state.lines.push(RunLine {
+                record: line,
+                recorded: false,
+            });
             self.put_json(
                 &run_path(run, "run.json"),
                 &state,
@@ -412,6 +463,12 @@ impl Scanner {
             )
             .await?;
         }
+        // A person looked at this run and let it go: its figures are the
+        // next runs' yardstick.
+        if let Some(figures) = state.figures {
+            self.set_baseline(run, figures).await?;
+        }
+        self.record_run_lines(run).await?;
         self.release_lease(run).await?;
         Ok(advanced)
     }
@@ -436,6 +493,50 @@ impl Scanner {
             }
         }
         Ok(total)
+    }
+}
+
+/// The yardstick of the data-quality breaker: the last run that passed
+/// it, or that a person released.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Baseline {
+    pub(super) run: RunId,
+    pub(super) figures: RunFigures,
+}
+
+const BASELINE_BLOB: &str = "scan-baseline.json";
+
+impl Scanner {
+    pub(super) async fn baseline(&self) -> Result<Option<Baseline>, ScanError> {
+        Ok(self
+            .get_json::<Baseline>(BASELINE_BLOB)
+            .await?
+            .map(|(b, _)| b))
+    }
+
+    /// Makes `run` the yardstick, unless a newer run already is.
+    pub(super) async fn set_baseline(
+        &self,
+        run: &RunId,
+        figures: RunFigures,
+    ) -> Result<(), ScanError> {
+        let (pre, current) = match self.get_json::<Baseline>(BASELINE_BLOB).await? {
+            Some((b, etag)) => (Precondition::IfMatch(etag), Some(b.run)),
+            None => (Precondition::IfNoneMatch, None),
+        };
+        if current.as_ref().is_some_and(|c| c.as_str() > run.as_str()) {
+            return Ok(());
+        }
+        let baseline = Baseline {
+            run: run.clone(),
+            figures,
+        };
+        match self.put_json(BASELINE_BLOB, &baseline, pre).await {
+            // Someone else set one at the same moment: theirs stands.
+            Err(ScanError::Store(e)) if e.is_conflict() => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 }
 

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{DEFAULT_PAGE_SIZE, ScanError, Scanner, run_path};
 use crate::ids::RunId;
+use crate::policy::RunFigures;
+use crate::store::audit::{AuditLog, AuditRecord};
 use crate::store::{ETag, Precondition};
 
 /// A lease outlives any sane run; a crashed holder frees the tenant then.
@@ -55,6 +57,23 @@ pub struct RunState {
     /// Why a failed run stopped (no personal data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the data-quality breaker compares, once the run is finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub figures: Option<RunFigures>,
+    /// Audit lines of the run's decisions (quarantine, release), written
+    /// here with the decision and then appended, so a failed append is
+    /// finished by whoever reads the run next and never lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<RunLine>,
+}
+
+/// A decision's audit line and whether the log holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunLine {
+    pub record: AuditRecord,
+    #[serde(default)]
+    pub recorded: bool,
 }
 
 pub(super) fn default_page_size() -> u32 {
@@ -84,6 +103,8 @@ impl Scanner {
             finished_at: None,
             page_size: page_size.clamp(1, DEFAULT_PAGE_SIZE),
             error: None,
+            figures: None,
+            lines: Vec::new(),
         };
         self.put_json(
             &run_path(&run, "run.json"),
@@ -221,5 +242,42 @@ impl Scanner {
             .get_json::<RunState>(&run_path(run, "run.json"))
             .await?
             .map(|(s, _)| s))
+    }
+
+    /// Appends the run's decision lines the log does not hold yet (a
+    /// failed append, a crash after the decision), then marks them.
+    pub(super) async fn record_run_lines(&self, run: &RunId) -> Result<(), ScanError> {
+        for _ in 0..4 {
+            let Some((mut state, etag)) = self
+                .get_json::<RunState>(&run_path(run, "run.json"))
+                .await?
+            else {
+                return Ok(());
+            };
+            if state.lines.iter().all(|l| l.recorded) {
+                return Ok(());
+            }
+            let audit = AuditLog::new(self.store.clone());
+            for line in state.lines.iter_mut().filter(|l| !l.recorded) {
+                let day = audit.read_day(line.record.time.date_naive()).await?;
+                if !day.contains(&line.record) {
+                    audit.record(&line.record).await?;
+                }
+                line.recorded = true;
+            }
+            match self
+                .put_json(
+                    &run_path(run, "run.json"),
+                    &state,
+                    Precondition::IfMatch(etag),
+                )
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(ScanError::Store(e)) if e.is_conflict() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ScanError::Busy(format!("run {run} kept changing")))
     }
 }

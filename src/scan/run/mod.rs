@@ -373,6 +373,10 @@ impl Scanner {
         self.store.ensure_defaults().await?;
         self.ensure_scan_queue(rt).await?;
         let now = self.clock.now();
+        if let Some((held, _)) = self.get_json::<Lease>(LEASE_BLOB).await? {
+            // The previous run's decision lines, if an append failed.
+            self.record_run_lines(&held.run).await?;
+        }
         if let Some((held, _)) = self.get_json::<Lease>(LEASE_BLOB).await?
             && held.expires_at > now
             && self
@@ -427,6 +431,9 @@ impl Scanner {
         let run = &message.run;
         let (state, _) = self.state(run).await?;
         if state.status != RunStatus::Running {
+            // A retried message of a finished run: its decision lines may
+            // still lack the log (an append that failed once).
+            self.record_run_lines(run).await?;
             return Ok(StepOutcome {
                 already_finished: true,
                 ..StepOutcome::default()

@@ -121,7 +121,7 @@ pub(super) enum Children {
 }
 
 pub(super) enum Attempt {
-    Recorded(PartitionResult),
+    Recorded(Box<PartitionResult>),
     /// Already recorded by someone else before we started.
     AlreadyDone,
     /// Not started: the time budget ran out.
@@ -297,7 +297,7 @@ impl Scanner {
                     }
                     me.scan_and_record_with(&run, &ctx, usage.as_ref().as_ref(), &p, &children)
                         .await
-                        .map(Attempt::Recorded)
+                        .map(|r| Attempt::Recorded(Box::new(r)))
                 });
             }
             let Some(joined) = running.join_next().await else {

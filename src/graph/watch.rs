@@ -1,0 +1,182 @@
+//! Tenant-wide answers a re-check needs before every destructive step but
+//! that change slowly and are costly to ask per user: who enabled an account
+//! lately (directory audits: 5 requests per 10 s per app per tenant), who is
+//! PIM-eligible for a directory role, and which app dormant itself is.
+//!
+//! Each is kept a short while per process (one client per tenant), so a
+//! worker draining ten thousand steps asks once a minute, not ten thousand
+//! times. Audit events reach Graph minutes after the fact anyway; what a
+//! minute's cache can miss, the account state itself shows (an enabled
+//! account dormant had disabled).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt as _;
+use secrecy::ExposeSecret as _;
+
+use super::client::GraphClient;
+use super::error::GraphError;
+use super::models::{DirectoryAudit, RoleAssignment};
+use super::pacer::RequestClass;
+
+/// How long the audit answer is trusted.
+const AUDITS_FRESH_FOR: Duration = Duration::from_secs(60);
+/// How long the eligibility answer is trusted.
+const ELIGIBLE_FRESH_FOR: Duration = Duration::from_secs(300);
+
+/// The audit activity Entra writes when an account is enabled.
+pub const ENABLE_ACCOUNT: &str = "Enable account";
+
+#[derive(Debug, Default)]
+pub(crate) struct Watch {
+    enables: tokio::sync::Mutex<Option<Enables>>,
+    eligible: tokio::sync::Mutex<Option<(Instant, Arc<BTreeSet<String>>)>>,
+    own_app: tokio::sync::OnceCell<Option<String>>,
+}
+
+#[derive(Debug)]
+struct Enables {
+    fetched: Instant,
+    since: DateTime<Utc>,
+    audits: Arc<Vec<DirectoryAudit>>,
+}
+
+impl GraphClient {
+    /// Every `Enable account` audit since `since` (tenant-wide), kept a
+    /// minute. One caller fetches while the others wait for its answer.
+    pub async fn enable_audits_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Arc<Vec<DirectoryAudit>>, GraphError> {
+        let mut slot = self.watch().enables.lock().await;
+        if let Some(e) = slot.as_ref()
+            && e.fetched.elapsed() < AUDITS_FRESH_FOR
+            && e.since <= since
+        {
+            return Ok(e.audits.clone());
+        }
+        let audits: Vec<DirectoryAudit> = self
+            .directory_audits_of_activity(ENABLE_ACCOUNT, since)
+            .try_collect()
+            .await?;
+        let audits = Arc::new(audits);
+        *slot = Some(Enables {
+            fetched: Instant::now(),
+            since,
+            audits: audits.clone(),
+        });
+        Ok(audits)
+    }
+
+    /// Every principal (user or group) PIM-eligible for a directory role
+    /// now (`roleEligibilityScheduleInstances`, RoleManagement.Read.Directory),
+    /// kept five minutes. An eligible Global Administrator is as privileged
+    /// as an active one (FACTS). A tenant without Entra ID P2 has no PIM:
+    /// Graph answers `400 AadPremiumLicenseRequired`, which means "nobody is
+    /// eligible"; any other failure is an error (who is privileged must be
+    /// known before anything is touched).
+    pub async fn eligible_principals(&self) -> Result<Arc<BTreeSet<String>>, GraphError> {
+        let mut slot = self.watch().eligible.lock().await;
+        if let Some((at, set)) = slot.as_ref()
+            && at.elapsed() < ELIGIBLE_FRESH_FOR
+        {
+            return Ok(set.clone());
+        }
+        let url = self.url_with_query(
+            &[
+                "roleManagement",
+                "directory",
+                "roleEligibilityScheduleInstances",
+            ],
+            &[(
+                "$select",
+                "id,principalId,roleDefinitionId,directoryScopeId",
+            )],
+        );
+        let listing = self.listing(
+            url,
+            RequestClass::ReadList,
+            "/roleManagement/directory/roleEligibilityScheduleInstances",
+        );
+        let instances: Vec<RoleAssignment> = match self.collect(listing).await {
+            Ok(v) => v,
+            Err(GraphError::Permanent {
+                status: 400, code, ..
+            }) if code == "AadPremiumLicenseRequired" => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let set: BTreeSet<String> = instances
+            .into_iter()
+            .filter_map(|i| i.principal_id)
+            .map(|p| p.to_ascii_lowercase())
+            .collect();
+        let set = Arc::new(set);
+        *slot = Some((Instant::now(), set.clone()));
+        Ok(set)
+    }
+
+    /// The application id dormant signs in as (`appid` of its own Graph
+    /// token, `azp` for v2 tokens), so audit events of its own doing are
+    /// told apart from a person's or another app's. `None` when the token
+    /// does not say: callers then treat every app as someone else.
+    pub async fn own_app_id(&self) -> Option<String> {
+        self.watch()
+            .own_app
+            .get_or_init(|| async {
+                let token = self.access_token().await.ok()?;
+                app_id_of(token.expose_secret())
+            })
+            .await
+            .clone()
+    }
+}
+
+/// `appid` (or `azp`) from a JWT's payload, unverified: it is our own token,
+/// read only to know our own name.
+fn app_id_of(jwt: &str) -> Option<String> {
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims
+        .get("appid")
+        .or_else(|| claims.get("azp"))
+        .and_then(|v| v.as_str())
+        .map(str::to_ascii_lowercase)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(claims: serde_json::Value) -> String {
+        let enc = |v: &serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        format!(
+            "{}.{}.sig",
+            enc(&serde_json::json!({"alg": "RS256"})),
+            enc(&claims)
+        )
+    }
+
+    #[test]
+    fn the_app_id_comes_from_appid_or_azp() {
+        assert_eq!(
+            app_id_of(&jwt(serde_json::json!({"appid": "ABC", "azp": "x"}))).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            app_id_of(&jwt(serde_json::json!({"azp": "def"}))).as_deref(),
+            Some("def")
+        );
+        assert_eq!(app_id_of(&jwt(serde_json::json!({"sub": "s"}))), None);
+        assert_eq!(app_id_of("not a token"), None);
+        assert_eq!(app_id_of("a.!!!.c"), None);
+    }
+}
