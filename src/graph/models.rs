@@ -195,6 +195,8 @@ pub struct DirectoryObject {
     pub display_name: Option<String>,
     pub mail: Option<String>,
     pub user_principal_name: Option<String>,
+    /// Groups only: whether directory roles can be assigned to the group.
+    pub is_assignable_to_role: Option<bool>,
 }
 
 /// `mailboxSettings`, only the part dormant needs.

@@ -261,7 +261,7 @@ impl GraphClient {
     pub async fn transitive_member_of(&self, id: &str) -> Result<Vec<DirectoryObject>, GraphError> {
         let url = self.url_with_query(
             &["users", id, "transitiveMemberOf"],
-            &[("$select", "id"), ("$top", "999")],
+            &[("$select", "id,isAssignableToRole"), ("$top", "999")],
         );
         let l = self.listing(
             url,

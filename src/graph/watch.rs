@@ -1,7 +1,7 @@
-//! Tenant-wide answers a re-check needs before every destructive step but
-//! that change slowly and are costly to ask per user: who enabled an account
-//! lately (directory audits: 5 requests per 10 s per app per tenant), who is
-//! PIM-eligible for a directory role, and which app dormant itself is.
+//! What a re-check needs to know besides the user itself: who enabled an
+//! account lately (directory audits: 5 requests per 10 s per app per
+//! tenant, so the answer is kept a minute), who is PIM-eligible for a
+//! directory role (asked fresh), and which app dormant itself is.
 //!
 //! Each is kept a short while per process (one client per tenant), so a
 //! worker draining ten thousand steps asks once a minute, not ten thousand
@@ -11,7 +11,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -24,9 +23,7 @@ use super::models::{DirectoryAudit, RoleAssignment};
 use super::pacer::RequestClass;
 
 /// How long the audit answer is trusted.
-const AUDITS_FRESH_FOR: Duration = Duration::from_secs(60);
-/// How long the eligibility answer is trusted.
-const ELIGIBLE_FRESH_FOR: Duration = Duration::from_secs(300);
+const AUDITS_FRESH_FOR: chrono::Duration = chrono::Duration::seconds(60);
 
 /// The audit activity Entra writes when an account is enabled.
 pub const ENABLE_ACCOUNT: &str = "Enable account";
@@ -34,27 +31,30 @@ pub const ENABLE_ACCOUNT: &str = "Enable account";
 #[derive(Debug, Default)]
 pub(crate) struct Watch {
     enables: tokio::sync::Mutex<Option<Enables>>,
-    eligible: tokio::sync::Mutex<Option<(Instant, Arc<BTreeSet<String>>)>>,
     own_app: tokio::sync::OnceCell<Option<String>>,
 }
 
 #[derive(Debug)]
 struct Enables {
-    fetched: Instant,
+    /// On the caller's clock (dormant's, which tests move).
+    fetched: DateTime<Utc>,
     since: DateTime<Utc>,
     audits: Arc<Vec<DirectoryAudit>>,
 }
 
 impl GraphClient {
     /// Every `Enable account` audit since `since` (tenant-wide), kept a
-    /// minute. One caller fetches while the others wait for its answer.
+    /// minute of `now` (dormant's clock). One caller fetches while the
+    /// others wait for its answer.
     pub async fn enable_audits_since(
         &self,
         since: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<Arc<Vec<DirectoryAudit>>, GraphError> {
         let mut slot = self.watch().enables.lock().await;
         if let Some(e) = slot.as_ref()
-            && e.fetched.elapsed() < AUDITS_FRESH_FOR
+            && now >= e.fetched
+            && now - e.fetched < AUDITS_FRESH_FOR
             && e.since <= since
         {
             return Ok(e.audits.clone());
@@ -65,7 +65,7 @@ impl GraphClient {
             .await?;
         let audits = Arc::new(audits);
         *slot = Some(Enables {
-            fetched: Instant::now(),
+            fetched: now,
             since,
             audits: audits.clone(),
         });
@@ -73,19 +73,10 @@ impl GraphClient {
     }
 
     /// Every principal (user or group) PIM-eligible for a directory role
-    /// now (`roleEligibilityScheduleInstances`, RoleManagement.Read.Directory),
-    /// kept five minutes. An eligible Global Administrator is as privileged
-    /// as an active one (FACTS). A tenant without Entra ID P2 has no PIM:
-    /// Graph answers `400 AadPremiumLicenseRequired`, which means "nobody is
-    /// eligible"; any other failure is an error (who is privileged must be
-    /// known before anything is touched).
-    pub async fn eligible_principals(&self) -> Result<Arc<BTreeSet<String>>, GraphError> {
-        let mut slot = self.watch().eligible.lock().await;
-        if let Some((at, set)) = slot.as_ref()
-            && at.elapsed() < ELIGIBLE_FRESH_FOR
-        {
-            return Ok(set.clone());
-        }
+    /// now (`roleEligibilityScheduleInstances`, RoleManagement.Read.Directory;
+    /// a scan asks once). An eligible Global Administrator is as privileged
+    /// as an active one (FACTS).
+    pub async fn eligible_principals(&self) -> Result<BTreeSet<String>, GraphError> {
         let url = self.url_with_query(
             &[
                 "roleManagement",
@@ -97,26 +88,48 @@ impl GraphClient {
                 "id,principalId,roleDefinitionId,directoryScopeId",
             )],
         );
+        Ok(self
+            .eligibilities(url)
+            .await?
+            .into_iter()
+            .filter_map(|i| i.principal_id)
+            .map(|p| p.to_ascii_lowercase())
+            .collect())
+    }
+
+    /// Whether `principal` (a user, or a role-assignable group) is
+    /// PIM-eligible for a directory role right now: asked fresh before every
+    /// step, one request.
+    pub async fn is_role_eligible(&self, principal: &str) -> Result<bool, GraphError> {
+        let filter = format!("principalId eq {}", super::client::odata_quote(principal));
+        let url = self.url_with_query(
+            &[
+                "roleManagement",
+                "directory",
+                "roleEligibilityScheduleInstances",
+            ],
+            &[("$filter", &filter), ("$select", "id,principalId")],
+        );
+        Ok(!self.eligibilities(url).await?.is_empty())
+    }
+
+    /// A tenant without Entra ID P2 has no PIM: Graph answers `400
+    /// AadPremiumLicenseRequired`, which means "nobody is eligible". Any
+    /// other failure is an error: who is privileged must be known before
+    /// anything is touched.
+    async fn eligibilities(&self, url: url::Url) -> Result<Vec<RoleAssignment>, GraphError> {
         let listing = self.listing(
             url,
             RequestClass::ReadList,
             "/roleManagement/directory/roleEligibilityScheduleInstances",
         );
-        let instances: Vec<RoleAssignment> = match self.collect(listing).await {
-            Ok(v) => v,
+        match self.collect(listing).await {
+            Ok(v) => Ok(v),
             Err(GraphError::Permanent {
                 status: 400, code, ..
-            }) if code == "AadPremiumLicenseRequired" => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        let set: BTreeSet<String> = instances
-            .into_iter()
-            .filter_map(|i| i.principal_id)
-            .map(|p| p.to_ascii_lowercase())
-            .collect();
-        let set = Arc::new(set);
-        *slot = Some((Instant::now(), set.clone()));
-        Ok(set)
+            }) if code == "AadPremiumLicenseRequired" => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The application id dormant signs in as (`appid` of its own Graph

@@ -236,17 +236,19 @@ impl Lifecycle<'_> {
                 self.finish_final(case, Place::Open).await?;
                 return Ok(out);
             }
-            if self.acting_step(&case).is_some() {
-                // A worker is on it right now; the next run looks again.
-                return Ok(out);
-            }
+            // A worker may be acting on a step right now: its intent is its
+            // own to resolve, and nothing more is queued meanwhile; an end
+            // decided now waits in the case for it (`end_case`).
+            let acting = self.acting_step(&case).is_some();
             // What a crash left: a step that acted without its line marked,
             // or started without a line at all (its worker died).
             let mut etag = etag;
             let mut changed = false;
-            for kind in case.in_flight() {
-                self.resolve_in_flight(&mut case, kind).await?;
-                changed = true;
+            if !acting {
+                for kind in case.in_flight() {
+                    self.resolve_in_flight(&mut case, kind).await?;
+                    changed = true;
+                }
             }
             let pending: Vec<ActionKind> = case
                 .steps
@@ -273,7 +275,7 @@ impl Lifecycle<'_> {
                     Err(e) => return Err(e.into()),
                 };
             }
-            if case.pending_end.is_some() {
+            if case.pending_end.is_some() && !acting {
                 match self.carry_out_pending_end(case, &etag).await? {
                     Ended::Conflict => continue,
                     _ => {
@@ -296,7 +298,7 @@ impl Lifecycle<'_> {
                 None => match recheck(self.graph, &cases, self.config, &case, usage, now).await {
                     Ok(Recheck::Holds(_)) => Ok(None),
                     Ok(Recheck::Absent) if case.is_done(ActionKind::Delete) => Ok(None),
-                    Ok(Recheck::Absent) => Ok(Some(CancelReason::UserGone)),
+                    Ok(Recheck::Absent) => self.why_absent(&case).await.map_err(Into::into),
                     Ok(Recheck::Cancel(reason)) => Ok(Some(reason)),
                     Err(e) => Err(e),
                 },
@@ -330,6 +332,9 @@ impl Lifecycle<'_> {
                 }
             }
 
+            if acting || case.pending_end.is_some() {
+                return Ok(out);
+            }
             if case.status == CaseStatus::Waiting {
                 match self.resume_waiting(&mut case, run, candidate).await? {
                     true => {

@@ -136,7 +136,7 @@ pub async fn enabled_by_someone_else(
         return Ok(true);
     }
     let since = (now - AUDIT_RETENTION).max(case.opened_at - Duration::minutes(5));
-    let audits = graph.enable_audits_since(since).await?;
+    let audits = graph.enable_audits_since(since, now).await?;
     let own_app = graph.own_app_id().await;
     Ok(enabled_by_others(audits.iter(), own_app.as_deref())
         .get(&case.user)
@@ -203,16 +203,21 @@ pub async fn recheck(
     });
     // Active holders show as directoryRole memberships (through groups
     // too) or own assignments; PIM-eligible ones only in the eligibility
-    // list, for the user or a group it is in.
-    let eligible = graph.eligible_principals().await?;
+    // list, for the user or a role-assignable group it is in.
     enrichment.privileged_role = memberships
         .iter()
         .any(|m| m.odata_type.as_deref() == Some("#microsoft.graph.directoryRole"))
-        || eligible.contains(&case.user)
-        || memberships
-            .iter()
-            .any(|m| eligible.contains(&m.id.to_ascii_lowercase()))
-        || !graph.role_assignments_of(&user.id).await?.is_empty();
+        || !graph.role_assignments_of(&user.id).await?.is_empty()
+        || graph.is_role_eligible(&user.id).await?;
+    for group in memberships
+        .iter()
+        .filter(|m| m.is_assignable_to_role == Some(true))
+    {
+        if enrichment.privileged_role {
+            break;
+        }
+        enrichment.privileged_role = graph.is_role_eligible(&group.id).await?;
+    }
 
     let assessment = policy::assess(&subject, activity, &enrichment, &config.policy, now);
     Ok(match assessment.verdict {

@@ -320,17 +320,32 @@ impl Lifecycle<'_> {
                 Some(reason) => Blocked::Cancel(reason),
                 None => Blocked::Go(None),
             },
-            (ActionKind::Delete, None) => match self.graph.deleted_item(&case.user).await {
-                Ok(item) if self.deleted_by_this_case(case, &item) => Blocked::Go(None),
-                // In deleted items, and not by this case: the case ends, and
-                // nothing of dormant ever purges it.
-                Ok(_) => Blocked::Cancel(CancelReason::DeletedBySomeoneElse),
-                Err(GraphError::NotFound) => Blocked::Cancel(CancelReason::UserGone),
-                Err(e) => return Err(e.into()),
+            // In deleted items, and not by this case: the case ends, and
+            // nothing of dormant ever purges it.
+            (ActionKind::Delete, None) => match self.why_absent(case).await? {
+                Some(reason) => Blocked::Cancel(reason),
+                None => Blocked::Go(None),
             },
-            (_, None) => Blocked::Cancel(CancelReason::UserGone),
+            (_, None) => Blocked::Cancel(
+                self.why_absent(case)
+                    .await?
+                    .unwrap_or(CancelReason::UserGone),
+            ),
             (_, Some(user)) => Blocked::Go(Some(user)),
         })
+    }
+
+    /// Why a user this case has not deleted yet is gone from the directory:
+    /// someone else deleted it (it is in deleted items, and not by this
+    /// case), or it is gone altogether. `None`: the deletion is this case's
+    /// own (its delete step acted before a crash hid the answer).
+    pub(crate) async fn why_absent(&self, case: &Case) -> Result<Option<CancelReason>, GraphError> {
+        match self.graph.deleted_item(&case.user).await {
+            Ok(item) if self.deleted_by_this_case(case, &item) => Ok(None),
+            Ok(_) => Ok(Some(CancelReason::DeletedBySomeoneElse)),
+            Err(GraphError::NotFound) => Ok(Some(CancelReason::UserGone)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether `item` is the deletion this case's delete step made: the

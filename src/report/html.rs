@@ -131,6 +131,30 @@ table{{border-collapse:collapse;width:100%}} td,th{{border-bottom:1px solid #eee
     for w in &summary.warnings {
         let _ = write!(html, "<div class=\"banner warn\">{}</div>", escape(w));
     }
+    if let Some(dq) = &summary.data_quality {
+        let against = match (
+            &dq.previous_run,
+            dq.previous_unknown_percent,
+            dq.previous_new_cases,
+        ) {
+            (Some(run), Some(pct), Some(cases)) => {
+                format!("against {pct:.2}% and {cases} new case(s) in run {run}")
+            }
+            _ => "no earlier run to compare with".to_owned(),
+        };
+        let _ = write!(
+            html,
+            "<p class=\"muted\" id=\"data-quality\">Data quality: {:.2}% of scanned users without sign-in data, {} new case(s), {}{}.</p>",
+            dq.unknown_percent,
+            dq.new_cases,
+            escape(&against),
+            if dq.tripped {
+                " — <b>the jump looks like broken data, not inactivity</b>"
+            } else {
+                ""
+            }
+        );
+    }
 
     let _ = write!(html, "<div class=\"cards\">");
     let card = |html: &mut String, label: &str, value: String| {

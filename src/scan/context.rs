@@ -233,9 +233,7 @@ async fn privileged_principals(graph: &GraphClient) -> Result<BTreeSet<String>, 
         graph
             .eligible_principals()
             .await
-            .map_err(ContextError::Roles)?
-            .iter()
-            .cloned(),
+            .map_err(ContextError::Roles)?,
     );
     // Which principals are groups: `GET /groups/{id}` answers 404 for users.
     // A big tenant has thousands of role holders: the batches go out

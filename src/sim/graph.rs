@@ -1308,6 +1308,17 @@ fn assign_license(st: &State, r: &Req, ids: &RequestIds, v: &str, key: &str) -> 
     let mut add_bits = 0u8;
     for a in add {
         let id = a["skuId"].as_str().unwrap_or("");
+        if st
+            .lock(&st.exhausted_skus)
+            .contains(&id.to_ascii_lowercase())
+        {
+            return graph_error(
+                400,
+                "Request_BadRequest",
+                &format!("Subscription {id} does not have any available licenses."),
+                ids,
+            );
+        }
         match sku_bit(id) {
             Some(b) => add_bits |= b,
             None => {

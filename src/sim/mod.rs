@@ -57,7 +57,7 @@ use tokio_util::sync::CancellationToken;
 pub use clock::SimClock;
 pub use report::COLUMNS as USAGE_REPORT_COLUMNS;
 pub use server::{CapturedMail, Faults, StatsSnapshot};
-pub use tenant::{Tenant, TenantKind};
+pub use tenant::{Quirk, Tenant, TenantKind, UserRec};
 pub use throttle::ThrottleConfig;
 
 /// `dormant sim` flags.
@@ -286,6 +286,7 @@ impl Sim {
             fault_rng: Mutex::new(ids::Rng::new(seed ^ 0xfa17)),
             pending_sign_ins: Mutex::new(Vec::new()),
             no_pim: std::sync::atomic::AtomicBool::new(false),
+            exhausted_skus: Mutex::new(Default::default()),
             sign_in_lag_secs: cfg.sign_in_lag_secs,
             idp_key: std::sync::OnceLock::new(),
         });
@@ -423,12 +424,22 @@ impl Sim {
         control::set_enabled(&self.state, user, enabled, by).is_some()
     }
     /// Graph sends an odd record for the user from now on (`None`: normal).
-    pub fn set_quirk(&self, user: &str, quirk: Option<tenant::Quirk>) -> bool {
+    pub fn set_quirk(&self, user: &str, quirk: Option<Quirk>) -> bool {
         control::set_quirk(&self.state, user, quirk)
     }
     /// The user becomes a PIM-eligible Global Administrator.
     pub fn make_eligible(&self, user: &str) -> bool {
         control::make_eligible(&self.state, user)
+    }
+    /// Whether `sku_id` has free seats; without, assigning it is refused
+    /// (`400`, as Graph answers an assignment past the subscription's units).
+    pub fn set_sku_seats_free(&self, sku_id: &str, free: bool) {
+        let mut skus = self.state.lock(&self.state.exhausted_skus);
+        if free {
+            skus.remove(&sku_id.to_ascii_lowercase());
+        } else {
+            skus.insert(sku_id.to_ascii_lowercase());
+        }
     }
     /// Whether the tenant has Entra ID P2 (PIM); without it the eligibility
     /// listing answers `400 AadPremiumLicenseRequired`.

@@ -198,6 +198,8 @@ pub struct State {
     pub sign_in_lag_secs: i64,
     /// The tenant has no Entra ID P2: PIM answers `AadPremiumLicenseRequired`.
     pub no_pim: AtomicBool,
+    /// SKUs without a free seat: assigning them is refused.
+    pub exhausted_skus: Mutex<std::collections::HashSet<String>>,
     /// RS256 key for user ID tokens (generated on first use).
     pub idp_key: std::sync::OnceLock<Result<super::auth::IdpKey, String>>,
 }

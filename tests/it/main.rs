@@ -17,6 +17,7 @@ mod lifecycle_e2e;
 mod lifecycle_ops;
 mod packaging;
 mod report_html;
+mod safety;
 mod scan_e2e;
 mod scan_functions;
 mod scan_partitions;

@@ -585,10 +585,9 @@ impl Scanner {
         let (mut ctx, usage) =
             RunContext::gather(&self.graph, &self.config, run.clone(), state.started_at).await?;
         ctx.page_size = state.page_size;
-        ctx.cases = CaseStore::new(self.store.clone())
-            .views()
-            .await
-            .map_err(LifecycleError::from)?;
+        let cases = CaseStore::new(self.store.clone());
+        ctx.cases = cases.views().await.map_err(LifecycleError::from)?;
+        ctx.holds = cases.holds().await.map_err(LifecycleError::from)?;
         if let Some(u) = &usage {
             self.store
                 .put(
