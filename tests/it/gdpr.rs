@@ -29,6 +29,10 @@ use serde_json::{Value, json};
 use crate::harness::{TENANT, repo_root};
 
 const ISSUER: &str = "https://contoso.b2clogin.com/8f0c2d2e-1111-4c4c-9d9d-123456789abc/v2.0/";
+/// The user flow of [`b2c_claims`], the one the B2C app admits.
+const POLICY: &str = "B2C_1_signupsignin";
+const ENTRA_ISSUER: &str =
+    "https://login.microsoftonline.com/8f0c2d2e-1111-4c4c-9d9d-123456789abc/v2.0";
 const AUDIENCE: &str = "3c1d7a55-0000-4000-8000-00000000a0d1";
 const KID: &str = "key-1";
 const ALICE: &str = "5b3a1c2d-3333-4e4e-8f8f-0123456789ab";
@@ -46,14 +50,14 @@ fn now() -> i64 {
 fn b2c_claims(user: &str) -> Value {
     let t = now();
     json!({"iss": ISSUER, "aud": AUDIENCE, "exp": t + 3600, "nbf": t - 60, "iat": t - 60,
-        "auth_time": t - 30, "sub": user, "tfp": "B2C_1_signupsignin", "ver": "1.0",
+        "auth_time": t - 30, "sub": user, "tfp": POLICY, "ver": "1.0",
         "emails": ["alice@example.com"]})
 }
 
 /// An Entra-shaped token: pairwise `sub` (not an object id), `oid`, `tid`, `acr`.
 fn entra_claims(user: &str) -> Value {
     let t = now();
-    json!({"iss": ISSUER, "aud": AUDIENCE, "exp": t + 3600, "nbf": t - 60, "iat": t - 60,
+    json!({"iss": ENTRA_ISSUER, "aud": AUDIENCE, "exp": t + 3600, "nbf": t - 60, "iat": t - 60,
         "auth_time": t - 30, "sub": "AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ",
         "oid": user, "tid": TENANT, "acr": "1", "ver": "2.0"})
 }
@@ -204,10 +208,22 @@ struct App {
 }
 
 impl App {
+    /// The app behind the B2C issuer, admitting [`POLICY`].
     async fn start(
         store_dir: &std::path::Path,
         issuer: Option<&Issuer>,
         graph: Option<&str>,
+    ) -> Self {
+        Self::start_with(store_dir, issuer, graph, ISSUER, Some(POLICY)).await
+    }
+
+    /// The app trusting tokens of `iss`, restricted to `policies` if any.
+    async fn start_with(
+        store_dir: &std::path::Path,
+        issuer: Option<&Issuer>,
+        graph: Option<&str>,
+        iss: &str,
+        policies: Option<&str>,
     ) -> Self {
         let mut env = vec![
             ("DORMANT_TENANT_ID".to_string(), TENANT.to_string()),
@@ -217,7 +233,10 @@ impl App {
             ),
         ];
         if let Some(i) = issuer {
-            env.push(("DORMANT_GDPR_ISSUER".into(), ISSUER.into()));
+            env.push(("DORMANT_GDPR_ISSUER".into(), iss.into()));
+            if let Some(p) = policies {
+                env.push(("DORMANT_GDPR_POLICIES".into(), p.into()));
+            }
             env.push(("DORMANT_GDPR_AUDIENCE".into(), AUDIENCE.into()));
             env.push((
                 "DORMANT_GDPR_METADATA_URL".into(),
@@ -361,7 +380,7 @@ async fn erasure_from_token_to_purge_and_event() {
         .expect("json");
     assert_eq!(s["status"], "accepted");
     assert!(s["updatedAt"].is_string());
-    let bob = signer.token(&entra_claims(BOB));
+    let bob = signer.token(&b2c_claims(BOB));
     let (status, _, code) =
         error_of(app.call(reqwest::Method::GET, &location, Some(&bob)).await).await;
     assert_eq!((status, code.as_str()), (404, "not-found"));
@@ -485,9 +504,7 @@ async fn a_user_deleted_elsewhere_is_still_purged_and_unknown_requests_are_refus
     let graph = graph_stand_in(graph_state.clone()).await;
     let app = App::start(&dir.path().join("store"), Some(&issuer), Some(&graph)).await;
     assert_eq!(
-        app.delete(&signer.token(&entra_claims(ALICE)))
-            .await
-            .status(),
+        app.delete(&signer.token(&b2c_claims(ALICE))).await.status(),
         202
     );
     let (code, ret) = app.deliver_next_action().await;
@@ -596,13 +613,11 @@ async fn tokens_that_must_be_refused() {
     let app = App::start(&dir.path().join("store"), Some(&issuer), None).await;
     let t = now();
 
-    // Both token shapes pass (sanity for the refusals below).
-    for good in [
-        signer.token(&b2c_claims(ALICE)),
-        signer.token(&entra_claims(BOB)),
-    ] {
-        assert_eq!(app.delete(&good).await.status(), 202);
-    }
+    // A good token passes (sanity for the refusals below).
+    assert_eq!(
+        app.delete(&signer.token(&b2c_claims(ALICE))).await.status(),
+        202
+    );
 
     let with = |f: &dyn Fn(&mut Value)| {
         let mut c = b2c_claims(ALICE);
@@ -736,6 +751,113 @@ async fn tokens_that_must_be_refused() {
     assert!(!text.contains(&cases[3].1[..40]));
 }
 
+/// B2C signs every user flow's tokens with the same keys for the same
+/// audience: only the configured flows and policies get in (`tfp`, else
+/// `acr`, compared case-insensitively); another policy, or none, is a 401.
+#[tokio::test]
+async fn only_the_configured_b2c_policies_may_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = Signer::new(KID);
+    let issuer = issuer(&signer, dir.path()).await;
+    let app = App::start_with(
+        &dir.path().join("store"),
+        Some(&issuer),
+        None,
+        ISSUER,
+        Some("B2C_1_signupsignin,B2C_1A_Signup_Signin"),
+    )
+    .await;
+    let with = |user: &str, f: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let mut c = b2c_claims(user);
+        f(c.as_object_mut().expect("claims"));
+        signer.token(&c)
+    };
+    let right_policy = signer.token(&b2c_claims(ALICE));
+    let other_case = with(ALICE, &|c| {
+        c.insert("tfp".into(), json!("b2c_1_SIGNUPSIGNIN"));
+    });
+    // A custom policy names itself in `acr`.
+    let custom_in_acr = with(BOB, &|c| {
+        c.remove("tfp");
+        c.insert("acr".into(), json!("b2c_1a_signup_signin"));
+    });
+    for (name, token) in [
+        ("right policy", &right_policy),
+        ("other case", &other_case),
+        ("custom policy in acr", &custom_in_acr),
+    ] {
+        assert!(app.delete(token).await.status().is_success(), "{name}");
+    }
+    let other_policy = with(ALICE, &|c| {
+        c.insert("tfp".into(), json!("B2C_1_passwordreset"));
+    });
+    // `tfp` is the one B2C sets deliberately: an allowed `acr` beside
+    // another `tfp` does not get in.
+    let tfp_wins = with(ALICE, &|c| {
+        c.insert("tfp".into(), json!("B2C_1_passwordreset"));
+        c.insert("acr".into(), json!(POLICY));
+    });
+    let no_policy = with(ALICE, &|c| {
+        c.remove("tfp");
+    });
+    for (name, token) in [
+        ("other policy", &other_policy),
+        ("tfp wins over acr", &tfp_wins),
+        ("no policy", &no_policy),
+    ] {
+        let r = app.delete(token).await;
+        let challenge = r
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        assert_eq!(status, 401, "{name}: {text}");
+        assert!(
+            challenge.starts_with("Bearer ") && challenge.contains("error=\"invalid_token\""),
+            "{name}: {challenge}"
+        );
+        let body: Value = serde_json::from_str(&text).expect("error body");
+        assert_eq!(body["error"]["code"], "invalid-token", "{name}");
+        assert!(
+            !text.contains(&token[..40]) && !text.contains("passwordreset"),
+            "{name}: neither the token nor its claims are echoed: {text}"
+        );
+    }
+    // Nothing was stored for the refused tokens: only the three accepted
+    // requests (two subjects) left a trace.
+    let audit = AuditLog::new(app.store.clone())
+        .read_day(chrono::Utc::now().date_naive())
+        .await
+        .expect("audit");
+    assert_eq!(audit.len(), 3, "{audit:?}");
+
+    // An Entra issuer needs no list; given one, it still restricts: an
+    // Entra token's `acr` is its authentication context class ("1").
+    let entra = signer.token(&entra_claims(ALICE));
+    let open = App::start_with(
+        &dir.path().join("entra"),
+        Some(&issuer),
+        None,
+        ENTRA_ISSUER,
+        None,
+    )
+    .await;
+    assert_eq!(open.delete(&entra).await.status(), 202);
+    let restricted = App::start_with(
+        &dir.path().join("entra-restricted"),
+        Some(&issuer),
+        None,
+        ENTRA_ISSUER,
+        Some(POLICY),
+    )
+    .await;
+    let (status, _, code) = error_of(restricted.delete(&entra).await).await;
+    assert_eq!((status, code.as_str()), (401, "invalid-token"));
+}
+
 #[tokio::test]
 async fn the_hourly_limit_holds_across_instances() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -770,7 +892,7 @@ async fn the_hourly_limit_holds_across_instances() {
     }
     // Another subject has its own budget.
     assert_eq!(
-        one.delete(&signer.token(&entra_claims(BOB))).await.status(),
+        one.delete(&signer.token(&b2c_claims(BOB))).await.status(),
         202
     );
 }
@@ -825,13 +947,17 @@ async fn a_rotated_key_is_picked_up_once_the_refresh_interval_allows() {
         metadata_url: url::Url::parse(&format!("{}/.well-known/openid-configuration", issuer.base))
             .expect("url"),
         max_auth_age_secs: 600,
+        policies: Vec::new(),
     };
     let http = dormant::graph::build_http_client(Some(&issuer.ca)).expect("client");
     let verifier = TokenVerifier::new(&gdpr, http).with_min_refresh(Duration::from_secs(1));
     let now = chrono::Utc::now();
 
+    // Without a policy list an Entra-shaped token (`acr` "1") names none.
+    let mut entra = entra_claims(ALICE);
+    entra["iss"] = json!(ISSUER);
     let user = verifier
-        .verify(&old.token(&entra_claims(ALICE)), now)
+        .verify(&old.token(&entra), now)
         .await
         .expect("valid");
     assert_eq!(
@@ -986,7 +1112,7 @@ async fn a_graph_refusal_fails_the_request_and_a_new_post_starts_over() {
     graph_state.refuse.store(true, Ordering::SeqCst);
     let graph = graph_stand_in(graph_state.clone()).await;
     let app = App::start(&dir.path().join("store"), Some(&issuer), Some(&graph)).await;
-    let alice = signer.token(&entra_claims(ALICE));
+    let alice = signer.token(&b2c_claims(ALICE));
     let first: Value = app.delete(&alice).await.json().await.expect("json");
     let (code, ret) = app.deliver_next_action().await;
     assert_eq!(code, 200, "a refusal is final, not retried");
