@@ -129,6 +129,8 @@ struct GraphState {
     unavailable: Arc<std::sync::atomic::AtomicBool>,
     /// While set, `DELETE /users/{id}` answers 403 (e.g. the user holds an admin role).
     refuse: Arc<std::sync::atomic::AtomicBool>,
+    /// While set, `DELETE /directory/deletedItems/{id}` answers 503.
+    purge_unavailable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 async fn graph_stand_in(state: GraphState) -> String {
@@ -171,6 +173,9 @@ async fn graph_stand_in(state: GraphState) -> String {
             "/v1.0/directory/deletedItems/{id}",
             delete(move |Path(id): Path<String>| async move {
                 s2.calls.lock().expect("calls").push(format!("DELETE deletedItem {id}"));
+                if s2.purge_unavailable.load(Ordering::SeqCst) {
+                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"error": {"code": "serviceNotAvailable", "message": "x"}})));
+                }
                 if s2.deleted.lock().expect("d").contains(&id) && s2.purged.lock().expect("p").insert(id) {
                     (axum::http::StatusCode::NO_CONTENT, axum::Json(json!(null)))
                 } else {
@@ -199,6 +204,21 @@ async fn graph_stand_in(state: GraphState) -> String {
         let _ = axum::serve(listener, app).await;
     });
     base
+}
+
+/// A Graph client for the stand-in at `root`.
+fn graph_client(root: &str) -> GraphClient {
+    let mut settings = GraphSettings::new(TENANT);
+    settings.graph_url = url::Url::parse(root).expect("url");
+    settings.max_retry_time = Duration::from_secs(2);
+    GraphClient::with_parts(
+        &settings,
+        reqwest::Client::new(),
+        Arc::new(StaticToken(secrecy::SecretString::from(
+            "graph-token".to_string(),
+        ))),
+        Arc::new(Pacer::new(PacerConfig::from_settings(&settings))),
+    )
 }
 
 struct App {
@@ -247,18 +267,7 @@ impl App {
         let config = Config::load(&Sources::from_env(None, env)).expect("config");
         let mut ctx = AppContext::build(config).expect("context");
         if let Some(root) = graph {
-            let mut settings = GraphSettings::new(TENANT);
-            settings.graph_url = url::Url::parse(root).expect("url");
-            settings.max_retry_time = Duration::from_secs(2);
-            let client = GraphClient::with_parts(
-                &settings,
-                reqwest::Client::new(),
-                Arc::new(StaticToken(secrecy::SecretString::from(
-                    "graph-token".to_string(),
-                ))),
-                Arc::new(Pacer::new(PacerConfig::from_settings(&settings))),
-            );
-            ctx = ctx.with_graph(client);
+            ctx = ctx.with_graph(graph_client(root));
         }
         let ctx = Arc::new(ctx);
         let app = Application::bind(0).await.expect("bind");
@@ -596,6 +605,199 @@ async fn export_holds_every_attribute_the_audits_and_our_records() {
         .expect("audits");
     assert!(
         urlencoding_decode(audits).contains(&format!("targetResources/any(t:t/id eq '{ALICE}')"))
+    );
+}
+
+/// The export's `dormantRecords` come from the subject's index alone: a
+/// log written before the index existed shows up after `dormant audit
+/// reindex`, and stays there with every day blob gone.
+#[tokio::test]
+async fn the_export_reads_the_subject_index_and_reindex_backfills_it() {
+    use dormant::store::audit::{AuditRecord, Outcome, day_blob_name};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = Signer::new(KID);
+    let issuer = issuer(&signer, dir.path()).await;
+    let graph = graph_stand_in(GraphState::default()).await;
+    let store_dir = dir.path().join("store");
+    let app = App::start(&store_dir, Some(&issuer), Some(&graph)).await;
+    let alice = signer.token(&b2c_claims(ALICE));
+    let records = |doc: &Value| -> Vec<String> {
+        doc["dormantRecords"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .map(|r| r["step"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    // Two years ago, by a version without the index.
+    let mut old = AuditRecord::new("disable", Outcome::Done);
+    old.time = chrono::Utc::now() - chrono::Duration::days(730);
+    old.user = Some(ALICE.into());
+    old.case = Some("case-1".into());
+    app.store.ensure_defaults().await.expect("containers");
+    app.store
+        .append(
+            "dormant-audit",
+            &day_blob_name(old.time.date_naive(), 0),
+            bytes::Bytes::from(old.to_line().expect("line")),
+        )
+        .await
+        .expect("old line");
+    let doc: Value = app
+        .call(reqwest::Method::GET, "/api/gdpr/export", Some(&alice))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(records(&doc).is_empty(), "{doc}");
+
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dormant"))
+            .args(args)
+            .env_clear()
+            .env("DORMANT_TENANT_ID", TENANT)
+            .env("DORMANT_STORE_DIR", &store_dir)
+            .current_dir(dir.path())
+            .output()
+            .expect("run dormant")
+    };
+    assert!(run(&["audit", "reindex", "--help"]).status.success());
+    assert_eq!(
+        run(&["audit", "reindex", "--from", "yesterday"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let done = run(&["audit", "reindex"]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let done: Value = serde_json::from_slice(&done.stdout).expect("json");
+    assert_eq!(done["appended"], 1, "only the old line was missing: {done}");
+    let again: Value = serde_json::from_slice(&run(&["audit", "reindex"]).stdout).expect("json");
+    assert_eq!(again["appended"], 0, "idempotent: {again}");
+
+    // Every day blob gone: the export still has them all.
+    for blob in app.store.list("dormant-audit", "").await.expect("list") {
+        if !blob.name.starts_with("by-user/") {
+            app.store
+                .delete("dormant-audit", &blob.name)
+                .await
+                .expect("delete");
+        }
+    }
+    let doc: Value = app
+        .call(reqwest::Method::GET, "/api/gdpr/export", Some(&alice))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(records(&doc), ["disable", "gdpr-export"], "{doc}");
+}
+
+/// Each erasure step's audit line survives an append that fails: the
+/// redelivery appends it (once, also when it had landed after all), and
+/// skips nothing else. Every third delivery's log cannot append (an
+/// audit container that cannot exist), so each step's line fails once.
+#[tokio::test]
+async fn an_erasure_step_whose_audit_append_fails_is_recorded_once() {
+    use dormant::gdpr::erase::{EraseError, Eraser};
+    use dormant::gdpr::request_erasure;
+    use dormant::gdpr::requests::{Origin, Requests, Status, Submitted};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let graph_state = GraphState::default();
+    let graph = graph_client(&graph_stand_in(graph_state.clone()).await);
+    let store = Store::local(dir.path()).expect("store");
+    store.ensure_defaults().await.expect("containers");
+    let log = AuditLog::new(store.clone());
+    let broken = AuditLog::in_container(store.clone(), "Not_A_Container");
+    let subject = dormant::ids::ObjectId::parse(ALICE).expect("id");
+    let requests = Requests::new(store.clone());
+    let Submitted::Pending(request) =
+        request_erasure(&requests, &log, TENANT, &subject, Origin::User)
+            .await
+            .expect("submitted")
+    else {
+        panic!("pending");
+    };
+    let id = request.request_id.as_str();
+    let good = Eraser {
+        store: &store,
+        audit: &log,
+        graph: &graph,
+    };
+    let failing = Eraser {
+        store: &store,
+        audit: &broken,
+        graph: &graph,
+    };
+    let transient = |r: Result<_, EraseError>| matches!(r, Err(EraseError::Transient(_)));
+
+    // The user is deleted; its line cannot be appended.
+    assert!(transient(failing.run(&subject, id).await));
+    // The redelivery appends it, then meets a Graph outage at the purge.
+    graph_state.purge_unavailable.store(true, Ordering::SeqCst);
+    assert!(transient(good.run(&subject, id).await));
+    graph_state.purge_unavailable.store(false, Ordering::SeqCst);
+    // Purged; its line cannot be appended.
+    assert!(transient(failing.run(&subject, id).await));
+    // As if it had been appended after all, just before the process died.
+    let left = requests
+        .get(&subject, id)
+        .await
+        .expect("state")
+        .expect("request")
+        .unrecorded;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].step, "gdpr-purge-user");
+    log.record(&left[0]).await.expect("append");
+    // The redelivery finds it in the log; the event cannot go out (the
+    // queue is gone for a moment).
+    std::fs::remove_dir_all(dir.path().join("_queues").join(ERASURES_QUEUE)).expect("queue");
+    assert!(transient(good.run(&subject, id).await));
+    store.ensure_queue(ERASURES_QUEUE).await.expect("queue");
+    // The event goes out; its line cannot be appended.
+    assert!(transient(failing.run(&subject, id).await));
+    let done = good.run(&subject, id).await.expect("done");
+    assert_eq!(done.status, Status::Done);
+    assert!(done.unrecorded.is_empty());
+    good.run(&subject, id).await.expect("a repeat");
+
+    let day = log
+        .read_day(chrono::Utc::now().date_naive())
+        .await
+        .expect("day");
+    let index = log.subject_records(&subject).await.expect("index");
+    for records in [&day, &index] {
+        let steps = steps_of(records);
+        for step in [
+            "gdpr-delete-user",
+            "gdpr-purge-user",
+            "gdpr-erased-event",
+            "gdpr-erase",
+        ] {
+            let n = steps
+                .iter()
+                .filter(|(s, o)| s == step && o == "done")
+                .count();
+            assert_eq!(n, 1, "{step} in {steps:?}");
+        }
+    }
+    let events = store
+        .receive(ERASURES_QUEUE, 32, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    assert_eq!(events.len(), 1, "one user-erased event");
+    let calls = graph_state.calls.lock().expect("calls").clone();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("DELETE user"))
+            .count(),
+        1,
+        "{calls:?}"
     );
 }
 
