@@ -245,7 +245,8 @@ impl AuditLog {
         }
     }
 
-    /// Appends one record; Ok means it is stored durably.
+    /// Appends one record; Ok means it is stored durably (see
+    /// [`record_batch`](Self::record_batch)).
     pub async fn record(&self, record: &AuditRecord) -> Result<()> {
         self.record_batch(std::slice::from_ref(record)).await
     }
@@ -253,7 +254,8 @@ impl AuditLog {
     /// Appends several records, contiguous and in order, one append per
     /// day touched (split further only if a day's lines pass the 4 MiB
     /// block limit), together with whatever other callers handed in
-    /// meanwhile. Ok means every one of them is stored durably.
+    /// meanwhile. Ok means every one of them is stored durably, in its
+    /// day and, when it names a user, in the user's index.
     pub async fn record_batch(&self, records: &[AuditRecord]) -> Result<()> {
         let mut lines = Vec::with_capacity(records.len());
         for r in records {
@@ -273,8 +275,6 @@ impl AuditLog {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(Waiting { lines, done });
         let writer = self.group.writer.clone().lock_owned().await;
-        // The batch before ours may have taken our lines along: it answers
-        // before it lets the writer go.
         if let Ok(result) = answer.try_recv() {
             return result;
         }
@@ -285,13 +285,15 @@ impl AuditLog {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        // Its own task: a caller that goes away (a dropped HTTP request)
-        // must not cancel an append the others wait for.
-        let log = self.clone();
-        tokio::spawn(async move {
-            log.append_batch(batch).await;
-            drop(writer);
-        });
+        // Empty: the batch before ours took our lines along (it lets the
+        // writer go once its day lines are out, and answers after the
+        // index), so its answer is ours.
+        if !batch.is_empty() {
+            // Its own task: a caller that goes away (a dropped HTTP
+            // request) must not cancel an append the others wait for.
+            let log = self.clone();
+            tokio::spawn(async move { log.append_batch(batch, writer).await });
+        }
         answer.await.unwrap_or_else(|_| {
             Err(StoreError::Transient {
                 what: format!("{}/audit", self.container),
@@ -302,8 +304,11 @@ impl AuditLog {
 
     /// Appends the lines of `batch` by day, then the durable ones to their
     /// subjects' indexes, and answers each caller with the outcome of the
-    /// appends that held its lines.
-    async fn append_batch(&self, batch: Vec<Waiting>) {
+    /// appends that held its lines. The next batch may start on the days
+    /// (`writer` goes) while this one is still on the indexes: days keep
+    /// their order, and a subject's records are read back in time order
+    /// whatever order its index holds them in.
+    async fn append_batch(&self, batch: Vec<Waiting>, writer: tokio::sync::OwnedMutexGuard<()>) {
         let mut failed: Vec<Option<StoreError>> = (0..batch.len()).map(|_| None).collect();
         let mut by_day: Vec<(NaiveDate, Vec<(usize, &Line)>)> = Vec::new();
         for (who, waiting) in batch.iter().enumerate() {
@@ -339,6 +344,7 @@ impl AuditLog {
                 }
             }
         }
+        drop(writer);
         let indexed: Vec<(Vec<usize>, Result<()>)> = futures::stream::iter(by_subject)
             .map(|(subject, lines)| async move {
                 let stem = subject_stem(&subject);

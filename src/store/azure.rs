@@ -385,8 +385,10 @@ impl AzureStore {
                     }
                 }
                 Some("BlobNotFound") => {
-                    self.create_append_blob(&client, &w).await?;
-                    position = self.blob_length(&blob, &w).await?;
+                    position = match self.create_append_blob(&client, &w).await? {
+                        true => 0,
+                        false => self.blob_length(&blob, &w).await?,
+                    };
                 }
                 _ => {
                     self.append_positions.forget(&key);
@@ -402,16 +404,17 @@ impl AzureStore {
     }
 
     /// Creates an empty append blob unless one exists (someone else's
-    /// first write is fine: we append to theirs).
-    async fn create_append_blob(&self, client: &AppendBlobClient, w: &str) -> Result<()> {
+    /// first write is fine: we append to theirs). `true` if it is ours,
+    /// so still empty as far as we know.
+    async fn create_append_blob(&self, client: &AppendBlobClient, w: &str) -> Result<bool> {
         let create = AppendBlobClientCreateOptions {
             if_none_match: Some("*".into()),
             ..Default::default()
         };
         match client.create(Some(create)).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(e) => match map_err(w, e) {
-                StoreError::Conflict { .. } => Ok(()),
+                StoreError::Conflict { .. } => Ok(false),
                 other => Err(other),
             },
         }
@@ -429,8 +432,13 @@ impl AzureStore {
                 }
                 // A HEAD answer has no body, so no error code: the status says it.
                 Err(e) if is_status(&e, 404) => {
-                    self.create_append_blob(&blob.append_blob_client(), w)
-                        .await?;
+                    // Ours: empty, no need to ask (a wrong guess costs a 412).
+                    if self
+                        .create_append_blob(&blob.append_blob_client(), w)
+                        .await?
+                    {
+                        return Ok(0);
+                    }
                 }
                 Err(e) => return Err(map_err(w, e)),
             }

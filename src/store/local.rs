@@ -1062,40 +1062,32 @@ mod tests {
         let store =
             LocalStore::open(dir.path().to_path_buf(), LocalOptions::default()).expect("store");
         store.ensure_container("c-torn").await.expect("container");
-        let path = dir.path().join("c-torn/2026-11-22.jsonl");
-        fs::write(&path, b"{\"a\":1}\n{\"b\":2}\n{\"c\":").expect("torn file");
-        store
-            .append(
-                "c-torn",
-                "2026-11-22.jsonl",
-                Bytes::from_static(b"{\"d\":4}\n"),
-            )
-            .await
-            .expect("append");
-        assert_eq!(
-            fs::read(&path).expect("read"),
-            b"{\"a\":1}\n{\"b\":2}\n{\"d\":4}\n"
-        );
-        // A file that is one torn line is emptied; a whole one is kept.
-        fs::write(&path, b"{\"x\":").expect("torn file");
-        store
-            .append(
-                "c-torn",
-                "2026-11-22.jsonl",
-                Bytes::from_static(b"{\"e\":5}\n"),
-            )
-            .await
-            .expect("append");
-        assert_eq!(fs::read(&path).expect("read"), b"{\"e\":5}\n");
+        let path = dir.path().join("c-torn/log");
+        // (left by a dead writer, appended, what the file must hold after)
+        let cases: [(&[u8], &[u8], &[u8]); 3] = [
+            (
+                b"{\"a\":1}\n{\"c\":",
+                b"{\"d\":4}\n",
+                b"{\"a\":1}\n{\"d\":4}\n",
+            ),
+            (b"{\"x\":", b"{\"e\":5}\n", b"{\"e\":5}\n"),
+            (b"{\"a\":1}\n", b"{\"f\":6}\n", b"{\"a\":1}\n{\"f\":6}\n"),
+        ];
+        for (left, appended, after) in cases {
+            fs::write(&path, left).expect("torn file");
+            store
+                .append("c-torn", "log", Bytes::from_static(appended))
+                .await
+                .expect("append");
+            assert_eq!(fs::read(&path).expect("read"), after);
+        }
         // Appends that are not lines are left as they come.
-        store
-            .append("c-torn", "raw.bin", Bytes::from_static(b"ab"))
-            .await
-            .expect("append");
-        store
-            .append("c-torn", "raw.bin", Bytes::from_static(b"cd"))
-            .await
-            .expect("append");
+        for part in [&b"ab"[..], b"cd"] {
+            store
+                .append("c-torn", "raw.bin", Bytes::from_static(part))
+                .await
+                .expect("append");
+        }
         assert_eq!(
             fs::read(dir.path().join("c-torn/raw.bin")).expect("read"),
             b"abcd"

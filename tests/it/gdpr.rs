@@ -293,6 +293,14 @@ impl App {
         r.send().await.expect("request")
     }
 
+    async fn export(&self, token: &str) -> Value {
+        let r = self
+            .call(reqwest::Method::GET, "/api/gdpr/export", Some(token))
+            .await;
+        assert_eq!(r.status(), 200);
+        r.json().await.expect("json")
+    }
+
     async fn delete(&self, token: &str) -> reqwest::Response {
         self.call(reqwest::Method::POST, "/api/gdpr/delete", Some(token))
             .await
@@ -551,11 +559,7 @@ async fn export_holds_every_attribute_the_audits_and_our_records() {
     let graph = graph_stand_in(graph_state.clone()).await;
     let app = App::start(&dir.path().join("store"), Some(&issuer), Some(&graph)).await;
     let alice = signer.token(&b2c_claims(ALICE));
-    let r = app
-        .call(reqwest::Method::GET, "/api/gdpr/export", Some(&alice))
-        .await;
-    assert_eq!(r.status(), 200);
-    let doc: Value = r.json().await.expect("json");
+    let doc = app.export(&alice).await;
     assert_eq!(doc["user"]["id"], ALICE);
     assert_eq!(doc["user"]["extension_0a1b_loyaltyId"], "L-42");
     assert_eq!(doc["auditEvents"][0]["id"], "audit-1");
@@ -563,12 +567,7 @@ async fn export_holds_every_attribute_the_audits_and_our_records() {
     assert!(doc["dormantRecords"].is_array());
     // A second export: our first export's record is in it; extension
     // properties come from the cache.
-    let doc: Value = app
-        .call(reqwest::Method::GET, "/api/gdpr/export", Some(&alice))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let doc = app.export(&alice).await;
     assert!(
         doc["dormantRecords"]
             .as_array()
@@ -643,12 +642,7 @@ async fn the_export_reads_the_subject_index_and_reindex_backfills_it() {
         )
         .await
         .expect("old line");
-    let doc: Value = app
-        .call(reqwest::Method::GET, "/api/gdpr/export", Some(&alice))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let doc = app.export(&alice).await;
     assert!(records(&doc).is_empty(), "{doc}");
 
     let run = |args: &[&str]| {
@@ -688,12 +682,7 @@ async fn the_export_reads_the_subject_index_and_reindex_backfills_it() {
                 .expect("delete");
         }
     }
-    let doc: Value = app
-        .call(reqwest::Method::GET, "/api/gdpr/export", Some(&alice))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let doc = app.export(&alice).await;
     assert_eq!(records(&doc), ["disable", "gdpr-export"], "{doc}");
 }
 

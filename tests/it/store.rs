@@ -76,6 +76,13 @@ both_backends!(
 
 const ALICE: &str = "5b3a1c2d-3333-4e4e-8f8f-0123456789ab";
 
+/// The lines of blob `name` in container `c`.
+async fn blob_lines(store: &Store, c: &str, name: &str) -> Vec<String> {
+    let body = store.get(c, name).await.expect("get").body;
+    let text = std::str::from_utf8(&body).expect("utf8");
+    text.lines().map(str::to_owned).collect()
+}
+
 mod cases {
     use super::*;
 
@@ -519,9 +526,8 @@ mod cases {
         for t in tasks {
             t.await.expect("task");
         }
-        let body = store.get(&c, "2026-11-22.jsonl").await.expect("get").body;
-        let text = std::str::from_utf8(&body).expect("utf8");
-        let lines: Vec<&str> = text.lines().collect();
+        let lines = blob_lines(&store, &c, "2026-11-22.jsonl").await;
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
         assert_eq!(lines.len(), 16 * 11, "every line, none torn");
         let unique_lines: BTreeSet<&str> = lines.iter().copied().collect();
         assert_eq!(unique_lines.len(), 16 * 11);
@@ -994,9 +1000,8 @@ async fn azurite_two_instances_append_to_one_blob() {
     for t in tasks {
         t.await.expect("task");
     }
-    let body = a.get(&c, "2026-11-22.jsonl").await.expect("get").body;
-    let text = std::str::from_utf8(&body).expect("utf8");
-    let lines: Vec<&str> = text.lines().collect();
+    let lines = blob_lines(&a, &c, "2026-11-22.jsonl").await;
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
     assert_eq!(lines.len(), 2 * 4 * 10 * 2, "every line once");
     let unique_lines: BTreeSet<&str> = lines.iter().copied().collect();
     assert_eq!(unique_lines.len(), lines.len());
