@@ -12,7 +12,7 @@
 //! within `DORMANT_GDPR_MAX_AUTH_AGE_SECS` (B2C guidance: a destructive or
 //! revealing request needs a fresh sign-in, forced by the app with
 //! `max_age`/`prompt=login`). B2C tokens name their user flow or custom
-//! policy in `tfp` (older policies) or `acr`: with `DORMANT_GDPR_POLICIES`
+//! policy in `tfp` or `acr`: with `DORMANT_GDPR_POLICIES`
 //! set, only tokens of those policies are accepted, since every user flow
 //! of a B2C tenant signs with the same keys for the same audience (a
 //! password-reset or sign-up-only flow must not open the endpoints).
@@ -268,9 +268,9 @@ impl TokenVerifier {
 
     /// The token's user flow or policy, checked against the allowed ones.
     ///
-    /// B2C writes the policy name into `tfp` (user flows and policies
-    /// issued with the older token format) or into `acr`; `tfp` wins when
-    /// both are there, as it is the one B2C sets deliberately. Names are
+    /// B2C writes the policy name into `tfp` or into `acr`, as the user
+    /// flow's token compatibility setting says; `tfp` is read first, since
+    /// `acr` has another meaning in other issuers' tokens. Names are
     /// compared case-insensitively, as B2C treats them. An Entra token has
     /// no policy name: its `acr` is the authentication context class ("1"
     /// after an ordinary sign-in), compared the same way, so a list of B2C
