@@ -95,6 +95,8 @@ const RATES: [u32; 3] = [1_000, 2_000, 4_000];
 const GOAL_P99_MS: f64 = 25.0;
 const ISSUER: &str = "https://bench.b2clogin.com/tenant/v2.0/";
 const AUDIENCE: &str = "3c1d7a55-0000-4000-8000-00000000a0d1";
+/// The user flow of the bench's tokens (`tfp`), the one dormant admits.
+const POLICY: &str = "B2C_1_susi";
 
 const PEER: &str = r#"
 import base64, json, os, time
@@ -291,7 +293,7 @@ fn main() {
     let paced_subjects = CONNECTIONS * PER_CONNECTION / 10;
     let signer = |i: usize| {
         key.token(&json!({"iss": ISSUER, "aud": AUDIENCE, "exp": now + 3600, "nbf": now - 60,
-            "auth_time": now - 10, "sub": format!("5b3a1c2d-3333-4e4e-8f8f-{i:012x}"), "tfp": "B2C_1_susi"}))
+            "auth_time": now - 10, "sub": format!("5b3a1c2d-3333-4e4e-8f8f-{i:012x}"), "tfp": POLICY}))
     };
     let open_subjects = rates.len() * paced_subjects;
     let tokens: Vec<String> = (0..open_subjects + CLOSED_SUBJECTS).map(signer).collect();
@@ -363,6 +365,7 @@ fn main() {
                 .env(key, value)
                 .env("DORMANT_GDPR_ISSUER", ISSUER)
                 .env("DORMANT_GDPR_AUDIENCE", AUDIENCE)
+                .env("DORMANT_GDPR_POLICIES", POLICY)
                 .env("DORMANT_GDPR_METADATA_URL", format!("{base}/.well-known/openid-configuration"))
                 .env("DORMANT_CA_FILE", &ca)
                 .env("RUST_LOG", "warn")
@@ -389,6 +392,7 @@ fn main() {
             audience: AUDIENCE.into(),
             metadata_url: url::Url::parse(&format!("{base}/.well-known/openid-configuration")).expect("url"),
             max_auth_age_secs: 600,
+            policies: vec![POLICY.into()],
         };
         let verifier = dormant::gdpr::token::TokenVerifier::new(
             &gdpr,

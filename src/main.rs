@@ -57,6 +57,29 @@ enum Command {
     LiftHold(RestoreArgs),
     /// Release a quarantined run: open its cases and enqueue their due steps.
     Release(ReleaseArgs),
+    /// The audit log (`dormant-audit`).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Put every record of the day logs that names a user into that user's
+    /// index (`dormant-audit/by-user/{objectId}.jsonl`, what exports read)
+    /// unless it is there already: for lines written before the index
+    /// existed, or after an index append failed. Idempotent; prints what it
+    /// did as JSON.
+    Reindex(AuditReindexArgs),
+}
+
+#[derive(Debug, Args)]
+struct AuditReindexArgs {
+    /// Only the days from this one on (YYYY-MM-DD, UTC); default: every day.
+    #[arg(long, value_name = "DATE")]
+    from: Option<chrono::NaiveDate>,
+    /// Configuration file (default: $DORMANT_CONFIG, else ./dormant.toml if present).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -177,7 +200,17 @@ fn main() -> ExitCode {
         Command::Restore(args) => restore(args),
         Command::LiftHold(args) => lift_hold(args),
         Command::Release(args) => release(args),
+        Command::Audit(AuditCommand::Reindex(args)) => audit_reindex(args),
     }
+}
+
+fn audit_reindex(args: AuditReindexArgs) -> ExitCode {
+    with_context(args.config, |ctx| async move {
+        ctx.storage().await?;
+        let done = ctx.audit.reindex(args.from).await?;
+        println!("{}", serde_json::to_string(&done)?);
+        Ok(())
+    })
 }
 
 /// Loads configuration, builds the context and runs `job` on a runtime;
@@ -554,7 +587,7 @@ fn gdpr_cli(command: GdprCommand) -> ExitCode {
             }
             GdprCommand::Export(args) => {
                 let graph = ctx.graph().await?;
-                let result = export(graph, &ctx.extensions, store, &ctx.audit, &user).await;
+                let result = export(graph, &ctx.extensions, &ctx.audit, &user).await;
                 let outcome = if result.is_ok() {
                     Outcome::Done
                 } else {

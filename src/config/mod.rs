@@ -218,6 +218,10 @@ pub struct Gdpr {
     pub audience: String,
     pub metadata_url: Url,
     pub max_auth_age_secs: u64,
+    /// `gdpr_policies`: the B2C user flows / custom policies whose tokens
+    /// may call the endpoints (`tfp`, else `acr`; case-insensitive).
+    /// Empty: any (only possible for an issuer that is not B2C).
+    pub policies: Vec<String>,
 }
 
 /// The validated configuration.
@@ -329,6 +333,8 @@ struct RawConfig {
     gdpr_metadata_url: Option<String>,
     #[serde(default)]
     gdpr_max_auth_age_secs: Option<u64>,
+    #[serde(default, deserialize_with = "list")]
+    gdpr_policies: Option<Vec<String>>,
     #[serde(default)]
     policy: RawPolicy,
 }
@@ -777,7 +783,7 @@ fn validate(raw: RawConfig, sources: &Sources) -> Result<Config, ConfigError> {
     }
 
     let storage = storage_settings(&raw, sources, &mut p);
-    let gdpr = gdpr_settings(&raw, &mut p);
+    let gdpr = gdpr_settings(&raw, tenant_kind, &mut p);
     let policy = policy(raw.policy, tenant_kind, &mut p);
 
     if !p.is_empty() {
@@ -871,7 +877,11 @@ fn storage_settings(
     }
 }
 
-fn gdpr_settings(raw: &RawConfig, p: &mut Vec<ConfigProblem>) -> Option<Gdpr> {
+fn gdpr_settings(
+    raw: &RawConfig,
+    tenant_kind: TenantKind,
+    p: &mut Vec<ConfigProblem>,
+) -> Option<Gdpr> {
     let given = [
         ("gdpr_issuer", &raw.gdpr_issuer),
         ("gdpr_audience", &raw.gdpr_audience),
@@ -904,18 +914,20 @@ fn gdpr_settings(raw: &RawConfig, p: &mut Vec<ConfigProblem>) -> Option<Gdpr> {
             "use the default 600 (a fresh sign-in within 10 minutes)",
         ));
     }
+    let issuer = raw
+        .gdpr_issuer
+        .clone()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let policies = gdpr_policies(raw, tenant_kind, &issuer, p);
     let metadata_url = parse_https(
         "gdpr_metadata_url",
         raw.gdpr_metadata_url.as_deref().unwrap_or_default(),
         p,
     )?;
     Some(Gdpr {
-        issuer: raw
-            .gdpr_issuer
-            .clone()
-            .unwrap_or_default()
-            .trim()
-            .to_owned(),
+        issuer,
         audience: raw
             .gdpr_audience
             .clone()
@@ -924,7 +936,52 @@ fn gdpr_settings(raw: &RawConfig, p: &mut Vec<ConfigProblem>) -> Option<Gdpr> {
             .to_owned(),
         metadata_url,
         max_auth_age_secs,
+        policies,
     })
+}
+
+/// `gdpr_policies`, required for a B2C issuer: all of a B2C tenant's user
+/// flows sign for the same audience with the same keys, so without the
+/// list a token from a sign-up or password-reset flow would pass too. B2C
+/// is the tenant kind, or an issuer on `*.b2clogin.com` (a B2C custom
+/// domain is recognised by the tenant kind only).
+fn gdpr_policies(
+    raw: &RawConfig,
+    tenant_kind: TenantKind,
+    issuer: &str,
+    p: &mut Vec<ConfigProblem>,
+) -> Vec<String> {
+    let mut policies: Vec<String> = Vec::new();
+    for (i, name) in raw.gdpr_policies.iter().flatten().enumerate() {
+        let name = name.trim();
+        // B2C policy ids: letters, digits, `_` and `-` (`B2C_1A_signup_signin`).
+        let legal = !name.is_empty()
+            && name.len() <= 256
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !legal {
+            p.push(problem(
+                "gdpr_policies",
+                format!("entry {} is not a user flow or policy name", i + 1),
+                "list the names as the B2C portal shows them, e.g. B2C_1_signupsignin or B2C_1A_signup_signin",
+            ));
+        } else if !policies.iter().any(|q| q.eq_ignore_ascii_case(name)) {
+            policies.push(name.to_owned());
+        }
+    }
+    let b2c_host = Url::parse(issuer).ok().is_some_and(|u| {
+        u.host_str()
+            .is_some_and(|h| h.to_ascii_lowercase().ends_with(".b2clogin.com"))
+    });
+    if policies.is_empty() && (tenant_kind == TenantKind::B2c || b2c_host) {
+        p.push(problem(
+            "gdpr_policies",
+            "is required when the GDPR token issuer is Azure AD B2C: every user flow of the tenant signs tokens the endpoints would otherwise accept",
+            "name the user flows / custom policies whose tokens may call the GDPR endpoints, e.g. DORMANT_GDPR_POLICIES=B2C_1_signupsignin (comma-separated), or gdpr_policies = [\"B2C_1_signupsignin\"] in dormant.toml",
+        ));
+    }
+    policies
 }
 
 fn users(key: &str, given: Option<Vec<String>>, p: &mut Vec<ConfigProblem>) -> Vec<UserRef> {
@@ -1588,6 +1645,75 @@ mod tests {
         assert_eq!(err.0[0].env, "AzureWebJobsStorage__queueServiceUri");
         let c = load(&[("DORMANT_STORE_DIR", "/tmp/x")]).expect("loads");
         assert!(matches!(c.storage, StorageConfig::Local(ref d) if d == Path::new("/tmp/x")));
+    }
+
+    fn gdpr_env(issuer: &'static str) -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("DORMANT_GDPR_ISSUER", issuer),
+            ("DORMANT_GDPR_AUDIENCE", CLIENT),
+            (
+                "DORMANT_GDPR_METADATA_URL",
+                "https://issuer.example/.well-known/openid-configuration",
+            ),
+        ]
+    }
+
+    #[test]
+    fn gdpr_policies_are_required_when_the_issuer_is_b2c() {
+        let b2c_host = "https://contoso.b2clogin.com/8f0c2d2e-1111-4c4c-9d9d-123456789abc/v2.0/";
+        let custom_domain = "https://login.contoso.com/8f0c2d2e-1111-4c4c-9d9d-123456789abc/v2.0/";
+        let mut by_kind = gdpr_env(custom_domain);
+        by_kind.push(("DORMANT_TENANT_KIND", "b2c"));
+        for (why, pairs) in [
+            ("b2clogin.com issuer", gdpr_env(b2c_host)),
+            ("b2c tenant", by_kind),
+        ] {
+            let p = rejects(&pairs, "gdpr_policies");
+            assert_eq!(p.env, "DORMANT_GDPR_POLICIES", "{why}");
+            assert!(p.fix.contains("DORMANT_GDPR_POLICIES=B2C_1_"), "{why}: {p}");
+        }
+        // Reported with the other problems, not instead of them.
+        let mut two = gdpr_env(b2c_host);
+        two.push(("DORMANT_GDPR_MAX_AUTH_AGE_SECS", "0"));
+        let keys = load(&two).expect_err("two problems").keys().join(",");
+        assert!(
+            keys.contains("gdpr_policies") && keys.contains("gdpr_max_auth_age_secs"),
+            "{keys}"
+        );
+        // An Entra issuer needs none.
+        let entra =
+            gdpr_env("https://login.microsoftonline.com/8f0c2d2e-1111-4c4c-9d9d-123456789abc/v2.0");
+        let c = load(&entra).expect("loads");
+        assert!(c.gdpr.expect("gdpr").policies.is_empty());
+    }
+
+    #[test]
+    fn gdpr_policies_from_env_text_or_a_toml_array() {
+        let b2c_host = "https://contoso.b2clogin.com/8f0c2d2e-1111-4c4c-9d9d-123456789abc/v2.0/";
+        let mut pairs = gdpr_env(b2c_host);
+        pairs.push((
+            "DORMANT_GDPR_POLICIES",
+            "B2C_1_signupsignin, B2C_1A_Signup_Signin,b2c_1_SIGNUPSIGNIN",
+        ));
+        let c = load(&pairs).expect("loads");
+        assert_eq!(
+            c.gdpr.expect("gdpr").policies,
+            ["B2C_1_signupsignin", "B2C_1A_Signup_Signin"],
+            "trimmed, duplicates (any case) once"
+        );
+        let toml = format!(
+            "tenant_id = \"{TENANT}\"\ntenant_kind = \"b2c\"\ngdpr_issuer = \"{b2c_host}\"\ngdpr_audience = \"{CLIENT}\"\ngdpr_metadata_url = \"https://issuer.example/m\"\ngdpr_policies = [\"B2C_1_susi\"]\n"
+        );
+        let c = load_toml(&toml, &[]).expect("loads");
+        assert_eq!(c.gdpr.expect("gdpr").policies, ["B2C_1_susi"]);
+        let mut bad = gdpr_env(b2c_host);
+        bad.push(("DORMANT_GDPR_POLICIES", "B2C_1_susi,not a policy"));
+        let p = rejects(&bad, "gdpr_policies");
+        assert!(p.problem.contains("entry 2"), "{p}");
+        assert!(
+            !p.to_string().contains("not a policy"),
+            "the value is not echoed: {p}"
+        );
     }
 
     #[test]

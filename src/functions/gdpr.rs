@@ -159,8 +159,7 @@ async fn export_data(
 ) -> Result<Response> {
     let user = admit(&ctx, &headers, body).await?;
     let graph = ctx.graph().await.map_err(|e| Error::Unexpected(e.into()))?;
-    let store = ctx.storage().await?;
-    let result = export(graph, &ctx.extensions, store, &ctx.audit, &user.subject).await;
+    let result = export(graph, &ctx.extensions, &ctx.audit, &user.subject).await;
     let (outcome, code) = match &result {
         Ok(_) => (Outcome::Done, None),
         Err(ExportError::Graph(GraphError::NotFound)) => (Outcome::Failed, Some("user-not-found")),

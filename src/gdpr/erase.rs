@@ -8,6 +8,13 @@
 //! answers from Graph (404) count as done. The one duplicate a crash can
 //! cause is the `user-erased` event (sent, then the crash before the stamp):
 //! consumers key on the user id.
+//!
+//! No step loses its audit line: the stamp and the step's line are one
+//! ETag-guarded write of the request (`unrecorded`), then the line is
+//! appended, then dropped from the request. A delivery that finds lines
+//! left there (the append failed, or the process died before dropping
+//! them) appends each one unless the log already holds it, before
+//! anything else.
 
 use chrono::{DateTime, Utc};
 
@@ -60,15 +67,16 @@ impl Eraser<'_> {
                 message: "no erasure request with this id for this user".into(),
             });
         };
+        let request = self.finish_records(&requests, request).await?;
         if !request.status.is_pending() {
-            self.record(
+            let repeat = record(
                 &request,
                 "gdpr-erase",
                 Outcome::Skipped,
                 None,
                 Some("already-finished"),
-            )
-            .await?;
+            );
+            self.audit.record(&repeat).await?;
             return Ok(request);
         }
         let mut request = self
@@ -76,51 +84,40 @@ impl Eraser<'_> {
             .await?;
 
         if request.user_deleted_at.is_none() {
-            match self.graph.delete_user(subject.as_str()).await {
+            let step = "gdpr-delete-user";
+            request = match self.graph.delete_user(subject.as_str()).await {
                 Ok(()) => {
-                    request = self
-                        .update(&requests, &request, |r| {
-                            r.user_deleted_at = Some(Utc::now())
-                        })
-                        .await?;
-                    self.record(&request, "gdpr-delete-user", Outcome::Done, None, None)
-                        .await?;
+                    let line = record(&request, step, Outcome::Done, None, None);
+                    let now = Utc::now();
+                    self.step(&requests, &request, vec![line], |r| {
+                        r.user_deleted_at = Some(now)
+                    })
+                    .await?
                 }
                 Err(GraphError::NotFound) => {
                     // Deleted before (by us in a delivery that crashed, or by
                     // someone else): nothing left to soft-delete. Marked with
                     // the epoch so the purge does not wait for replication.
-                    request = self
-                        .update(&requests, &request, |r| {
-                            r.user_deleted_at = Some(DateTime::<Utc>::UNIX_EPOCH)
-                        })
-                        .await?;
-                    self.record(
+                    let line = record(
                         &request,
-                        "gdpr-delete-user",
+                        step,
                         Outcome::Skipped,
                         None,
                         Some("already-deleted"),
-                    )
-                    .await?;
+                    );
+                    self.step(&requests, &request, vec![line], |r| {
+                        r.user_deleted_at = Some(DateTime::<Utc>::UNIX_EPOCH)
+                    })
+                    .await?
                 }
-                Err(e) => {
-                    return self
-                        .graph_failure(&requests, &request, "gdpr-delete-user", e)
-                        .await;
-                }
-            }
+                Err(e) => return self.graph_failure(&requests, &request, step, e).await,
+            };
         }
 
         if request.purged_at.is_none() {
-            match self.graph.purge_deleted(subject.as_str()).await {
-                Ok(()) => {
-                    request = self
-                        .update(&requests, &request, |r| r.purged_at = Some(Utc::now()))
-                        .await?;
-                    self.record(&request, "gdpr-purge-user", Outcome::Done, None, None)
-                        .await?;
-                }
+            let step = "gdpr-purge-user";
+            let (outcome, detail) = match self.graph.purge_deleted(subject.as_str()).await {
+                Ok(()) => (Outcome::Done, None),
                 Err(GraphError::NotFound) => {
                     let deleted = request
                         .user_deleted_at
@@ -132,24 +129,15 @@ impl Eraser<'_> {
                             "the deleted user is not in deletedItems yet"
                         )));
                     }
-                    request = self
-                        .update(&requests, &request, |r| r.purged_at = Some(Utc::now()))
-                        .await?;
-                    self.record(
-                        &request,
-                        "gdpr-purge-user",
-                        Outcome::Skipped,
-                        None,
-                        Some("already-purged"),
-                    )
-                    .await?;
+                    (Outcome::Skipped, Some("already-purged"))
                 }
-                Err(e) => {
-                    return self
-                        .graph_failure(&requests, &request, "gdpr-purge-user", e)
-                        .await;
-                }
-            }
+                Err(e) => return self.graph_failure(&requests, &request, step, e).await,
+            };
+            let line = record(&request, step, outcome, None, detail);
+            let now = Utc::now();
+            request = self
+                .step(&requests, &request, vec![line], |r| r.purged_at = Some(now))
+                .await?;
         }
 
         if request.event_published_at.is_none() {
@@ -162,24 +150,21 @@ impl Eraser<'_> {
             self.store
                 .send(ERASURES_QUEUE, &event.to_string(), SendOptions::default())
                 .await?;
+            let line = record(&request, "gdpr-erased-event", Outcome::Done, None, None);
+            let now = Utc::now();
             request = self
-                .update(&requests, &request, |r| {
-                    r.event_published_at = Some(Utc::now())
+                .step(&requests, &request, vec![line], |r| {
+                    r.event_published_at = Some(now)
                 })
-                .await?;
-            self.record(&request, "gdpr-erased-event", Outcome::Done, None, None)
                 .await?;
         }
 
-        let request = self
-            .update(&requests, &request, |r| {
-                r.status = Status::Done;
-                r.error = None;
-            })
-            .await?;
-        self.record(&request, "gdpr-erase", Outcome::Done, None, None)
-            .await?;
-        Ok(request)
+        let line = record(&request, "gdpr-erase", Outcome::Done, None, None);
+        self.step(&requests, &request, vec![line], |r| {
+            r.status = Status::Done;
+            r.error = None;
+        })
+        .await
     }
 
     async fn update(
@@ -195,6 +180,60 @@ impl Eraser<'_> {
                 code: "unknown-request".into(),
                 message: "the erasure request disappeared while it ran".into(),
             })
+    }
+
+    /// Records a finished step: `change` (its stamp) and its `lines` in
+    /// one write of the request, then the lines in the log, then dropped
+    /// from the request. Fresh lines cannot be in the log yet: appended
+    /// without looking.
+    async fn step(
+        &self,
+        requests: &Requests,
+        request: &ErasureRequest,
+        lines: Vec<AuditRecord>,
+        change: impl Fn(&mut ErasureRequest),
+    ) -> Result<ErasureRequest, EraseError> {
+        let stamped = self
+            .update(requests, request, |r| {
+                change(r);
+                for line in &lines {
+                    if !r.unrecorded.contains(line) {
+                        r.unrecorded.push(line.clone());
+                    }
+                }
+            })
+            .await?;
+        self.audit.record_batch(&lines).await?;
+        self.drop_recorded(requests, &stamped, &lines).await
+    }
+
+    /// Appends the lines an earlier delivery left on the request, each
+    /// unless the log holds it already, and drops them from it.
+    async fn finish_records(
+        &self,
+        requests: &Requests,
+        request: ErasureRequest,
+    ) -> Result<ErasureRequest, EraseError> {
+        if request.unrecorded.is_empty() {
+            return Ok(request);
+        }
+        let lines = request.unrecorded.clone();
+        for line in &lines {
+            self.audit.ensure_recorded(line).await?;
+        }
+        self.drop_recorded(requests, &request, &lines).await
+    }
+
+    async fn drop_recorded(
+        &self,
+        requests: &Requests,
+        request: &ErasureRequest,
+        lines: &[AuditRecord],
+    ) -> Result<ErasureRequest, EraseError> {
+        self.update(requests, request, |r| {
+            r.unrecorded.retain(|l| !lines.contains(l))
+        })
+        .await
     }
 
     /// Transient Graph trouble → retry; a refusal → the request fails with
@@ -219,34 +258,31 @@ impl Eraser<'_> {
             .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
             .take(80)
             .collect();
-        let failed = self
-            .update(requests, request, |r| {
-                r.status = Status::Failed;
-                r.error = Some(code.clone());
-            })
-            .await?;
-        self.record(&failed, step, Outcome::Failed, Some(&code), None)
-            .await?;
-        self.record(&failed, "gdpr-erase", Outcome::Failed, Some(&code), None)
-            .await?;
-        Ok(failed)
+        let lines = vec![
+            record(request, step, Outcome::Failed, Some(&code), None),
+            record(request, "gdpr-erase", Outcome::Failed, Some(&code), None),
+        ];
+        self.step(requests, request, lines, |r| {
+            r.status = Status::Failed;
+            r.error = Some(code.clone());
+        })
+        .await
     }
+}
 
-    async fn record(
-        &self,
-        request: &ErasureRequest,
-        step: &str,
-        outcome: Outcome,
-        error: Option<&str>,
-        detail: Option<&str>,
-    ) -> Result<(), EraseError> {
-        let mut r = AuditRecord::new(step, outcome);
-        r.user = Some(request.subject.to_string());
-        r.request_id = Some(request.request_id.clone());
-        r.run = Some(request.run.to_string());
-        r.error = error.map(str::to_owned);
-        r.detail = detail.map(str::to_owned);
-        self.audit.record(&r).await?;
-        Ok(())
-    }
+/// An audit line about `request`, stamped now.
+fn record(
+    request: &ErasureRequest,
+    step: &str,
+    outcome: Outcome,
+    error: Option<&str>,
+    detail: Option<&str>,
+) -> AuditRecord {
+    let mut r = AuditRecord::new(step, outcome);
+    r.user = Some(request.subject.to_string());
+    r.request_id = Some(request.request_id.clone());
+    r.run = Some(request.run.to_string());
+    r.error = error.map(str::to_owned);
+    r.detail = detail.map(str::to_owned);
+    r
 }

@@ -7,7 +7,9 @@
 //! cached for an hour: it changes when an app registers a new attribute).
 //! Directory audit events come from
 //! `auditLogs/directoryAudits?$filter=targetResources/any(t:t/id eq '{id}')`
-//! (B2C keeps 7 days of them), dormant's own records from its audit log.
+//! (B2C keeps 7 days of them), dormant's own records from the subject's
+//! index in its audit log (`dormant-audit/by-user/{id}.jsonl`): one blob,
+//! however many years of log there are.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -20,8 +22,8 @@ use serde_json::{Value, json};
 
 use crate::graph::{GraphClient, GraphError, RequestClass, odata_quote};
 use crate::ids::ObjectId;
+use crate::store::StoreError;
 use crate::store::audit::AuditLog;
-use crate::store::{AUDIT_CONTAINER, Store, StoreError};
 
 /// Documented `user` properties of Graph v1.0 that `$select` can return.
 /// `signInActivity` needs Entra ID P1 and AuditLog.Read.All; when the tenant
@@ -162,7 +164,6 @@ impl ExtensionCache {
 pub async fn export(
     graph: &GraphClient,
     extensions: &ExtensionCache,
-    store: &Store,
     audit: &AuditLog,
     subject: &ObjectId,
 ) -> Result<Value, ExportError> {
@@ -185,7 +186,12 @@ pub async fn export(
         "/auditLogs/directoryAudits",
     );
     let audit_events: Vec<Value> = graph.items::<Value>(listing).try_collect().await?;
-    let own = dormant_records(store, audit, subject).await?;
+    let own: Vec<Value> = audit
+        .subject_records(subject)
+        .await?
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+        .collect();
     Ok(json!({
         "user": user,
         "auditEvents": audit_events,
@@ -213,37 +219,6 @@ async fn user_document(
     graph
         .get_json(url, RequestClass::ReadOne, "/users/{id}")
         .await
-}
-
-/// dormant's own audit records about `subject`, every day kept. The log is
-/// per day, not per user: an export reads it all (exports are rate-limited
-/// to 10 an hour per user).
-async fn dormant_records(
-    store: &Store,
-    audit: &AuditLog,
-    subject: &ObjectId,
-) -> Result<Vec<Value>, StoreError> {
-    let listing = match store.list(AUDIT_CONTAINER, "").await {
-        Ok(l) => l,
-        Err(StoreError::NotFound { .. }) => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut days: Vec<chrono::NaiveDate> = listing
-        .iter()
-        .filter_map(|b| b.name.get(..10))
-        .filter_map(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-        .collect();
-    days.sort();
-    days.dedup();
-    let mut out = Vec::new();
-    for day in days {
-        for record in audit.read_day(day).await? {
-            if record.user.as_deref() == Some(subject.as_str()) {
-                out.push(serde_json::to_value(&record).unwrap_or(Value::Null));
-            }
-        }
-    }
-    Ok(out)
 }
 
 #[derive(Debug, thiserror::Error)]

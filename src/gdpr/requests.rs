@@ -30,6 +30,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::ObjectId;
+use crate::store::audit::AuditRecord;
 use crate::store::{ETag, Precondition, STATE_CONTAINER, Store, StoreError};
 
 /// CONTRACT: at most 10 requests per subject per hour.
@@ -90,6 +91,13 @@ pub struct ErasureRequest {
     /// Short error code when `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Audit lines of finished steps that may not be in the log yet. A
+    /// step's line is written here in the same write that stamps the step,
+    /// then appended, then dropped: a failed append (or a crash before the
+    /// drop) is finished by the next delivery, which would otherwise find
+    /// the step stamped and never write its line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unrecorded: Vec<AuditRecord>,
 }
 
 impl ErasureRequest {
@@ -106,6 +114,7 @@ impl ErasureRequest {
             purged_at: None,
             event_published_at: None,
             error: None,
+            unrecorded: Vec::new(),
         }
     }
 

@@ -11,9 +11,12 @@
 //! client id, `exp`/`nbf` with five minutes of clock skew, and `auth_time`
 //! within `DORMANT_GDPR_MAX_AUTH_AGE_SECS` (B2C guidance: a destructive or
 //! revealing request needs a fresh sign-in, forced by the app with
-//! `max_age`/`prompt=login`). B2C tokens name their policy in `tfp` (older
-//! policies) or `acr`; Entra tokens carry `tid`. Both shapes verify the
-//! same way: what matters is the issuer, audience and signature.
+//! `max_age`/`prompt=login`). B2C tokens name their user flow or custom
+//! policy in `tfp` or `acr`: with `DORMANT_GDPR_POLICIES`
+//! set, only tokens of those policies are accepted, since every user flow
+//! of a B2C tenant signs with the same keys for the same audience (a
+//! password-reset or sign-up-only flow must not open the endpoints).
+//! Entra tokens carry `tid` and verify the same way.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -122,6 +125,8 @@ pub struct TokenVerifier {
     audience: String,
     metadata_url: Url,
     max_auth_age_secs: u64,
+    /// `DORMANT_GDPR_POLICIES`; empty: any policy (or none).
+    policies: Vec<String>,
     http: reqwest::Client,
     keys: RwLock<KeyCache>,
     /// Single flight for fetches, and when the last one was attempted.
@@ -147,6 +152,7 @@ impl TokenVerifier {
             audience: config.audience.clone(),
             metadata_url: config.metadata_url.clone(),
             max_auth_age_secs: config.max_auth_age_secs,
+            policies: config.policies.clone(),
             http,
             keys: RwLock::new(KeyCache::default()),
             last_fetch: Mutex::new(None),
@@ -226,6 +232,7 @@ impl TokenVerifier {
             })
         })?;
         let claims = data.claims;
+        let policy = self.policy_of(&claims)?;
 
         let subject_text = claims
             .oid
@@ -255,12 +262,44 @@ impl TokenVerifier {
         Ok(VerifiedUser {
             subject,
             auth_time,
-            // Entra's `acr` is an assurance level ("1"), not a policy: only
-            // B2C names (`B2C_1_…` user flows, `B2C_1A_…` custom policies) count.
-            policy: claims.tfp.or(claims
-                .acr
-                .filter(|a| a.to_ascii_lowercase().starts_with("b2c_"))),
+            policy,
         })
+    }
+
+    /// The token's user flow or policy, checked against the allowed ones.
+    ///
+    /// B2C writes the policy name into `tfp` or into `acr`, as the user
+    /// flow's token compatibility setting says; `tfp` is read first, since
+    /// `acr` has another meaning in other issuers' tokens. Names are
+    /// compared case-insensitively, as B2C treats them. An Entra token has
+    /// no policy name: its `acr` is the authentication context class ("1"
+    /// after an ordinary sign-in), compared the same way, so a list of B2C
+    /// names refuses every Entra token, and a list holding "1" admits Entra
+    /// tokens of that class only.
+    fn policy_of(&self, claims: &Claims) -> Result<Option<String>, TokenError> {
+        let named = claims
+            .tfp
+            .as_deref()
+            .or(claims.acr.as_deref())
+            .map(str::trim)
+            .filter(|p| !p.is_empty());
+        if self.policies.is_empty() {
+            // For logs only: an Entra `acr` ("1") names no policy.
+            return Ok(claims.tfp.clone().or(claims
+                .acr
+                .clone()
+                .filter(|a| a.to_ascii_lowercase().starts_with("b2c_"))));
+        }
+        let named = named.ok_or(TokenError::Invalid(
+            "the token names no user flow or policy (tfp or acr)",
+        ))?;
+        self.policies
+            .iter()
+            .find(|p| p.eq_ignore_ascii_case(named))
+            .map(|p| Some(p.clone()))
+            .ok_or(TokenError::Invalid(
+                "the token comes from a user flow or policy that may not call these endpoints",
+            ))
     }
 
     /// The key for `kid`, refreshing the cache when allowed.

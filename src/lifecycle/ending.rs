@@ -56,13 +56,9 @@ impl Lifecycle<'_> {
     }
 
     /// Appends `record` unless the log already holds it (a crash between
-    /// appending and marking it recorded).
+    /// appending and marking it recorded), the subject's index included.
     pub(crate) async fn ensure_recorded(&self, record: &AuditRecord) -> Result<(), LifecycleError> {
-        let day = self.audit.read_day(record.time.date_naive()).await?;
-        if !day.iter().any(|r| r == record) {
-            self.audit.record(record).await?;
-        }
-        Ok(())
+        Ok(self.audit.ensure_recorded(record).await?)
     }
 
     /// Whether the action of the in-flight step `kind` landed, by looking

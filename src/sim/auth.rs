@@ -18,6 +18,9 @@ use serde_json::{Value, json};
 use super::http::{Reply, Req, RequestIds, graph_error};
 use super::server::State;
 
+/// The B2C user flow the simulated tenant's ID tokens come from (`tfp`).
+pub(super) const B2C_USER_FLOW: &str = "B2C_1_signin";
+
 /// Which API a token is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Audience {
@@ -606,7 +609,7 @@ pub fn issue_user_token(
         });
         if t.kind == super::tenant::TenantKind::B2c {
             c["emails"] = json!([t.b2c_sign_in_name(i)]);
-            c["tfp"] = json!("B2C_1_signin");
+            c["tfp"] = json!(B2C_USER_FLOW);
         } else {
             c["preferred_username"] = json!(t.upn(i));
         }

@@ -333,11 +333,17 @@ impl Sim {
             ("IDENTITY_HEADER".into(), auth.identity_header.clone()),
             ("DORMANT_GDPR_ISSUER".into(), format!("{b}/{tid}/v2.0")),
             ("DORMANT_GDPR_AUDIENCE".into(), auth.client_id.clone()),
-            (
-                "DORMANT_GDPR_METADATA_URL".into(),
-                format!("{b}/{tid}/v2.0/.well-known/openid-configuration"),
-            ),
         ];
+        if self.kind == TenantKind::B2c {
+            // The user flow the simulator's ID tokens name in `tfp`; a B2C
+            // issuer needs the list (config requires it).
+            v.push(("DORMANT_GDPR_POLICIES".into(), auth::B2C_USER_FLOW.into()));
+        }
+        // Last: readers stop at it (benches/scan.rs).
+        v.push((
+            "DORMANT_GDPR_METADATA_URL".into(),
+            format!("{b}/{tid}/v2.0/.well-known/openid-configuration"),
+        ));
         if let Some(m) = &self.mail_from {
             v.push(("DORMANT_POLICY__NOTIFY__MAIL_FROM".into(), m.clone()));
         }

@@ -4,6 +4,7 @@
 //! one connection pool): the crates' own `blob_client()` helpers percent-encode
 //! `/` inside blob names, so blob URLs are built here segment by segment.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,12 +16,14 @@ use azure_core::http::{
     ClientOptions, HttpClient, HttpClientOptions, RequestContent, Transport, Url, new_http_client,
 };
 use azure_storage_blob::models::{
-    AppendBlobClientCreateOptions, BlobClientDeleteOptions, BlobClientDownloadResult,
+    AppendBlobClientAppendBlockOptions, AppendBlobClientCreateOptions, BlobClientDeleteOptions,
+    BlobClientDownloadOptions, BlobClientDownloadResult, BlobClientGetPropertiesResultHeaders as _,
     BlobContainerClientListBlobsOptions, BlockBlobClientCommitBlockListOptions,
     BlockBlobClientUploadOptions, BlockLookupList,
 };
 use azure_storage_blob::{
-    BlobClient, BlobClientOptions, BlobContainerClient, BlobContainerClientOptions,
+    AppendBlobClient, BlobClient, BlobClientOptions, BlobContainerClient,
+    BlobContainerClientOptions,
 };
 use azure_storage_queue::models::{
     QueueClientReceiveMessagesOptions, QueueClientSendMessageOptions, QueueMessage,
@@ -40,6 +43,7 @@ pub(crate) struct AzureStore {
     queue_endpoint: Url,
     credential: Option<Arc<dyn TokenCredential>>,
     options: ClientOptions,
+    append_positions: AppendPositions,
 }
 
 impl std::fmt::Debug for AzureStore {
@@ -91,6 +95,7 @@ impl AzureStore {
             queue_endpoint: trim_trailing_slash(conn.queue_endpoint),
             credential: None,
             options,
+            append_positions: AppendPositions::default(),
         })
     }
 
@@ -105,6 +110,7 @@ impl AzureStore {
             queue_endpoint: trim_trailing_slash(queue),
             credential: Some(credential),
             options: base_options(http),
+            append_positions: AppendPositions::default(),
         })
     }
 
@@ -320,35 +326,171 @@ impl AzureStore {
             .map_err(|e| map_err(&what(container, name), e))
     }
 
-    /// Append Block, creating the append blob on first use. Creation is
-    /// create-only (`If-None-Match: *`) so two first writers cannot truncate
-    /// each other's records.
+    /// Append Block at a stated position, so that an append lands once even
+    /// when its answer is lost.
+    ///
+    /// The SDK retries a request whose answer did not arrive (a connection
+    /// reset, a timeout, a 500 after the service wrote): a plain Append Block
+    /// retried that way lands twice. With `x-ms-blob-condition-appendpos`
+    /// the block can only land at `position`, so after a `412
+    /// AppendPositionConditionNotMet` one ranged read of `position..+len`
+    /// settles it: our bytes there mean an earlier try landed (done, once);
+    /// other bytes mean another writer got there first, and we go again at
+    /// the blob's length (the read's `Content-Range` gives it). The other
+    /// way, a dedupe key per record, would have every reader filter
+    /// duplicates and every writer read back what it appended; here the
+    /// common case costs nothing extra (the position is remembered from our
+    /// own last append) and a conflict (several instances append to one
+    /// day's blob) costs one small read. Byte-identical data racing for one
+    /// position is taken as ours: for audit lines, stamped to the
+    /// nanosecond, that is one record written twice, kept once.
+    ///
+    /// The append blob is created on first use, create-only (`If-None-Match:
+    /// *`) so two first writers cannot truncate each other's records.
     pub async fn append(&self, container: &str, name: &str, body: Bytes) -> Result<()> {
         let w = what(container, name);
-        let client = self.blob(container, name)?.append_blob_client();
+        let key = format!("{container}/{name}");
+        let blob = self.blob(container, name)?;
+        let client = blob.append_blob_client();
         let len = body.len() as u64;
-        match client.append_block(body.clone().into(), len, None).await {
-            Ok(_) => return Ok(()),
-            Err(e) if error_code(&e).as_deref() == Some("BlobNotFound") => {}
-            Err(e) => return Err(map_err(&w, e)),
+        let mut position = match self.append_positions.get(&key) {
+            Some(p) => p,
+            None => self.blob_length(&blob, &w).await?,
+        };
+        for attempt in 0..MAX_APPEND_ATTEMPTS {
+            let options = AppendBlobClientAppendBlockOptions {
+                append_position: Some(i64::try_from(position).unwrap_or(i64::MAX)),
+                ..Default::default()
+            };
+            let error = match client
+                .append_block(body.clone().into(), len, Some(options))
+                .await
+            {
+                Ok(_) => {
+                    self.append_positions.set(&key, position + len);
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            match error_code(&error).as_deref() {
+                Some("AppendPositionConditionNotMet") => {
+                    match self.bytes_at(&blob, position, &body, &w).await? {
+                        AtPosition::Ours { blob_length } => {
+                            self.append_positions.set(&key, blob_length);
+                            return Ok(());
+                        }
+                        AtPosition::Other { blob_length } => position = blob_length,
+                    }
+                    if attempt >= 2 {
+                        // Writers keep overtaking each other: spread them out.
+                        let cap = 5u64 << attempt.min(6);
+                        let wait = rand::random_range(0..cap);
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                    }
+                }
+                Some("BlobNotFound") => {
+                    position = match self.create_append_blob(&client, &w).await? {
+                        true => 0,
+                        false => self.blob_length(&blob, &w).await?,
+                    };
+                }
+                _ => {
+                    self.append_positions.forget(&key);
+                    return Err(map_err(&w, error));
+                }
+            }
         }
+        self.append_positions.forget(&key);
+        Err(StoreError::Transient {
+            what: w,
+            detail: "too many concurrent appenders; try again".into(),
+        })
+    }
+
+    /// Creates an empty append blob unless one exists (someone else's
+    /// first write is fine: we append to theirs). `true` if it is ours,
+    /// so still empty as far as we know.
+    async fn create_append_blob(&self, client: &AppendBlobClient, w: &str) -> Result<bool> {
         let create = AppendBlobClientCreateOptions {
             if_none_match: Some("*".into()),
             ..Default::default()
         };
         match client.create(Some(create)).await {
-            Ok(_) => {}
-            // Someone else created it first: fine, append to theirs.
-            Err(e) => match map_err(&w, e) {
-                StoreError::Conflict { .. } => {}
-                other => return Err(other),
+            Ok(_) => Ok(true),
+            Err(e) => match map_err(w, e) {
+                StoreError::Conflict { .. } => Ok(false),
+                other => Err(other),
             },
         }
-        client
-            .append_block(body.into(), len, None)
-            .await
-            .map(|_| ())
-            .map_err(|e| map_err(&w, e))
+    }
+
+    /// The blob's length, creating it empty if it does not exist yet.
+    async fn blob_length(&self, blob: &BlobClient, w: &str) -> Result<u64> {
+        for _ in 0..2 {
+            match blob.get_properties(None).await {
+                Ok(props) => {
+                    return props
+                        .content_length()
+                        .map_err(|e| map_err(w, e))?
+                        .ok_or_else(|| StoreError::permanent(w, "the service sent no length"));
+                }
+                // A HEAD answer has no body, so no error code: the status says it.
+                Err(e) if is_status(&e, 404) => {
+                    // Ours: empty, no need to ask (a wrong guess costs a 412).
+                    if self
+                        .create_append_blob(&blob.append_blob_client(), w)
+                        .await?
+                    {
+                        return Ok(0);
+                    }
+                }
+                Err(e) => return Err(map_err(w, e)),
+            }
+        }
+        Err(StoreError::Transient {
+            what: w.to_owned(),
+            detail: "the append blob vanished after it was created".into(),
+        })
+    }
+
+    /// Whether `ours` sits at `position`, and the blob's length.
+    async fn bytes_at(
+        &self,
+        blob: &BlobClient,
+        position: u64,
+        ours: &[u8],
+        w: &str,
+    ) -> Result<AtPosition> {
+        let options = BlobClientDownloadOptions {
+            range: Some((position..position + ours.len() as u64).into()),
+            ..Default::default()
+        };
+        let result = match blob.download(Some(options)).await {
+            Ok(r) => r,
+            // Shorter than `position` (deleted and created again since we
+            // remembered it): nothing of ours can be there.
+            Err(e) if is_status(&e, 416) => {
+                return Ok(AtPosition::Other {
+                    blob_length: self.blob_length(blob, w).await?,
+                });
+            }
+            Err(e) => return Err(read_err(w, e)),
+        };
+        let blob_length = result
+            .headers
+            .get_optional_str(&HeaderName::from_static("content-range"))
+            .and_then(|r| r.rsplit_once('/'))
+            .and_then(|(_, total)| total.trim().parse::<u64>().ok());
+        let there = result.body.collect().await.map_err(|e| read_err(w, e))?;
+        let blob_length = match blob_length {
+            Some(l) => l,
+            None => self.blob_length(blob, w).await?,
+        };
+        Ok(if there.as_ref() == ours {
+            AtPosition::Ours { blob_length }
+        } else {
+            AtPosition::Other { blob_length }
+        })
     }
 
     pub async fn send(&self, queue: &str, text: &str, options: SendOptions) -> Result<String> {
@@ -443,6 +585,48 @@ impl AzureStore {
 
 /// Azure's limit on committed blocks per block blob.
 const MAX_BLOCKS: usize = 50_000;
+
+/// Append tries before a blob that other writers keep extending is
+/// reported busy (each lost race costs one small read and a short wait).
+const MAX_APPEND_ATTEMPTS: u32 = 32;
+/// Append blobs whose end this process remembers; past this it starts
+/// over (a forgotten end costs one length probe).
+const MAX_APPEND_POSITIONS: usize = 4096;
+
+/// What a ranged read found where our append would have landed.
+enum AtPosition {
+    Ours { blob_length: u64 },
+    Other { blob_length: u64 },
+}
+
+/// Where each append blob ended after this process last appended to it:
+/// the position the next append states. A guess only: a wrong one costs a
+/// `412` and a read, never a misplaced block.
+#[derive(Debug, Default)]
+struct AppendPositions(std::sync::Mutex<HashMap<String, u64>>);
+
+impl AppendPositions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        // Only guesses inside: a panic elsewhere leaves nothing unsafe.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, key: &str) -> Option<u64> {
+        self.lock().get(key).copied()
+    }
+
+    fn set(&self, key: &str, end: u64) {
+        let mut map = self.lock();
+        if map.len() >= MAX_APPEND_POSITIONS && !map.contains_key(key) {
+            map.clear();
+        }
+        map.insert(key.to_owned(), end);
+    }
+
+    fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+}
 
 /// A block blob being staged. Block ids carry a per-upload nonce so two
 /// uploads racing to the same name cannot commit each other's blocks.
@@ -549,6 +733,10 @@ fn secs(d: Duration, min: i32) -> i32 {
 
 fn to_chrono(t: time::OffsetDateTime) -> DateTime<Utc> {
     DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond()).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+fn is_status(e: &azure_core::Error, want: u16) -> bool {
+    matches!(e.kind(), ErrorKind::HttpResponse { status, .. } if u16::from(*status) == want)
 }
 
 fn error_code(e: &azure_core::Error) -> Option<String> {

@@ -11,7 +11,11 @@
 //! Crash safety: every whole-blob write and every message update is "write a
 //! temp file, fsync, rename over the target, fsync the folder", so a reader
 //! sees the old or the new content, never half. Appends are one `O_APPEND`
-//! write followed by fsync.
+//! write followed by fsync, whole or not at all: a write that fails part
+//! way is cut back before the error is returned (else the caller's retry
+//! would write its first lines twice), and the torn tail a process killed
+//! mid-write leaves is cut before the next line-shaped append (else the
+//! next record would be glued to it and lost).
 //!
 //! Concurrency across processes (a CLI worker and a scan at once): every
 //! mutation of a blob holds an exclusive `flock` on its lock file (one of
@@ -228,6 +232,43 @@ fn in_folder<T>(parent: &Path, mut op: impl FnMut() -> std::io::Result<T>) -> st
     }
 }
 
+/// Cuts `file` (`len` bytes) back to its last newline, when it does not
+/// end in one, and returns its length after. Only a writer that died
+/// mid-append leaves such a tail, and it was never acknowledged; what is
+/// before the last newline is whole records.
+fn cut_torn_tail(file: &mut File, len: u64) -> std::io::Result<u64> {
+    use std::io::{Seek as _, SeekFrom};
+    const CHUNK: u64 = 64 * 1024;
+    if len == 0 {
+        return Ok(0);
+    }
+    let mut byte = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut byte)?;
+    if byte[0] == b'\n' {
+        return Ok(len);
+    }
+    let mut end = len;
+    let mut buf = vec![0u8; CHUNK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    tracing::warn!(
+        bytes = len - end,
+        "cutting the torn tail of an append that did not finish"
+    );
+    file.set_len(end)?;
+    Ok(end)
+}
+
 /// Renames `tmp` over `target`, creating parent folders. Not yet durable:
 /// call [`sync_parent`] after releasing the lock.
 fn place_file(tmp: &Path, target: &Path) -> std::io::Result<()> {
@@ -440,10 +481,8 @@ impl LocalStore {
         blocking(move || {
             let io = |e: std::io::Error| StoreError::io(what.clone(), &e);
             let mut names = Vec::new();
-            walk(&dir, "", &mut names).map_err(io)?;
-            names.retain(|(n, _)| {
-                n.starts_with(&prefix) && marker.as_ref().is_none_or(|m| n.as_str() > m.as_str())
-            });
+            walk(&dir, "", &prefix, &mut names).map_err(io)?;
+            names.retain(|(n, _)| marker.as_ref().is_none_or(|m| n.as_str() > m.as_str()));
             names.sort_by(|a, b| a.0.cmp(&b.0));
             let max = max_results.map_or(usize::MAX, |m| m as usize);
             let more = names.len() > max;
@@ -532,7 +571,11 @@ impl LocalStore {
                 .expect("blob paths sit inside a container folder");
             let (created, mut f) = in_folder(parent, || {
                 let created = !path.exists();
-                let f = OpenOptions::new().append(true).create(true).open(&path)?;
+                let f = OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .create(true)
+                    .open(&path)?;
                 Ok((created, f))
             })
             .map_err(io)?;
@@ -541,8 +584,13 @@ impl LocalStore {
                 // not be acknowledged while the file's name is not durable.
                 sync_dir(parent).map_err(io)?;
             }
+            let mut len = f.metadata().map_err(io)?.len();
+            if body.ends_with(b"\n") {
+                // Every writer holds the lock while it writes: a tail that
+                // is not a whole line under the lock is a dead writer's.
+                len = cut_torn_tail(&mut f, len).map_err(io)?;
+            }
             if let Some(limit) = limit {
-                let len = f.metadata().map_err(io)?.len();
                 if len > 0 && len + body.len() as u64 > limit {
                     return Err(StoreError::conflict(
                         what.clone(),
@@ -560,7 +608,14 @@ impl LocalStore {
             // One write under the lock: records never interleave. The
             // fdatasync after it covers every byte written to the file so
             // far, ours included, whoever wrote them.
-            f.write_all(&body).map_err(io)?;
+            if let Err(e) = f.write_all(&body) {
+                // A short write (disk full, file size limit) left part of
+                // the records: take it back so a retry writes them once.
+                if let Err(cut) = f.set_len(len) {
+                    tracing::warn!(blob = %what, error = %cut, "cannot cut back a failed append; the next append cuts a torn line");
+                }
+                return Err(io(e));
+            }
             drop(guard);
             f.sync_data().map_err(io)?;
             Ok(())
@@ -859,22 +914,33 @@ fn what(container: &str, name: &str) -> String {
     format!("blob {container}/{name}")
 }
 
-/// Collects `(blob name, path)` for every file under `dir`.
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
+/// Collects `(blob name, path)` for every file under `dir` (the folder of
+/// names starting `rel/`) whose name could start with `wanted`. Folders
+/// that cannot hold such a name are not entered: a day listing of the
+/// audit container must not walk its per-subject index.
+fn walk(
+    dir: &Path,
+    rel: &str,
+    wanted: &str,
+    out: &mut Vec<(String, PathBuf)>,
+) -> std::io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let Ok(name) = entry.file_name().into_string() else {
             continue; // not a name this store wrote
         };
-        let full = if prefix.is_empty() {
+        let full = if rel.is_empty() {
             name
         } else {
-            format!("{prefix}/{name}")
+            format!("{rel}/{name}")
         };
         let ty = entry.file_type()?;
         if ty.is_dir() {
-            walk(&entry.path(), &full, out)?;
-        } else if ty.is_file() {
+            let inner = format!("{full}/");
+            if inner.starts_with(wanted) || wanted.starts_with(&inner) {
+                walk(&entry.path(), &full, wanted, out)?;
+            }
+        } else if ty.is_file() && full.starts_with(wanted) {
             out.push((full, entry.path()));
         }
     }
@@ -995,6 +1061,103 @@ mod tests {
             !dir.path().join("c-prune/shared").exists(),
             "empty folders pruned"
         );
+    }
+
+    /// A process killed in the middle of an append leaves the start of a
+    /// line without its newline; the next append must not glue its record
+    /// to it (the record would be unreadable, lost): the torn tail goes.
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_before_the_next_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            LocalStore::open(dir.path().to_path_buf(), LocalOptions::default()).expect("store");
+        store.ensure_container("c-torn").await.expect("container");
+        let path = dir.path().join("c-torn/log");
+        // (left by a dead writer, appended, what the file must hold after)
+        let cases: [(&[u8], &[u8], &[u8]); 3] = [
+            (
+                b"{\"a\":1}\n{\"c\":",
+                b"{\"d\":4}\n",
+                b"{\"a\":1}\n{\"d\":4}\n",
+            ),
+            (b"{\"x\":", b"{\"e\":5}\n", b"{\"e\":5}\n"),
+            (b"{\"a\":1}\n", b"{\"f\":6}\n", b"{\"a\":1}\n{\"f\":6}\n"),
+        ];
+        for (left, appended, after) in cases {
+            fs::write(&path, left).expect("torn file");
+            store
+                .append("c-torn", "log", Bytes::from_static(appended))
+                .await
+                .expect("append");
+            assert_eq!(fs::read(&path).expect("read"), after);
+        }
+        // Appends that are not lines are left as they come.
+        for part in [&b"ab"[..], b"cd"] {
+            store
+                .append("c-torn", "raw.bin", Bytes::from_static(part))
+                .await
+                .expect("append");
+        }
+        assert_eq!(
+            fs::read(dir.path().join("c-torn/raw.bin")).expect("read"),
+            b"abcd"
+        );
+    }
+
+    /// Set by [`a_short_write_is_taken_back_before_the_error`] for its
+    /// child process; unset, [`short_write_child`] does nothing.
+    const SHORT_WRITE_DIR: &str = "DORMANT_TEST_SHORT_WRITE_DIR";
+
+    /// The child half: under a file size limit a little above the blob's
+    /// length, an append of two lines writes part of them and fails; the
+    /// blob must be as before, so a retry writes each line once.
+    #[tokio::test]
+    async fn short_write_child() {
+        let Ok(dir) = std::env::var(SHORT_WRITE_DIR) else {
+            return;
+        };
+        let store = LocalStore::open(PathBuf::from(&dir), LocalOptions::default()).expect("store");
+        store.ensure_container("c-short").await.expect("container");
+        let first = b"{\"first\":1}\n";
+        store
+            .append("c-short", "log.jsonl", Bytes::from_static(first))
+            .await
+            .expect("first append");
+        let limit = libc::rlimit {
+            rlim_cur: first.len() as u64 + 16,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: plain system calls on this process only (its own child).
+        unsafe {
+            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        }
+        let both = b"{\"second\":2}\n{\"third\":3, \"padding\":\"xxxxxxxxxxxxxxxx\"}\n";
+        store
+            .append("c-short", "log.jsonl", Bytes::from_static(both))
+            .await
+            .expect_err("the file size limit stops the write part way");
+        let after = fs::read(Path::new(&dir).join("c-short/log.jsonl")).expect("read");
+        assert_eq!(after, first, "the part that was written is taken back");
+    }
+
+    #[test]
+    fn a_short_write_is_taken_back_before_the_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let exe = std::env::current_exe().expect("test binary");
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "store::local::tests::short_write_child",
+                "--test-threads=1",
+            ])
+            .env(SHORT_WRITE_DIR, dir.path())
+            .output()
+            .expect("run the child");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "child failed: {text}");
+        assert!(text.contains("1 passed"), "the child ran: {text}");
+        assert!(dir.path().join("c-short/log.jsonl").is_file());
     }
 
     #[test]

@@ -29,6 +29,10 @@ use serde_json::{Value, json};
 use crate::harness::{TENANT, repo_root};
 
 const ISSUER: &str = "https://contoso.b2clogin.com/8f0c2d2e-1111-4c4c-9d9d-123456789abc/v2.0/";
+/// The user flow of [`b2c_claims`], the one the B2C app admits.
+const POLICY: &str = "B2C_1_signupsignin";
+const ENTRA_ISSUER: &str =
+    "https://login.microsoftonline.com/8f0c2d2e-1111-4c4c-9d9d-123456789abc/v2.0";
 const AUDIENCE: &str = "3c1d7a55-0000-4000-8000-00000000a0d1";
 const KID: &str = "key-1";
 const ALICE: &str = "5b3a1c2d-3333-4e4e-8f8f-0123456789ab";
@@ -46,14 +50,14 @@ fn now() -> i64 {
 fn b2c_claims(user: &str) -> Value {
     let t = now();
     json!({"iss": ISSUER, "aud": AUDIENCE, "exp": t + 3600, "nbf": t - 60, "iat": t - 60,
-        "auth_time": t - 30, "sub": user, "tfp": "B2C_1_signupsignin", "ver": "1.0",
+        "auth_time": t - 30, "sub": user, "tfp": POLICY, "ver": "1.0",
         "emails": ["alice@example.com"]})
 }
 
 /// An Entra-shaped token: pairwise `sub` (not an object id), `oid`, `tid`, `acr`.
 fn entra_claims(user: &str) -> Value {
     let t = now();
-    json!({"iss": ISSUER, "aud": AUDIENCE, "exp": t + 3600, "nbf": t - 60, "iat": t - 60,
+    json!({"iss": ENTRA_ISSUER, "aud": AUDIENCE, "exp": t + 3600, "nbf": t - 60, "iat": t - 60,
         "auth_time": t - 30, "sub": "AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ",
         "oid": user, "tid": TENANT, "acr": "1", "ver": "2.0"})
 }
@@ -125,6 +129,8 @@ struct GraphState {
     unavailable: Arc<std::sync::atomic::AtomicBool>,
     /// While set, `DELETE /users/{id}` answers 403 (e.g. the user holds an admin role).
     refuse: Arc<std::sync::atomic::AtomicBool>,
+    /// While set, `DELETE /directory/deletedItems/{id}` answers 503.
+    purge_unavailable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 async fn graph_stand_in(state: GraphState) -> String {
@@ -167,6 +173,9 @@ async fn graph_stand_in(state: GraphState) -> String {
             "/v1.0/directory/deletedItems/{id}",
             delete(move |Path(id): Path<String>| async move {
                 s2.calls.lock().expect("calls").push(format!("DELETE deletedItem {id}"));
+                if s2.purge_unavailable.load(Ordering::SeqCst) {
+                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"error": {"code": "serviceNotAvailable", "message": "x"}})));
+                }
                 if s2.deleted.lock().expect("d").contains(&id) && s2.purged.lock().expect("p").insert(id) {
                     (axum::http::StatusCode::NO_CONTENT, axum::Json(json!(null)))
                 } else {
@@ -197,6 +206,21 @@ async fn graph_stand_in(state: GraphState) -> String {
     base
 }
 
+/// A Graph client for the stand-in at `root`.
+fn graph_client(root: &str) -> GraphClient {
+    let mut settings = GraphSettings::new(TENANT);
+    settings.graph_url = url::Url::parse(root).expect("url");
+    settings.max_retry_time = Duration::from_secs(2);
+    GraphClient::with_parts(
+        &settings,
+        reqwest::Client::new(),
+        Arc::new(StaticToken(secrecy::SecretString::from(
+            "graph-token".to_string(),
+        ))),
+        Arc::new(Pacer::new(PacerConfig::from_settings(&settings))),
+    )
+}
+
 struct App {
     base: String,
     store: Store,
@@ -204,10 +228,22 @@ struct App {
 }
 
 impl App {
+    /// The app behind the B2C issuer, admitting [`POLICY`].
     async fn start(
         store_dir: &std::path::Path,
         issuer: Option<&Issuer>,
         graph: Option<&str>,
+    ) -> Self {
+        Self::start_with(store_dir, issuer, graph, ISSUER, Some(POLICY)).await
+    }
+
+    /// The app trusting tokens of `iss`, restricted to `policies` if any.
+    async fn start_with(
+        store_dir: &std::path::Path,
+        issuer: Option<&Issuer>,
+        graph: Option<&str>,
+        iss: &str,
+        policies: Option<&str>,
     ) -> Self {
         let mut env = vec![
             ("DORMANT_TENANT_ID".to_string(), TENANT.to_string()),
@@ -217,7 +253,10 @@ impl App {
             ),
         ];
         if let Some(i) = issuer {
-            env.push(("DORMANT_GDPR_ISSUER".into(), ISSUER.into()));
+            env.push(("DORMANT_GDPR_ISSUER".into(), iss.into()));
+            if let Some(p) = policies {
+                env.push(("DORMANT_GDPR_POLICIES".into(), p.into()));
+            }
             env.push(("DORMANT_GDPR_AUDIENCE".into(), AUDIENCE.into()));
             env.push((
                 "DORMANT_GDPR_METADATA_URL".into(),
@@ -228,18 +267,7 @@ impl App {
         let config = Config::load(&Sources::from_env(None, env)).expect("config");
         let mut ctx = AppContext::build(config).expect("context");
         if let Some(root) = graph {
-            let mut settings = GraphSettings::new(TENANT);
-            settings.graph_url = url::Url::parse(root).expect("url");
-            settings.max_retry_time = Duration::from_secs(2);
-            let client = GraphClient::with_parts(
-                &settings,
-                reqwest::Client::new(),
-                Arc::new(StaticToken(secrecy::SecretString::from(
-                    "graph-token".to_string(),
-                ))),
-                Arc::new(Pacer::new(PacerConfig::from_settings(&settings))),
-            );
-            ctx = ctx.with_graph(client);
+            ctx = ctx.with_graph(graph_client(root));
         }
         let ctx = Arc::new(ctx);
         let app = Application::bind(0).await.expect("bind");
@@ -263,6 +291,14 @@ impl App {
             r = r.bearer_auth(t);
         }
         r.send().await.expect("request")
+    }
+
+    async fn export(&self, token: &str) -> Value {
+        let r = self
+            .call(reqwest::Method::GET, "/api/gdpr/export", Some(token))
+            .await;
+        assert_eq!(r.status(), 200);
+        r.json().await.expect("json")
     }
 
     async fn delete(&self, token: &str) -> reqwest::Response {
@@ -361,7 +397,7 @@ async fn erasure_from_token_to_purge_and_event() {
         .expect("json");
     assert_eq!(s["status"], "accepted");
     assert!(s["updatedAt"].is_string());
-    let bob = signer.token(&entra_claims(BOB));
+    let bob = signer.token(&b2c_claims(BOB));
     let (status, _, code) =
         error_of(app.call(reqwest::Method::GET, &location, Some(&bob)).await).await;
     assert_eq!((status, code.as_str()), (404, "not-found"));
@@ -485,9 +521,7 @@ async fn a_user_deleted_elsewhere_is_still_purged_and_unknown_requests_are_refus
     let graph = graph_stand_in(graph_state.clone()).await;
     let app = App::start(&dir.path().join("store"), Some(&issuer), Some(&graph)).await;
     assert_eq!(
-        app.delete(&signer.token(&entra_claims(ALICE)))
-            .await
-            .status(),
+        app.delete(&signer.token(&b2c_claims(ALICE))).await.status(),
         202
     );
     let (code, ret) = app.deliver_next_action().await;
@@ -525,11 +559,7 @@ async fn export_holds_every_attribute_the_audits_and_our_records() {
     let graph = graph_stand_in(graph_state.clone()).await;
     let app = App::start(&dir.path().join("store"), Some(&issuer), Some(&graph)).await;
     let alice = signer.token(&b2c_claims(ALICE));
-    let r = app
-        .call(reqwest::Method::GET, "/api/gdpr/export", Some(&alice))
-        .await;
-    assert_eq!(r.status(), 200);
-    let doc: Value = r.json().await.expect("json");
+    let doc = app.export(&alice).await;
     assert_eq!(doc["user"]["id"], ALICE);
     assert_eq!(doc["user"]["extension_0a1b_loyaltyId"], "L-42");
     assert_eq!(doc["auditEvents"][0]["id"], "audit-1");
@@ -537,12 +567,7 @@ async fn export_holds_every_attribute_the_audits_and_our_records() {
     assert!(doc["dormantRecords"].is_array());
     // A second export: our first export's record is in it; extension
     // properties come from the cache.
-    let doc: Value = app
-        .call(reqwest::Method::GET, "/api/gdpr/export", Some(&alice))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let doc = app.export(&alice).await;
     assert!(
         doc["dormantRecords"]
             .as_array()
@@ -582,6 +607,189 @@ async fn export_holds_every_attribute_the_audits_and_our_records() {
     );
 }
 
+/// The export's `dormantRecords` come from the subject's index alone: a
+/// log written before the index existed shows up after `dormant audit
+/// reindex`, and stays there with every day blob gone.
+#[tokio::test]
+async fn the_export_reads_the_subject_index_and_reindex_backfills_it() {
+    use dormant::store::audit::{AuditRecord, Outcome, day_blob_name};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = Signer::new(KID);
+    let issuer = issuer(&signer, dir.path()).await;
+    let graph = graph_stand_in(GraphState::default()).await;
+    let store_dir = dir.path().join("store");
+    let app = App::start(&store_dir, Some(&issuer), Some(&graph)).await;
+    let alice = signer.token(&b2c_claims(ALICE));
+    let records = |doc: &Value| -> Vec<String> {
+        doc["dormantRecords"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .map(|r| r["step"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    // Two years ago, by a version without the index.
+    let mut old = AuditRecord::new("disable", Outcome::Done);
+    old.time = chrono::Utc::now() - chrono::Duration::days(730);
+    old.user = Some(ALICE.into());
+    old.case = Some("case-1".into());
+    app.store.ensure_defaults().await.expect("containers");
+    app.store
+        .append(
+            "dormant-audit",
+            &day_blob_name(old.time.date_naive(), 0),
+            bytes::Bytes::from(old.to_line().expect("line")),
+        )
+        .await
+        .expect("old line");
+    let doc = app.export(&alice).await;
+    assert!(records(&doc).is_empty(), "{doc}");
+
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dormant"))
+            .args(args)
+            .env_clear()
+            .env("DORMANT_TENANT_ID", TENANT)
+            .env("DORMANT_STORE_DIR", &store_dir)
+            .current_dir(dir.path())
+            .output()
+            .expect("run dormant")
+    };
+    assert!(run(&["audit", "reindex", "--help"]).status.success());
+    assert_eq!(
+        run(&["audit", "reindex", "--from", "yesterday"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let done = run(&["audit", "reindex"]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let done: Value = serde_json::from_slice(&done.stdout).expect("json");
+    assert_eq!(done["appended"], 1, "only the old line was missing: {done}");
+    let again: Value = serde_json::from_slice(&run(&["audit", "reindex"]).stdout).expect("json");
+    assert_eq!(again["appended"], 0, "idempotent: {again}");
+
+    // Every day blob gone: the export still has them all.
+    for blob in app.store.list("dormant-audit", "").await.expect("list") {
+        if !blob.name.starts_with("by-user/") {
+            app.store
+                .delete("dormant-audit", &blob.name)
+                .await
+                .expect("delete");
+        }
+    }
+    let doc = app.export(&alice).await;
+    assert_eq!(records(&doc), ["disable", "gdpr-export"], "{doc}");
+}
+
+/// Each erasure step's audit line survives an append that fails: the
+/// redelivery appends it (once, also when it had landed after all), and
+/// skips nothing else. Every third delivery's log cannot append (an
+/// audit container that cannot exist), so each step's line fails once.
+#[tokio::test]
+async fn an_erasure_step_whose_audit_append_fails_is_recorded_once() {
+    use dormant::gdpr::erase::{EraseError, Eraser};
+    use dormant::gdpr::request_erasure;
+    use dormant::gdpr::requests::{Origin, Requests, Status, Submitted};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let graph_state = GraphState::default();
+    let graph = graph_client(&graph_stand_in(graph_state.clone()).await);
+    let store = Store::local(dir.path()).expect("store");
+    store.ensure_defaults().await.expect("containers");
+    let log = AuditLog::new(store.clone());
+    let broken = AuditLog::in_container(store.clone(), "Not_A_Container");
+    let subject = dormant::ids::ObjectId::parse(ALICE).expect("id");
+    let requests = Requests::new(store.clone());
+    let Submitted::Pending(request) =
+        request_erasure(&requests, &log, TENANT, &subject, Origin::User)
+            .await
+            .expect("submitted")
+    else {
+        panic!("pending");
+    };
+    let id = request.request_id.as_str();
+    let good = Eraser {
+        store: &store,
+        audit: &log,
+        graph: &graph,
+    };
+    let failing = Eraser {
+        store: &store,
+        audit: &broken,
+        graph: &graph,
+    };
+    let transient = |r: Result<_, EraseError>| matches!(r, Err(EraseError::Transient(_)));
+
+    // The user is deleted; its line cannot be appended.
+    assert!(transient(failing.run(&subject, id).await));
+    // The redelivery appends it, then meets a Graph outage at the purge.
+    graph_state.purge_unavailable.store(true, Ordering::SeqCst);
+    assert!(transient(good.run(&subject, id).await));
+    graph_state.purge_unavailable.store(false, Ordering::SeqCst);
+    // Purged; its line cannot be appended.
+    assert!(transient(failing.run(&subject, id).await));
+    // As if it had been appended after all, just before the process died.
+    let left = requests
+        .get(&subject, id)
+        .await
+        .expect("state")
+        .expect("request")
+        .unrecorded;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].step, "gdpr-purge-user");
+    log.record(&left[0]).await.expect("append");
+    // The redelivery finds it in the log; the event cannot go out (the
+    // queue is gone for a moment).
+    std::fs::remove_dir_all(dir.path().join("_queues").join(ERASURES_QUEUE)).expect("queue");
+    assert!(transient(good.run(&subject, id).await));
+    store.ensure_queue(ERASURES_QUEUE).await.expect("queue");
+    // The event goes out; its line cannot be appended.
+    assert!(transient(failing.run(&subject, id).await));
+    let done = good.run(&subject, id).await.expect("done");
+    assert_eq!(done.status, Status::Done);
+    assert!(done.unrecorded.is_empty());
+    good.run(&subject, id).await.expect("a repeat");
+
+    let day = log
+        .read_day(chrono::Utc::now().date_naive())
+        .await
+        .expect("day");
+    let index = log.subject_records(&subject).await.expect("index");
+    for records in [&day, &index] {
+        let steps = steps_of(records);
+        for step in [
+            "gdpr-delete-user",
+            "gdpr-purge-user",
+            "gdpr-erased-event",
+            "gdpr-erase",
+        ] {
+            let n = steps
+                .iter()
+                .filter(|(s, o)| s == step && o == "done")
+                .count();
+            assert_eq!(n, 1, "{step} in {steps:?}");
+        }
+    }
+    let events = store
+        .receive(ERASURES_QUEUE, 32, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    assert_eq!(events.len(), 1, "one user-erased event");
+    let calls = graph_state.calls.lock().expect("calls").clone();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("DELETE user"))
+            .count(),
+        1,
+        "{calls:?}"
+    );
+}
+
 fn urlencoding_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(&s.replace('+', " "))
         .decode_utf8_lossy()
@@ -596,13 +804,11 @@ async fn tokens_that_must_be_refused() {
     let app = App::start(&dir.path().join("store"), Some(&issuer), None).await;
     let t = now();
 
-    // Both token shapes pass (sanity for the refusals below).
-    for good in [
-        signer.token(&b2c_claims(ALICE)),
-        signer.token(&entra_claims(BOB)),
-    ] {
-        assert_eq!(app.delete(&good).await.status(), 202);
-    }
+    // A good token passes (sanity for the refusals below).
+    assert_eq!(
+        app.delete(&signer.token(&b2c_claims(ALICE))).await.status(),
+        202
+    );
 
     let with = |f: &dyn Fn(&mut Value)| {
         let mut c = b2c_claims(ALICE);
@@ -736,6 +942,113 @@ async fn tokens_that_must_be_refused() {
     assert!(!text.contains(&cases[3].1[..40]));
 }
 
+/// B2C signs every user flow's tokens with the same keys for the same
+/// audience: only the configured flows and policies get in (`tfp`, else
+/// `acr`, compared case-insensitively); another policy, or none, is a 401.
+#[tokio::test]
+async fn only_the_configured_b2c_policies_may_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = Signer::new(KID);
+    let issuer = issuer(&signer, dir.path()).await;
+    let app = App::start_with(
+        &dir.path().join("store"),
+        Some(&issuer),
+        None,
+        ISSUER,
+        Some("B2C_1_signupsignin,B2C_1A_Signup_Signin"),
+    )
+    .await;
+    let with = |user: &str, f: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let mut c = b2c_claims(user);
+        f(c.as_object_mut().expect("claims"));
+        signer.token(&c)
+    };
+    let right_policy = signer.token(&b2c_claims(ALICE));
+    let other_case = with(ALICE, &|c| {
+        c.insert("tfp".into(), json!("b2c_1_SIGNUPSIGNIN"));
+    });
+    // A custom policy names itself in `acr`.
+    let custom_in_acr = with(BOB, &|c| {
+        c.remove("tfp");
+        c.insert("acr".into(), json!("b2c_1a_signup_signin"));
+    });
+    for (name, token) in [
+        ("right policy", &right_policy),
+        ("other case", &other_case),
+        ("custom policy in acr", &custom_in_acr),
+    ] {
+        assert!(app.delete(token).await.status().is_success(), "{name}");
+    }
+    let other_policy = with(ALICE, &|c| {
+        c.insert("tfp".into(), json!("B2C_1_passwordreset"));
+    });
+    // `tfp` is the one B2C sets deliberately: an allowed `acr` beside
+    // another `tfp` does not get in.
+    let tfp_wins = with(ALICE, &|c| {
+        c.insert("tfp".into(), json!("B2C_1_passwordreset"));
+        c.insert("acr".into(), json!(POLICY));
+    });
+    let no_policy = with(ALICE, &|c| {
+        c.remove("tfp");
+    });
+    for (name, token) in [
+        ("other policy", &other_policy),
+        ("tfp wins over acr", &tfp_wins),
+        ("no policy", &no_policy),
+    ] {
+        let r = app.delete(token).await;
+        let challenge = r
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        assert_eq!(status, 401, "{name}: {text}");
+        assert!(
+            challenge.starts_with("Bearer ") && challenge.contains("error=\"invalid_token\""),
+            "{name}: {challenge}"
+        );
+        let body: Value = serde_json::from_str(&text).expect("error body");
+        assert_eq!(body["error"]["code"], "invalid-token", "{name}");
+        assert!(
+            !text.contains(&token[..40]) && !text.contains("passwordreset"),
+            "{name}: neither the token nor its claims are echoed: {text}"
+        );
+    }
+    // Nothing was stored for the refused tokens: only the three accepted
+    // requests (two subjects) left a trace.
+    let audit = AuditLog::new(app.store.clone())
+        .read_day(chrono::Utc::now().date_naive())
+        .await
+        .expect("audit");
+    assert_eq!(audit.len(), 3, "{audit:?}");
+
+    // An Entra issuer needs no list; given one, it still restricts: an
+    // Entra token's `acr` is its authentication context class ("1").
+    let entra = signer.token(&entra_claims(ALICE));
+    let open = App::start_with(
+        &dir.path().join("entra"),
+        Some(&issuer),
+        None,
+        ENTRA_ISSUER,
+        None,
+    )
+    .await;
+    assert_eq!(open.delete(&entra).await.status(), 202);
+    let restricted = App::start_with(
+        &dir.path().join("entra-restricted"),
+        Some(&issuer),
+        None,
+        ENTRA_ISSUER,
+        Some(POLICY),
+    )
+    .await;
+    let (status, _, code) = error_of(restricted.delete(&entra).await).await;
+    assert_eq!((status, code.as_str()), (401, "invalid-token"));
+}
+
 #[tokio::test]
 async fn the_hourly_limit_holds_across_instances() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -770,7 +1083,7 @@ async fn the_hourly_limit_holds_across_instances() {
     }
     // Another subject has its own budget.
     assert_eq!(
-        one.delete(&signer.token(&entra_claims(BOB))).await.status(),
+        one.delete(&signer.token(&b2c_claims(BOB))).await.status(),
         202
     );
 }
@@ -825,13 +1138,17 @@ async fn a_rotated_key_is_picked_up_once_the_refresh_interval_allows() {
         metadata_url: url::Url::parse(&format!("{}/.well-known/openid-configuration", issuer.base))
             .expect("url"),
         max_auth_age_secs: 600,
+        policies: Vec::new(),
     };
     let http = dormant::graph::build_http_client(Some(&issuer.ca)).expect("client");
     let verifier = TokenVerifier::new(&gdpr, http).with_min_refresh(Duration::from_secs(1));
     let now = chrono::Utc::now();
 
+    // Without a policy list an Entra-shaped token (`acr` "1") names none.
+    let mut entra = entra_claims(ALICE);
+    entra["iss"] = json!(ISSUER);
     let user = verifier
-        .verify(&old.token(&entra_claims(ALICE)), now)
+        .verify(&old.token(&entra), now)
         .await
         .expect("valid");
     assert_eq!(
@@ -986,7 +1303,7 @@ async fn a_graph_refusal_fails_the_request_and_a_new_post_starts_over() {
     graph_state.refuse.store(true, Ordering::SeqCst);
     let graph = graph_stand_in(graph_state.clone()).await;
     let app = App::start(&dir.path().join("store"), Some(&issuer), Some(&graph)).await;
-    let alice = signer.token(&entra_claims(ALICE));
+    let alice = signer.token(&b2c_claims(ALICE));
     let first: Value = app.delete(&alice).await.json().await.expect("json");
     let (code, ret) = app.deliver_next_action().await;
     assert_eq!(code, 200, "a refusal is final, not retried");

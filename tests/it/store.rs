@@ -71,7 +71,17 @@ both_backends!(
     queue_delay_and_update_visibility,
     queue_concurrent_receivers_share_without_duplicates,
     audit_log_round_trip,
+    audit_subject_index_round_trip,
 );
+
+const ALICE: &str = "5b3a1c2d-3333-4e4e-8f8f-0123456789ab";
+
+/// The lines of blob `name` in container `c`.
+async fn blob_lines(store: &Store, c: &str, name: &str) -> Vec<String> {
+    let body = store.get(c, name).await.expect("get").body;
+    let text = std::str::from_utf8(&body).expect("utf8");
+    text.lines().map(str::to_owned).collect()
+}
 
 mod cases {
     use super::*;
@@ -516,9 +526,8 @@ mod cases {
         for t in tasks {
             t.await.expect("task");
         }
-        let body = store.get(&c, "2026-11-22.jsonl").await.expect("get").body;
-        let text = std::str::from_utf8(&body).expect("utf8");
-        let lines: Vec<&str> = text.lines().collect();
+        let lines = blob_lines(&store, &c, "2026-11-22.jsonl").await;
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
         assert_eq!(lines.len(), 16 * 11, "every line, none torn");
         let unique_lines: BTreeSet<&str> = lines.iter().copied().collect();
         assert_eq!(unique_lines.len(), 16 * 11);
@@ -843,10 +852,171 @@ mod cases {
             .collect();
         assert_eq!(names, vec!["2026-11-22.jsonl", "2026-11-23.jsonl"]);
     }
+
+    /// Records about a user reach the user's index beside the day; a day
+    /// read never sees the index, and the index only its own subject.
+    pub async fn audit_subject_index_round_trip(store: Store) {
+        let c = unique("a");
+        let log = AuditLog::in_container(store.clone(), c.clone());
+        let alice = dormant::ids::ObjectId::parse(ALICE).expect("id");
+        let bob = uuid::Uuid::new_v4().to_string();
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 22).expect("date");
+        let at = day.and_hms_opt(2, 0, 0).expect("time").and_utc();
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let (log, bob) = (log.clone(), bob.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut r = AuditRecord::new("notify", Outcome::Done);
+                r.time = at + chrono::Duration::seconds(i);
+                r.user = Some(if i % 3 == 0 { bob } else { ALICE.to_owned() });
+                r.case = Some(format!("case-{i:02}"));
+                log.record(&r).await.expect("record");
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let cases: Vec<String> = log
+            .subject_records(&alice)
+            .await
+            .expect("index")
+            .into_iter()
+            .filter_map(|r| r.case)
+            .collect();
+        let want: Vec<String> = (0..12)
+            .filter(|i| i % 3 != 0)
+            .map(|i| format!("case-{i:02}"))
+            .collect();
+        assert_eq!(cases, want, "the subject's own records, in time order");
+        assert_eq!(log.read_day(day).await.expect("day").len(), 12);
+        let names: Vec<String> = store
+            .list(&c, "by-user/")
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        let mut want = vec![
+            format!("by-user/{ALICE}.jsonl"),
+            format!("by-user/{bob}.jsonl"),
+        ];
+        want.sort();
+        assert_eq!(names, want);
+    }
+}
+
+/// Plays a connection that drops after the service wrote an Append Block
+/// but before its answer arrived, once: the SDK's retry policy sends the
+/// same request again.
+#[derive(Debug)]
+struct LoseFirstAppendAnswer {
+    inner: reqwest::Client,
+    appends: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl azure_core::http::HttpClient for LoseFirstAppendAnswer {
+    async fn execute_request(
+        &self,
+        request: &azure_core::http::Request,
+    ) -> azure_core::Result<azure_core::http::AsyncRawResponse> {
+        let answer = self.inner.execute_request(request).await?;
+        let append = request
+            .url()
+            .query()
+            .is_some_and(|q| q.contains("comp=appendblock"));
+        if append
+            && self
+                .appends
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                == 0
+        {
+            assert_eq!(u16::from(answer.status()), 201, "the block was written");
+            return Err(azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Io,
+                "connection reset before the answer arrived",
+            ));
+        }
+        Ok(answer)
+    }
+}
+
+/// An Append Block whose answer is lost is sent again by the SDK; it must
+/// not land twice (the append states its position, and the retry finds
+/// its own bytes there).
+#[tokio::test]
+async fn azurite_an_append_whose_answer_is_lost_lands_once() {
+    let config = StorageConfig::ConnectionString(SecretString::from(azurite().connection_string()));
+    let http = std::sync::Arc::new(LoseFirstAppendAnswer {
+        inner: reqwest::Client::new(),
+        appends: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let store = Store::connect_with_http_client(&config, None, Some(http.clone())).expect("store");
+    let c = unique("c");
+    store.ensure_container(&c).await.expect("container");
+    store
+        .append(&c, "2026-11-22.jsonl", Bytes::from_static(b"{\"n\":1}\n"))
+        .await
+        .expect("append");
+    store
+        .append(&c, "2026-11-22.jsonl", Bytes::from_static(b"{\"n\":2}\n"))
+        .await
+        .expect("append");
+    let body = store.get(&c, "2026-11-22.jsonl").await.expect("get").body;
+    assert_eq!(body.as_ref(), b"{\"n\":1}\n{\"n\":2}\n");
+    assert!(
+        http.appends.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "the lost append was sent again"
+    );
+}
+
+/// Two instances (each remembering where the blob ended after its own
+/// appends) write to one day blob at once: each loses races to the other
+/// and every line lands once, batches whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn azurite_two_instances_append_to_one_blob() {
+    let (a, b) = (azurite_store(), azurite_store());
+    let c = unique("c");
+    a.ensure_container(&c).await.expect("container");
+    let mut tasks = Vec::new();
+    for (who, store) in [("a", a.clone()), ("b", b.clone())] {
+        for t in 0..4 {
+            let (store, c) = (store.clone(), c.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..10 {
+                    let batch: Vec<Bytes> = (0..2)
+                        .map(|k| {
+                            Bytes::from(format!("{{\"w\":\"{who}{t}\",\"i\":{i},\"k\":{k}}}\n"))
+                        })
+                        .collect();
+                    store
+                        .append_batch(&c, "2026-11-22.jsonl", &batch)
+                        .await
+                        .expect("append");
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let lines = blob_lines(&a, &c, "2026-11-22.jsonl").await;
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    assert_eq!(lines.len(), 2 * 4 * 10 * 2, "every line once");
+    let unique_lines: BTreeSet<&str> = lines.iter().copied().collect();
+    assert_eq!(unique_lines.len(), lines.len());
+    for pair in lines.chunks(2) {
+        assert_eq!(
+            pair[0].replace("\"k\":0", "\"k\":1"),
+            pair[1],
+            "a batch stays contiguous"
+        );
+    }
 }
 
 /// The local store's stand-in for Azure's 50,000-block limit sends the log
-/// on to numbered siblings, and `read_day` reads them all, in order.
+/// on to numbered siblings, and `read_day` reads them all, in order; a
+/// subject's index rolls over the same way, and is read whole.
 #[tokio::test]
 async fn audit_rolls_over_to_siblings_when_a_day_is_full() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -863,10 +1033,12 @@ async fn audit_rolls_over_to_siblings_when_a_day_is_full() {
         .and_hms_opt(3, 0, 0)
         .expect("time")
         .and_utc();
+    let alice = dormant::ids::ObjectId::parse(ALICE).expect("id");
     for i in 0..12 {
         let mut r = AuditRecord::new("notify", Outcome::Done);
-        r.time = at;
+        r.time = at + chrono::Duration::seconds(i);
         r.case = Some(format!("case-{i:02}"));
+        r.user = Some(ALICE.into());
         log.record(&r).await.expect("record");
     }
     let names: Vec<String> = store
@@ -883,14 +1055,31 @@ async fn audit_rolls_over_to_siblings_when_a_day_is_full() {
     let cases: Vec<String> = back.into_iter().filter_map(|r| r.case).collect();
     let want: Vec<String> = (0..12).map(|i| format!("case-{i:02}")).collect();
     assert_eq!(cases, want, "all records, in write order across siblings");
+    assert!(
+        names.contains(&format!("by-user/{ALICE}.1.jsonl")),
+        "{names:?}"
+    );
+    let indexed: Vec<String> = log
+        .subject_records(&alice)
+        .await
+        .expect("index")
+        .into_iter()
+        .filter_map(|r| r.case)
+        .collect();
+    assert_eq!(indexed, want, "the index across its siblings");
     // A fresh log (a new process) finds its way past the full blobs too.
     let fresh = AuditLog::new(store.clone());
     let mut r = AuditRecord::new("notify", Outcome::Done);
-    r.time = at;
+    r.time = at + chrono::Duration::seconds(12);
     r.case = Some("case-12".into());
+    r.user = Some(ALICE.into());
     fresh.record(&r).await.expect("record");
     assert_eq!(
         fresh.read_day(at.date_naive()).await.expect("read").len(),
+        13
+    );
+    assert_eq!(
+        fresh.subject_records(&alice).await.expect("index").len(),
         13
     );
 

@@ -259,10 +259,7 @@ impl Scanner {
             }
             let audit = AuditLog::new(self.store.clone());
             for line in state.lines.iter_mut().filter(|l| !l.recorded) {
-                let day = audit.read_day(line.record.time.date_naive()).await?;
-                if !day.contains(&line.record) {
-                    audit.record(&line.record).await?;
-                }
+                audit.ensure_recorded(&line.record).await?;
                 line.recorded = true;
             }
             match self
