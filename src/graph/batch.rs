@@ -4,7 +4,7 @@
 //! order the requests were given.
 
 use super::client::{GraphClient, GraphRequest};
-use super::error::{GraphError, Verdict, classify, parse_retry_after};
+use super::error::{GraphError, Verdict, classify, decode_failure, parse_retry_after};
 use super::pacer::RequestClass;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
@@ -57,8 +57,13 @@ impl BatchItemResponse {
     /// The body as `T`.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, GraphError> {
         let body = self.body.clone().unwrap_or(serde_json::Value::Null);
-        serde_json::from_value(body)
-            .map_err(|e| GraphError::permanent(self.status, "UnexpectedResponse", e.to_string()))
+        serde_json::from_value(body).map_err(|e| {
+            GraphError::permanent(
+                self.status,
+                "UnexpectedResponse",
+                format!("the answer is {}", decode_failure(&e)),
+            )
+        })
     }
 }
 
@@ -121,8 +126,9 @@ pub(crate) fn build_batch_body(
 
 /// Parses a `$batch` answer into (index, response) pairs.
 pub(crate) fn parse_batch_body(body: &[u8]) -> Result<Vec<(usize, BatchItemResponse)>, GraphError> {
-    let parsed: WireResponses = serde_json::from_slice(body)
-        .map_err(|e| GraphError::Transient(format!("the $batch answer is not readable: {e}")))?;
+    let parsed: WireResponses = serde_json::from_slice(body).map_err(|e| {
+        GraphError::Transient(format!("the $batch answer is {}", decode_failure(&e)))
+    })?;
     Ok(parsed
         .responses
         .into_iter()

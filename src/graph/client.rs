@@ -2,7 +2,7 @@
 //! under every call, and paging as a `Stream`.
 
 use super::auth::{EntraTokenProvider, TokenProvider};
-use super::error::{GraphError, Verdict, classify, parse_retry_after};
+use super::error::{GraphError, Verdict, classify, decode_failure, parse_retry_after};
 use super::http::build_http_client;
 use super::pacer::{Pacer, PacerConfig, PacerStats, RequestClass};
 use super::settings::{GraphSettings, TenantKind};
@@ -106,7 +106,7 @@ impl GraphResponse {
             GraphError::permanent(
                 self.status,
                 "UnexpectedResponse",
-                format!("the answer does not have the expected shape: {e}"),
+                format!("the answer is {}", decode_failure(&e)),
             )
         })
     }

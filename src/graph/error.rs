@@ -11,8 +11,10 @@ use std::time::Duration;
 /// Everything that can go wrong talking to Microsoft Graph (or to the token
 /// authority and Key Vault on its behalf).
 ///
-/// Messages never hold tokens or secrets: they are built from Graph's
-/// `error.code`/`error.message`, which name the failure, not the caller.
+/// Messages hold neither tokens nor personal data: Graph's `error.message`
+/// can quote a user principal name or a mail address, so only its
+/// `error.code`, the HTTP status and dormant's own words are kept. These
+/// texts reach `run.json`, summary warnings and audit lines.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum GraphError {
     /// A failure that may pass: 5xx, connection reset, timeout, a truncated
@@ -23,12 +25,17 @@ pub enum GraphError {
     /// when it sent none).
     #[error("throttled by Microsoft Graph, retry after {retry_after:?}")]
     Throttled { retry_after: Duration },
-    /// Graph refused the request for good (400, 403, 409, …).
-    #[error("Microsoft Graph refused the request: HTTP {status} {code}: {message}")]
+    /// Graph refused the request for good (400, 403, 409, …). `detail` is
+    /// dormant's own description (never Graph's message), empty when the
+    /// status and code say it all.
+    #[error(
+        "Microsoft Graph refused the request: HTTP {status} {code}{}",
+        detail_suffix(detail)
+    )]
     Permanent {
         status: u16,
         code: String,
-        message: String,
+        detail: String,
     },
     /// 404: the object does not exist (or no longer does).
     #[error("not found in Microsoft Graph")]
@@ -59,12 +66,39 @@ impl GraphError {
         }
     }
 
-    pub(crate) fn permanent(status: u16, code: &str, message: impl Into<String>) -> Self {
+    /// A refusal described in dormant's own words (`detail` must never
+    /// carry text from an answer).
+    pub(crate) fn permanent(status: u16, code: &str, detail: impl Into<String>) -> Self {
         GraphError::Permanent {
             status,
             code: code.to_string(),
-            message: message.into(),
+            detail: detail.into(),
         }
+    }
+}
+
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
+/// Describes a JSON decoding failure without quoting the document: serde's
+/// own message repeats the offending value (`invalid type: string "ada@…"`),
+/// which may be personal data. Kind and position only.
+pub(crate) fn decode_failure(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Data => "not the expected shape",
+        serde_json::error::Category::Eof => "cut short",
+    };
+    if e.line() == 0 {
+        kind.to_string()
+    } else {
+        format!("{kind} at line {} column {}", e.line(), e.column())
     }
 }
 
@@ -120,25 +154,23 @@ pub(crate) fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) 
         return Verdict::Success;
     }
     let detail = parse_error_body(body);
-    let code = detail.as_ref().map(|d| d.code.as_str()).unwrap_or("");
-    let message = detail
-        .as_ref()
-        .map(|d| d.message.clone())
-        .unwrap_or_else(|| format!("HTTP {status} without a Graph error body"));
+    // Graph's message is read to sort the answer, never kept (it can quote
+    // a UPN); the code names the failure.
+    let (code, message) = match &detail {
+        Some(d) if !d.code.is_empty() => (d.code.as_str(), d.message.as_str()),
+        Some(d) => ("(no code)", d.message.as_str()),
+        None => ("(no Graph error body)", ""),
+    };
     match status {
-        401 => Verdict::Unauthorized(GraphError::Auth(format!(
-            "Graph answered 401 {code}: {message}"
-        ))),
+        401 => Verdict::Unauthorized(GraphError::Auth(format!("Graph answered 401 {code}"))),
         404 => Verdict::Fail(GraphError::NotFound),
         429 => Verdict::Fail(GraphError::Throttled {
             retry_after: retry_after.unwrap_or(DEFAULT_THROTTLE_PAUSE),
         }),
-        400 if is_expired_page_token(code, &message) => Verdict::Fail(GraphError::ExpiredSkipToken),
+        400 if is_expired_page_token(code, message) => Verdict::Fail(GraphError::ExpiredSkipToken),
         // 408 Request Timeout, 5xx, and 509 (bandwidth) are the documented transient answers.
-        408 | 500..=599 => Verdict::Fail(GraphError::Transient(format!(
-            "HTTP {status} {code}: {message}"
-        ))),
-        _ => Verdict::Fail(GraphError::permanent(status, code, message)),
+        408 | 500..=599 => Verdict::Fail(GraphError::Transient(format!("HTTP {status} {code}"))),
+        _ => Verdict::Fail(GraphError::permanent(status, code, "")),
     }
 }
 
@@ -159,21 +191,30 @@ pub(crate) fn parse_error_body(body: &[u8]) -> Option<GraphErrorDetail> {
         .filter(|d| !d.code.is_empty() || !d.message.is_empty())
 }
 
+/// The longest wait dormant takes from one `Retry-After`. Graph asks for
+/// seconds to a few minutes; a larger value is a broken header (or a proxy's
+/// idea of a joke) and would pause every call of its budget for that long.
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
 /// `Retry-After` is seconds for Graph; an HTTP date is accepted too (RFC 9110).
+/// Clamped to [`MAX_RETRY_AFTER`]; `None` for a value that is neither (the
+/// caller then backs off on its own).
 pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    if let Ok(secs) = v.parse::<f64>()
-        && secs.is_finite()
-        && secs >= 0.0
-    {
-        return Some(Duration::from_secs_f64(secs));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
+    let wait = if let Ok(secs) = v.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else if let Ok(secs) = v.parse::<f64>() {
+        if !secs.is_finite() || secs < 0.0 {
+            return None;
+        }
+        // `from_secs_f64` panics past u64 seconds: clamp first.
+        Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64()))
+    } else {
+        let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+        let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+        delta.to_std().unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -283,5 +324,44 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after("-3"), None);
+    }
+
+    #[test]
+    fn huge_or_malformed_retry_after_is_clamped_and_never_panics() {
+        for huge in [
+            "18446744073709551615",
+            "99999999999999999999999",
+            "1e30",
+            "1.7976931348623157e308",
+            "86400",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(parse_retry_after(huge), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        for bad in ["NaN", "inf", "-inf", "", "-0.5", "1,5", "\u{0}", "30s"] {
+            assert_eq!(parse_retry_after(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_retry_after("299"), Some(Duration::from_secs(299)));
+    }
+
+    #[test]
+    fn graph_error_messages_that_quote_a_user_are_not_kept() {
+        let upn = "ada.lovelace@contoso.com";
+        let body = format!(
+            r#"{{"error":{{"code":"Request_BadRequest","message":"Invalid value for user {upn}"}}}}"#
+        );
+        for status in [400, 401, 403, 409, 500, 503] {
+            let text = match classify(status, None, body.as_bytes()) {
+                Verdict::Fail(e) | Verdict::Unauthorized(e) => e.to_string(),
+                Verdict::Success => panic!("{status}"),
+            };
+            assert!(!text.contains(upn), "{status}: {text}");
+            assert!(text.contains("Request_BadRequest"), "{status}: {text}");
+        }
+        let err = serde_json::from_str::<u32>(&format!("\"{upn}\"")).unwrap_err();
+        assert!(err.to_string().contains(upn), "serde quotes the value");
+        let told = decode_failure(&err);
+        assert!(!told.contains(upn), "{told}");
+        assert!(told.starts_with("not the expected shape"), "{told}");
     }
 }

@@ -291,7 +291,12 @@ impl Pacer {
     /// A 429 for a request of `class`: pause all its budgets for `retry_after`.
     pub fn throttled(&self, class: RequestClass, retry_after: Duration) {
         self.throttled.fetch_add(1, Ordering::Relaxed);
-        let until = Instant::now() + retry_after;
+        // Saturating: a pause past what `Instant` holds (a broken header)
+        // is as long as the longest one dormant takes.
+        let now = Instant::now();
+        let until = now
+            .checked_add(retry_after.min(super::error::MAX_RETRY_AFTER))
+            .unwrap_or(now);
         for (budget, _) in class.cost(self.config.tenant_kind).0 {
             self.buckets[budget.index()].pause(until);
         }

@@ -160,15 +160,24 @@ impl GraphClient {
     /// [`with_revealed_names`](Self::with_revealed_names).
     pub async fn reveal_report_names(&self) -> Result<ConcealedNamesGuard, GraphError> {
         let settings = self.report_settings().await?;
-        if settings.display_concealed_names {
-            self.set_display_concealed_names(false).await?;
-            tracing::info!("usage report names un-concealed for the download");
-        }
-        Ok(ConcealedNamesGuard {
+        // The guard exists before the PATCH: an answer lost after the change
+        // landed (a timeout, a reset, a 5xx from a gateway) must still end
+        // with the names concealed again.
+        let guard = ConcealedNamesGuard {
             client: self.clone(),
             must_restore: settings.display_concealed_names,
             restored: AtomicBool::new(false),
-        })
+        };
+        if settings.display_concealed_names {
+            if let Err(e) = self.set_display_concealed_names(false).await {
+                // Conceal again whether or not the change landed (setting
+                // `true` twice is harmless); Drop retries if this fails too.
+                let _ = guard.restore().await;
+                return Err(e);
+            }
+            tracing::info!("usage report names un-concealed for the download");
+        }
+        Ok(guard)
     }
 
     /// Runs `work` with report names revealed and restores the setting

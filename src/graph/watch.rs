@@ -25,6 +25,11 @@ use super::pacer::RequestClass;
 /// How long the audit answer is trusted.
 const AUDITS_FRESH_FOR: chrono::Duration = chrono::Duration::seconds(60);
 
+/// How late an audit event may reach Graph after it happened (Entra: "up
+/// to an hour" at worst): a refresh asks again this far back from the last
+/// fetch, so an event that arrived late is not missed.
+const AUDITS_ARRIVE_WITHIN: chrono::Duration = chrono::Duration::hours(2);
+
 /// The audit activity Entra writes when an account is enabled.
 pub const ENABLE_ACCOUNT: &str = "Enable account";
 
@@ -45,25 +50,42 @@ struct Enables {
 impl GraphClient {
     /// Every `Enable account` audit since `since` (tenant-wide), kept a
     /// minute of `now` (dormant's clock). One caller fetches while the
-    /// others wait for its answer.
+    /// others wait for its answer. A refresh asks only for what is new
+    /// (from the last fetch, less the time events take to arrive) and keeps
+    /// the rest: directory audits have a budget of 5 requests per 10 s, and
+    /// a month of enables in a large tenant is many pages.
     pub async fn enable_audits_since(
         &self,
         since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Arc<Vec<DirectoryAudit>>, GraphError> {
         let mut slot = self.watch().enables.lock().await;
-        if let Some(e) = slot.as_ref()
-            && now >= e.fetched
+        let reusable = slot
+            .as_ref()
+            .filter(|e| e.since <= since && now >= e.fetched);
+        if let Some(e) = reusable
             && now - e.fetched < AUDITS_FRESH_FOR
-            && e.since <= since
         {
             return Ok(e.audits.clone());
         }
-        let audits: Vec<DirectoryAudit> = self
-            .directory_audits_of_activity(ENABLE_ACCOUNT, since)
+        let (from, mut kept): (DateTime<Utc>, Vec<DirectoryAudit>) = match reusable {
+            Some(e) => (
+                (e.fetched - AUDITS_ARRIVE_WITHIN).max(since),
+                e.audits
+                    .iter()
+                    .filter(|a| a.activity_date_time.is_none_or(|at| at >= since))
+                    .cloned()
+                    .collect(),
+            ),
+            None => (since, Vec::new()),
+        };
+        let fresh: Vec<DirectoryAudit> = self
+            .directory_audits_of_activity(ENABLE_ACCOUNT, from)
             .try_collect()
             .await?;
-        let audits = Arc::new(audits);
+        let known: std::collections::HashSet<String> = kept.iter().map(|a| a.id.clone()).collect();
+        kept.extend(fresh.into_iter().filter(|a| !known.contains(&a.id)));
+        let audits = Arc::new(kept);
         *slot = Some(Enables {
             fetched: now,
             since,

@@ -135,8 +135,12 @@ pub async fn enabled_by_someone_else(
     if expected_disabled && enabled_now {
         return Ok(true);
     }
-    let since = (now - AUDIT_RETENTION).max(case.opened_at - Duration::minutes(5));
-    let audits = graph.enable_audits_since(since, now).await?;
+    // One window for every case (not from each case's opening), so that
+    // every re-check within a minute shares one answer; the case's own
+    // opening is applied below.
+    let audits = graph
+        .enable_audits_since(now - AUDIT_RETENTION, now)
+        .await?;
     let own_app = graph.own_app_id().await;
     Ok(enabled_by_others(audits.iter(), own_app.as_deref())
         .get(&case.user)

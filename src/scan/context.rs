@@ -147,14 +147,14 @@ impl RunContext {
         ctx.privileged = privileged_principals(graph).await?;
 
         let since = now - Duration::days(i64::from(config.policy.inactive_after_days));
-        let audits: Vec<_> = graph
-            .directory_audits_of_activity(ENABLE_ACCOUNT, since)
-            .try_collect()
+        // The same (cached) answer the night's re-checks use.
+        let audits = graph
+            .enable_audits_since(since, now)
             .await
             .map_err(ContextError::Audits)?;
         // Anyone but dormant's own app: a person, or another system.
         let own_app = graph.own_app_id().await;
-        ctx.reenabled = enabled_by_others(&audits, own_app.as_deref());
+        ctx.reenabled = enabled_by_others(audits.iter(), own_app.as_deref());
 
         let mut index = None;
         let wants_usage = config.tenant_kind == TenantKind::Workforce

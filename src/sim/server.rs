@@ -42,6 +42,16 @@ pub struct Faults {
     /// The next N matching requests get Graph's 429 with `Retry-After: retry_after_secs`.
     pub next_429: u32,
     pub retry_after_secs: u64,
+    /// Sent verbatim as the 429's `Retry-After` instead of
+    /// `retry_after_secs` (a huge or malformed value, as proxies send).
+    pub retry_after_header: Option<String>,
+    /// The next N matching requests get a Graph error `error_status`
+    /// `error_code` with `error_message` (which may quote a user, as
+    /// Graph's messages do).
+    pub next_error: u32,
+    pub error_status: u16,
+    pub error_code: String,
+    pub error_message: String,
     /// The next N matching requests are dropped.
     pub next_reset: u32,
     /// The next N matching requests get a truncated body.
@@ -70,6 +80,11 @@ impl Default for Faults {
             next_503: 0,
             next_429: 0,
             retry_after_secs: 2,
+            retry_after_header: None,
+            next_error: 0,
+            error_status: 400,
+            error_code: "Request_BadRequest".into(),
+            error_message: String::new(),
             next_reset: 0,
             next_truncate: 0,
             next_stuck: 0,
@@ -260,7 +275,8 @@ pub async fn serve(st: Arc<State>, listener: TcpListener, tls: Arc<rustls::Serve
 
 enum Injected {
     None,
-    Throttled(u64),
+    Throttled(u64, Option<String>),
+    Error(u16, String, String),
     Reset,
     Truncate,
     Stuck(u64),
@@ -297,9 +313,16 @@ fn pick_fault(st: &State, method: &hyper::Method, path: &str) -> (Injected, u64,
     } else if f.next_503 > 0 {
         f.next_503 -= 1;
         Injected::Unavailable
+    } else if f.next_error > 0 {
+        f.next_error -= 1;
+        Injected::Error(
+            f.error_status,
+            f.error_code.clone(),
+            f.error_message.clone(),
+        )
     } else if f.next_429 > 0 {
         f.next_429 -= 1;
-        Injected::Throttled(f.retry_after_secs)
+        Injected::Throttled(f.retry_after_secs, f.retry_after_header.clone())
     } else if f.rate_reset > 0.0 || f.rate_truncate > 0.0 || f.rate_503 > 0.0 {
         let mut rng = st.lock(&st.fault_rng);
         if rng.chance(f.rate_reset) {
@@ -385,15 +408,26 @@ async fn handle(
             .with_header("Retry-After", "1");
             return Ok(to_response(reply, &ids, false));
         }
-        Injected::Throttled(secs) => {
+        Injected::Throttled(secs, header) => {
             st.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
-            let reply = super::graph::throttled_reply(
+            let mut reply = super::graph::throttled_reply(
                 &st,
                 secs,
                 "ResourceUnitLimitExceeded",
                 "ReadWrite",
                 &ids,
             );
+            if let Some(value) = header {
+                reply
+                    .headers
+                    .retain(|(k, _)| !k.eq_ignore_ascii_case("retry-after"));
+                reply = reply.with_header("Retry-After", value);
+            }
+            return Ok(to_response(reply, &ids, false));
+        }
+        Injected::Error(status, code, message) => {
+            st.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
+            let reply = graph_error(status, &code, &message, &ids);
             return Ok(to_response(reply, &ids, false));
         }
         _ => {}

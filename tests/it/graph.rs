@@ -1011,10 +1011,214 @@ async fn a_retry_after_beyond_the_retry_budget_is_returned_as_throttled() {
     assert_eq!(
         err,
         GraphError::Throttled {
-            retry_after: Duration::from_secs(3600)
+            // An hour is clamped to the longest wait dormant takes.
+            retry_after: Duration::from_secs(300)
         }
     );
     assert!(err.is_transient());
     assert!(start.elapsed() < Duration::from_secs(2));
     assert_eq!(server.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn a_lost_answer_to_the_reveal_patch_still_conceals_the_names_again() {
+    // The PATCH that un-conceals lands, but the caller hears a refusal (a
+    // gateway error, a timeout): the names must not stay revealed.
+    let concealed = Arc::new(Mutex::new(true));
+    let c = concealed.clone();
+    let server = serve(move |s, _| {
+        if s.method == "PATCH" {
+            let v: serde_json::Value = serde_json::from_slice(&s.body).unwrap_or_default();
+            let conceal = v["displayConcealedNames"].as_bool().unwrap_or(true);
+            *c.lock().expect("lock") = conceal;
+            if !conceal {
+                return reply(
+                    409,
+                    r#"{"error":{"code":"Request_ConflictingObjects","message":"Another operation is in progress"}}"#,
+                );
+            }
+            return reply(204, "");
+        }
+        let now = *c.lock().expect("lock");
+        reply(200, &format!(r#"{{"displayConcealedNames":{now}}}"#))
+    })
+    .await;
+    let client = static_client(&server.base);
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r2 = ran.clone();
+    let r = client
+        .with_revealed_names(|_| async move {
+            r2.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), GraphError>(())
+        })
+        .await;
+    assert!(r.is_err(), "the reveal failed as far as dormant knows");
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "no download without the reveal"
+    );
+    assert!(
+        *concealed.lock().expect("lock"),
+        "names concealed again although the answer was lost"
+    );
+    let patches: Vec<String> = server
+        .seen()
+        .iter()
+        .filter(|s| s.method == "PATCH")
+        .map(|s| String::from_utf8_lossy(&s.body).into_owned())
+        .collect();
+    assert_eq!(patches.len(), 2, "{patches:?}");
+    assert!(patches[1].contains("true"), "{patches:?}");
+}
+
+#[tokio::test]
+async fn a_huge_or_malformed_retry_after_is_clamped_and_never_panics() {
+    let odd_calls = Arc::new(AtomicUsize::new(0));
+    let oc = odd_calls.clone();
+    let server = serve(move |s, _| {
+        let throttled = |value: &str| {
+            reply_with(
+                429,
+                &[("content-type", "application/json"), ("retry-after", value)],
+                r#"{"error":{"code":"TooManyRequests","message":"Please retry again later."}}"#,
+            )
+        };
+        if s.uri.starts_with("/v1.0/users/huge") {
+            throttled("1e30")
+        } else if s.uri.starts_with("/v1.0/users/forever") {
+            throttled("18446744073709551615")
+        } else if s.uri.starts_with("/v1.0/users/odd") {
+            if oc.fetch_add(1, Ordering::SeqCst) == 0 {
+                throttled("after lunch")
+            } else {
+                reply(200, r#"{"id":"odd"}"#)
+            }
+        } else {
+            reply(404, "{}")
+        }
+    })
+    .await;
+    for id in ["huge", "forever"] {
+        // A fresh client each time: the first pause holds its budget.
+        let client = static_client(&server.base);
+        let started = Instant::now();
+        let r = client.get_user(id, &["id"]).await;
+        assert_eq!(
+            r.expect_err("throttled"),
+            GraphError::Throttled {
+                retry_after: Duration::from_secs(300)
+            },
+            "{id}: clamped to five minutes"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{id}: a wait past the retry budget is not taken"
+        );
+    }
+    // A malformed value falls back to dormant's own pause and the call goes on.
+    let client = static_client(&server.base);
+    let user = client.get_user("odd", &["id"]).await.expect("retried");
+    assert_eq!(user.id, "odd");
+    assert_eq!(odd_calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn graph_error_text_quoting_a_user_never_reaches_the_error_we_keep() {
+    let upn = "ada.lovelace@contoso.com";
+    let server = serve(move |s, _| {
+        if s.uri.starts_with("/v1.0/users/refused") {
+            reply(
+                403,
+                &format!(
+                    r#"{{"error":{{"code":"Authorization_RequestDenied","message":"Insufficient privileges to update {upn}"}}}}"#
+                ),
+            )
+        } else if s.uri.starts_with("/v1.0/users/odd") {
+            // An answer of the wrong shape whose value is a UPN.
+            reply(200, &format!(r#"{{"id":"odd","accountEnabled":"{upn}"}}"#))
+        } else {
+            reply(
+                503,
+                &format!(r#"{{"error":{{"code":"serviceNotAvailable","message":"busy with {upn}"}}}}"#),
+            )
+        }
+    })
+    .await;
+    let client = static_client(&server.base);
+    let refused = client.get_user("refused", &["id"]).await.expect_err("403");
+    assert_eq!(refused.code(), Some("Authorization_RequestDenied"));
+    let odd = client
+        .get_user("odd", &["id", "accountEnabled"])
+        .await
+        .expect_err("wrong shape");
+    let busy = client.get_user("busy", &["id"]).await.expect_err("503");
+    for e in [refused, odd, busy] {
+        let text = format!("{e} {e:?}");
+        assert!(!text.contains(upn), "{text}");
+        assert!(!text.contains("ada.lovelace"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn enable_audits_are_asked_once_a_minute_and_then_only_for_what_is_new() {
+    // Directory audits allow 5 requests per 10 s: a night of re-checks must
+    // share one answer, and a refresh must not page a month again.
+    let server = serve(|s, _| {
+        let filter =
+            url::form_urlencoded::parse(s.uri.split_once('?').map_or("", |q| q.1).as_bytes())
+                .find(|(k, _)| k == "$filter")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+        let event = |id: &str, at: &str, user: &str| {
+            serde_json::json!({
+                "id": id,
+                "activityDisplayName": "Enable account",
+                "activityDateTime": at,
+                "initiatedBy": {"user": {"id": "admin"}},
+                "targetResources": [{"id": user, "type": "User"}],
+            })
+        };
+        let value = if filter.contains("ge 2026-11-02") {
+            vec![event("e1", "2026-11-20T10:00:00Z", "u1")]
+        } else {
+            // The refresh: from the last fetch less two hours.
+            assert!(filter.contains("ge 2026-12-02T08:00:00Z"), "{filter}");
+            vec![event("e2", "2026-12-02T10:30:00Z", "u2")]
+        };
+        reply(200, &serde_json::json!({ "value": value }).to_string())
+    })
+    .await;
+    let client = static_client(&server.base);
+    let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().expect("date");
+    let month = chrono::Duration::days(30);
+    let now = at("2026-12-02T10:00:00Z");
+    let first = client
+        .enable_audits_since(now - month, now)
+        .await
+        .expect("audits");
+    assert_eq!(first.len(), 1);
+    for later in [
+        now + chrono::Duration::seconds(30),
+        now + chrono::Duration::seconds(59),
+    ] {
+        let again = client
+            .enable_audits_since(later - month, later)
+            .await
+            .expect("audits");
+        assert_eq!(again.len(), 1);
+    }
+    assert_eq!(
+        server.count("/v1.0/auditLogs/directoryAudits"),
+        1,
+        "one request a minute"
+    );
+    let later = now + chrono::Duration::minutes(45);
+    let merged = client
+        .enable_audits_since(later - month, later)
+        .await
+        .expect("audits");
+    let ids: Vec<&str> = merged.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["e1", "e2"], "the old answer kept, the new one added");
+    assert_eq!(server.count("/v1.0/auditLogs/directoryAudits"), 2);
 }

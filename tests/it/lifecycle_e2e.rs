@@ -3,8 +3,10 @@
 //! cases and enqueue due steps, `dormant worker`'s drain runs them, every
 //! phase lands on its day and in order, audited; a user who signs in again
 //! in the middle is cancelled, a user a person re-enabled is left alone, a
-//! restore brings the deleted user back with its licenses, and a duplicate
-//! delivery does nothing twice.
+//! sign-in Graph shows a day late undoes what dormant had done, a night
+//! whose sign-in data broke quarantines itself and changes nothing, a
+//! restore brings the deleted user back with its licenses and holds it, and
+//! a duplicate delivery does nothing twice.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use dormant::graph::GraphError;
 use dormant::graph::exchange::MailboxKind;
 use dormant::lifecycle::{ActionKind, ActionMessage, CaseStore};
 use dormant::scan::run::ScanOptions;
-use dormant::sim::{Sim, SimConfig};
+use dormant::sim::{Quirk, Sim, SimConfig};
 use dormant::store::audit::{AuditRecord, Outcome};
 use dormant::store::{ACTIONS_QUEUE, SendOptions};
 
@@ -76,7 +78,8 @@ impl Tenant {
         let sim = Sim::start(SimConfig {
             users,
             seed: 11,
-            sign_in_lag_secs: 0,
+            // signInActivity shows a sign-in a day late, as Graph may.
+            sign_in_lag_secs: DAY,
             ..SimConfig::default()
         })
         .await
@@ -154,7 +157,8 @@ async fn sixty_days_of_cases_on_the_simulator() {
     );
 
     // Pick: A walks the whole plan (user mailbox, direct licenses), B signs
-    // in again on day 7, C is re-enabled by a person after the disable.
+    // in again on day 7, C is re-enabled by a person after the disable, D
+    // signs in after dormant disabled it and converted its mailbox.
     let mut full = Vec::new();
     let mut others = Vec::new();
     for u in &users {
@@ -169,16 +173,36 @@ async fn sixty_days_of_cases_on_the_simulator() {
         }
     }
     assert!(
-        full.len() >= 3,
-        "need three users with a mailbox and licenses"
+        full.len() >= 4,
+        "need four users with a mailbox and licenses"
     );
-    let (a, b, c) = (full[0].clone(), full[1].clone(), full[2].clone());
+    let (a, b, c, d) = (
+        full[0].clone(),
+        full[1].clone(),
+        full[2].clone(),
+        full[3].clone(),
+    );
     let licenses_before = graph
         .get_user(&a, &["id", "assignedLicenses"])
         .await
         .expect("A")
         .assigned_licenses;
     assert!(!licenses_before.is_empty());
+    let skus_of = |user: dormant::graph::User| -> Vec<String> {
+        let mut skus: Vec<String> = user
+            .assigned_licenses
+            .into_iter()
+            .map(|l| l.sku_id)
+            .collect();
+        skus.sort();
+        skus
+    };
+    let d_skus = skus_of(
+        graph
+            .get_user(&d, &["id", "assignedLicenses"])
+            .await
+            .expect("D"),
+    );
 
     t.advance_days(7);
     assert!(t.sim.record_sign_in(&b, true, true), "B signs in");
@@ -230,11 +254,77 @@ async fn sixty_days_of_cases_on_the_simulator() {
         cases.open_case(&c).await.expect("read").is_none(),
         "C's case ends"
     );
+    assert_eq!(
+        exchange.mailbox_kind(&d).await.expect("mailbox"),
+        Some(MailboxKind::Shared)
+    );
+    // D signs in on a device that kept its token; Graph shows it a day
+    // later.
+    assert!(t.sim.record_sign_in(&d, true, true), "D signs in");
 
-    // Day 21: licenses go.
+    // Day 21: a Graph incident, as a lapsed licence would look: a quarter
+    // of the records (of users without a case) carry no readable sign-in
+    // data. The run quarantines itself: nothing opens, nothing is sent.
     t.advance_days(6);
-    t.scan().await;
+    let with_cases: BTreeSet<String> = cases
+        .open_users()
+        .await
+        .expect("cases")
+        .into_iter()
+        .collect();
+    let broken: Vec<String> = t.sim.with_tenant(|tenant| {
+        (0..tenant.users.len() as u32)
+            .filter(|i| i % 4 == 0)
+            .map(|i| tenant.user_id(i))
+            .filter(|u| !with_cases.contains(u) && !users.contains(u))
+            .collect()
+    });
+    for user in &broken {
+        t.sim.set_quirk(user, Some(Quirk::BadDate));
+    }
+    let spike = t.scan().await;
+    assert!(spike.quarantined, "{spike:?}");
+    assert!(
+        spike
+            .quarantine_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("no sign-in data")),
+        "{spike:?}"
+    );
+    assert_eq!(spike.actions_enqueued, 0, "a quarantined run sends nothing");
+    assert_eq!(drain_all(&t.ctx).await.handled, 0);
+    assert_eq!(
+        graph
+            .get_user(&a, &["id", "assignedLicenses"])
+            .await
+            .expect("A")
+            .assigned_licenses
+            .len(),
+        licenses_before.len(),
+        "nothing happens on a broken night"
+    );
+
+    // Day 22: the data is back; the licenses go a night late, and D's
+    // sign-in, visible now, undoes what dormant did to D.
+    for user in &broken {
+        t.sim.set_quirk(user, None);
+    }
+    t.advance_days(1);
+    let healthy = t.scan().await;
+    assert!(!healthy.quarantined, "{healthy:?}");
     drain_all(&t.ctx).await;
+    let d_now = graph
+        .get_user(&d, &["id", "accountEnabled", "assignedLicenses"])
+        .await
+        .expect("D");
+    assert_eq!(d_now.account_enabled, Some(true), "D enabled again");
+    assert_eq!(skus_of(d_now), d_skus, "D keeps its licenses");
+    assert_eq!(
+        exchange.mailbox_kind(&d).await.expect("mailbox"),
+        Some(MailboxKind::User),
+        "D's mailbox is a user mailbox again"
+    );
+    assert!(cases.open_case(&d).await.expect("read").is_none());
     let direct_left = graph
         .get_user(&a, &["id", "assignedLicenses", "licenseAssignmentStates"])
         .await
@@ -268,7 +358,7 @@ async fn sixty_days_of_cases_on_the_simulator() {
     assert_eq!(drain_all(&t.ctx).await.handled, 1);
 
     // Day 51: soft delete.
-    t.advance_days(30);
+    t.advance_days(29);
     t.scan().await;
     drain_all(&t.ctx).await;
     assert!(matches!(
@@ -314,6 +404,41 @@ async fn sixty_days_of_cases_on_the_simulator() {
         "a second restore finds it done"
     );
 
+    // Day 61: the restored user (still without activity) and the user a
+    // person re-enabled are held: no case, no step, the report says why.
+    t.advance_days(1);
+    t.scan().await;
+    drain_all(&t.ctx).await;
+    for held in [&a, &c, &d] {
+        assert!(
+            cases.open_case(held).await.expect("read").is_none(),
+            "{held} is held"
+        );
+    }
+    let csv = t
+        .ctx
+        .store
+        .get(
+            dormant::store::REPORTS_CONTAINER,
+            "latest/inactive-users.csv",
+        )
+        .await
+        .expect("report");
+    let mut reader = csv::Reader::from_reader(csv.body.as_ref());
+    let headers = reader.headers().expect("header").clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).expect(name);
+    let (id_col, verdict_col, flags_col) = (col("userId"), col("verdict"), col("riskFlags"));
+    let a_row = reader
+        .records()
+        .map(|r| r.expect("row"))
+        .find(|r| r[id_col] == *a)
+        .expect("A's row");
+    assert_eq!(&a_row[verdict_col], "review");
+    assert!(
+        a_row[flags_col].split(';').any(|f| f == "restored"),
+        "{a_row:?}"
+    );
+
     // The audit trail: A's steps on their days, in order, each once.
     let lines = audit_lines(&t.ctx, start, t.clock.now()).await;
     let of = |u: &str| -> Vec<&AuditRecord> {
@@ -333,7 +458,7 @@ async fn sixty_days_of_cases_on_the_simulator() {
             ("notify", 0),
             ("disable", 14),
             ("convert-mailbox", 15),
-            ("remove-licenses", 21),
+            ("remove-licenses", 22),
             ("delete", 51),
             ("close", 51),
             ("restore", 60),
@@ -357,6 +482,64 @@ async fn sixty_days_of_cases_on_the_simulator() {
         .await
         .expect("C");
     assert_eq!(c_user.account_enabled, Some(true), "C is left alone");
+    let d_steps: Vec<&str> = of(&d).iter().map(|r| r.step.as_str()).collect();
+    assert_eq!(
+        d_steps,
+        [
+            "open",
+            "notify",
+            "disable",
+            "convert-mailbox",
+            "cancel",
+            "restore"
+        ],
+        "D: the case ends active-again and dormant's own steps are undone as one restore"
+    );
+    assert_eq!(
+        of(&d)
+            .iter()
+            .find(|r| r.step == "cancel")
+            .and_then(|r| r.detail.as_deref()),
+        Some("active-again")
+    );
+    let d_restore = of(&d)
+        .into_iter()
+        .find(|r| r.step == "restore")
+        .expect("D's undo");
+    assert_eq!(d_restore.outcome, Outcome::Done);
+    assert!(
+        d_restore
+            .detail
+            .as_deref()
+            .is_some_and(|x| x.starts_with("active-again")),
+        "{d_restore:?}"
+    );
+
+    // The broken night has its audit line, and nothing else happened in it.
+    let spike_lines: Vec<&AuditRecord> = lines
+        .iter()
+        .filter(|r| r.run.as_deref() == Some(spike.run_id.as_str()))
+        .collect();
+    assert!(
+        spike_lines
+            .iter()
+            .any(|r| r.step == "quarantine" && r.detail.as_deref() == Some("unknown-share-jump")),
+        "{spike_lines:?}"
+    );
+    // No action on a held user: after its hold began, nothing but reads.
+    let held_since = |u: &str, step: &str| {
+        of(u)
+            .iter()
+            .rposition(|r| r.step == step)
+            .unwrap_or_else(|| panic!("{u}: no {step}"))
+    };
+    for (u, step) in [(&a, "restore"), (&c, "cancel"), (&d, "restore")] {
+        let after: Vec<&str> = of(u)[held_since(u, step) + 1..]
+            .iter()
+            .map(|r| r.step.as_str())
+            .collect();
+        assert!(after.is_empty(), "{u} after {step}: {after:?}");
+    }
 
     // Nobody is touched without a case that opened and told people first
     // (users who turn inactive during the 60 days get cases of their own).

@@ -1135,3 +1135,92 @@ async fn a_deleted_user_stays_in_deleted_items_until_the_purge_re_checks_it() {
     );
     t.sim.shutdown().await;
 }
+
+/// Every stored text dormant owns (its state and its audit log; the
+/// report, and the report rows a run keeps until it is written, are meant
+/// to name users), as one string per file.
+fn stored_texts(root: &std::path::Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir").flatten() {
+            let path = entry.path();
+            let name = path.display().to_string();
+            if name.contains(REPORTS_CONTAINER) || name.contains("/parts/") {
+                continue;
+            }
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((name, String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_messages_that_quote_a_user_never_reach_run_records_warnings_or_audit_errors() {
+    let t = Tenant::start(120, 31, 0, QUICK_PHASES).await;
+    t.day_of_work().await; // day 0: cases open, notify
+    let user = t.case_users_with(&[ActionKind::Disable]).await[0].clone();
+    let upn = t.sim.with_tenant(|tenant| {
+        (0..tenant.users.len() as u32)
+            .find(|&i| tenant.user_id(i) == user)
+            .map(|i| tenant.upn(i))
+            .expect("the user")
+    });
+    let quoting = |path: &str, method: Option<&str>| dormant::sim::Faults {
+        next_error: 1_000,
+        error_status: 403,
+        error_code: "Authorization_RequestDenied".into(),
+        error_message: format!("Insufficient privileges to complete the operation on {upn}"),
+        path_contains: Some(path.into()),
+        method: method.map(str::to_owned),
+        ..dormant::sim::Faults::default()
+    };
+    // Graph refuses the re-check before the disable and names the user in
+    // its message.
+    t.days(1.0);
+    t.sim
+        .set_faults(quoting(&format!("/users/{user}"), Some("GET")));
+    t.day_of_work().await;
+    let failed = t
+        .lines_of(&user)
+        .await
+        .into_iter()
+        .find(|l| l.step == "disable" && l.outcome == Outcome::Failed);
+    let failed = failed.expect("the refused re-check is recorded");
+    let error = failed.error.unwrap_or_default();
+    assert!(error.contains("Authorization_RequestDenied"), "{error}");
+    // A scan Graph refuses halfway (who is PIM-eligible) fails with codes.
+    t.sim
+        .set_faults(quoting("roleEligibilityScheduleInstances", None));
+    t.days(1.0);
+    let failed_scan = t
+        .ctx
+        .scanner()
+        .await
+        .expect("scanner")
+        .run(&ScanOptions::default(), Arc::new(()))
+        .await;
+    let message = format!(
+        "{:#}",
+        failed_scan.expect_err("the scan cannot know who is privileged")
+    );
+    assert!(!message.contains(&upn), "{message}");
+    t.sim.set_faults(dormant::sim::Faults::default());
+    let summary = t.day_of_work().await;
+    for w in &summary.warnings {
+        assert!(!w.contains(&upn), "{w}");
+    }
+    let texts = stored_texts(t.dir.path());
+    assert!(
+        texts.iter().any(|(name, _)| name.contains("audit")),
+        "the audit log is stored here"
+    );
+    for (name, text) in texts {
+        assert!(!text.contains(&upn), "{name} quotes the user: {text}");
+    }
+    t.sim.shutdown().await;
+}
