@@ -539,8 +539,9 @@ impl CaseStore {
         Ok(views.into_iter().flatten().collect())
     }
 
-    /// The user's newest archived case.
-    pub async fn latest_closed(&self, user: &str) -> Result<Option<(Case, ETag)>, StoreError> {
+    /// The names of the user's archived cases, oldest first (case ids
+    /// begin with their opening time).
+    async fn closed_names(&self, user: &str) -> Result<Vec<String>, StoreError> {
         let prefix = format!("{CLOSED_PREFIX}{}/", user.to_ascii_lowercase());
         let mut names: Vec<String> = self
             .store
@@ -550,7 +551,12 @@ impl CaseStore {
             .map(|b| b.name)
             .collect();
         names.sort();
-        match names.pop() {
+        Ok(names)
+    }
+
+    /// The user's newest archived case.
+    pub async fn latest_closed(&self, user: &str) -> Result<Option<(Case, ETag)>, StoreError> {
+        match self.closed_names(user).await?.pop() {
             Some(name) => self.read(&name).await,
             None => Ok(None),
         }
@@ -650,17 +656,8 @@ impl CaseStore {
 
     /// The user's archived cases, newest first.
     pub async fn closed_cases(&self, user: &str) -> Result<Vec<(Case, ETag)>, StoreError> {
-        let prefix = format!("{CLOSED_PREFIX}{}/", user.to_ascii_lowercase());
-        let mut names: Vec<String> = self
-            .store
-            .list(STATE_CONTAINER, &prefix)
-            .await?
-            .into_iter()
-            .map(|b| b.name)
-            .collect();
-        names.sort();
         let mut out = Vec::new();
-        for name in names.into_iter().rev() {
+        for name in self.closed_names(user).await?.into_iter().rev() {
             if let Some(found) = self.read(&name).await? {
                 out.push(found);
             }
@@ -744,5 +741,49 @@ mod tests {
         let text = serde_json::to_string(&c).expect("serialize");
         let back: Case = serde_json::from_str(&text).expect("parse");
         assert_eq!(back, c);
+    }
+
+    #[tokio::test]
+    async fn holds_round_trip_and_a_hold_from_before_kinds_reads_as_a_re_enable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::local(dir.path()).expect("store");
+        store.ensure_defaults().await.expect("containers");
+        let cases = CaseStore::new(store.clone());
+        let user = "6B3F2C1E-0000-4000-8000-000000000002";
+        assert_eq!(cases.hold_of(user).await.expect("read"), None);
+        let since = DateTime::parse_from_rfc3339("2026-11-20T08:00:00Z")
+            .expect("date")
+            .with_timezone(&Utc);
+        let hold = Hold {
+            kind: HoldKind::Restored,
+            since,
+        };
+        cases.hold(user, hold).await.expect("hold");
+        assert_eq!(cases.hold_of(user).await.expect("read"), Some(hold));
+        assert_eq!(cases.holds().await.expect("holds").len(), 1);
+
+        // Written by an earlier build: `{"until"}` = re-enable + 90 days.
+        store
+            .put(
+                STATE_CONTAINER,
+                &hold_name(user),
+                Bytes::from_static(br#"{"until":"2027-02-18T08:00:00Z"}"#),
+                Precondition::None,
+            )
+            .await
+            .expect("legacy hold");
+        assert_eq!(
+            cases
+                .hold_of(&user.to_ascii_lowercase())
+                .await
+                .expect("read"),
+            Some(Hold {
+                kind: HoldKind::ReEnabled,
+                since,
+            })
+        );
+        assert!(cases.lift_hold(user).await.expect("lift"));
+        assert!(!cases.lift_hold(user).await.expect("lift again"));
+        assert_eq!(cases.hold_of(user).await.expect("read"), None);
     }
 }

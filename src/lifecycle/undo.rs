@@ -184,11 +184,7 @@ impl Lifecycle<'_> {
                 if state.started_at.is_some() || state.record.is_some() {
                     // Decided before a crash: finish it.
                     let case = self.finish_final(case, place).await?;
-                    return Ok(case
-                        .restore
-                        .and_then(|s| s.record)
-                        .map(|r| StepReport::from_record(&r))
-                        .unwrap_or_else(|| StepReport::repeat("already-restored")));
+                    return Ok(restore_report(case));
                 }
             }
             if case.is_done(ActionKind::Purge) {
@@ -256,11 +252,7 @@ impl Lifecycle<'_> {
                 Err(e) => return Err(e.into()),
             }
             let case = self.finish_final(case, place).await?;
-            return Ok(case
-                .restore
-                .and_then(|s| s.record)
-                .map(|r| StepReport::from_record(&r))
-                .unwrap_or_else(|| StepReport::repeat("already-restored")));
+            return Ok(restore_report(case));
         }
         Err(LifecycleError::Contention(super::worker::MAX_ATTEMPTS))
     }
@@ -310,3 +302,12 @@ impl Lifecycle<'_> {
 }
 
 pub use super::worker::StepReport;
+
+/// What a finished restore answers: its record, or `repeat` when another
+/// delivery recorded it first.
+fn restore_report(case: Case) -> StepReport {
+    case.restore
+        .and_then(|s| s.record)
+        .map(|r| StepReport::from_record(&r))
+        .unwrap_or_else(|| StepReport::repeat("already-restored"))
+}

@@ -124,6 +124,21 @@ impl Tenant {
         }
     }
 
+    /// A tenant with purge on (day 32), walked through a case's steps up to
+    /// its delete (due 28 days on), and the case's user.
+    pub async fn walked_to_the_delete(seed: u64) -> (Self, String) {
+        let mut phases = QUICK_PHASES.to_vec();
+        phases.push(("DORMANT_POLICY__PHASES__PURGE", "32"));
+        let t = Self::start(300, seed, 0, &phases).await;
+        t.day_of_work().await;
+        let user = t.case_users_with(&[ActionKind::Delete]).await[0].clone();
+        for _ in 0..3 {
+            t.days(1.0);
+            t.day_of_work().await;
+        }
+        (t, user)
+    }
+
     pub fn advance_secs(&self, secs: i64) {
         self.sim.advance(Duration::from_secs(secs as u64));
         self.clock.advance(chrono::Duration::seconds(secs));
@@ -855,15 +870,7 @@ async fn licenses_stay_until_a_positive_answer_that_the_mailbox_is_shared_or_abs
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_someone_else_deleted_ends_the_case_and_is_never_purged() {
-    let mut phases = QUICK_PHASES.to_vec();
-    phases.push(("DORMANT_POLICY__PHASES__PURGE", "32"));
-    let t = Tenant::start(300, 31, 0, &phases).await;
-    t.day_of_work().await;
-    let user = t.case_users_with(&[ActionKind::Delete]).await[0].clone();
-    for _ in 0..3 {
-        t.days(1.0);
-        t.day_of_work().await;
-    }
+    let (t, user) = Tenant::walked_to_the_delete(31).await;
     // The delete is due and queued; before the worker gets to it, an
     // administrator deletes the user by hand.
     t.days(28.0);
@@ -1098,15 +1105,7 @@ async fn a_queued_restore_acts_on_the_case_it_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_user_stays_in_deleted_items_until_the_purge_re_checks_it() {
-    let mut phases = QUICK_PHASES.to_vec();
-    phases.push(("DORMANT_POLICY__PHASES__PURGE", "32"));
-    let t = Tenant::start(300, 35, 0, &phases).await;
-    t.day_of_work().await;
-    let user = t.case_users_with(&[ActionKind::Delete]).await[0].clone();
-    for _ in 0..3 {
-        t.days(1.0);
-        t.day_of_work().await;
-    }
+    let (t, user) = Tenant::walked_to_the_delete(35).await;
     t.days(28.0);
     t.day_of_work().await; // soft delete
     assert!(matches!(

@@ -371,10 +371,7 @@ impl Scanner {
             line.time = self.clock.now();
             line.run = Some(run.to_string());
             line.detail = reason.as_ref().map(|r| r.code().to_owned());
-            state.lines.push(RunLine {
-                record: line,
-                recorded: false,
-            });
+            state.lines.push(RunLine::pending(line));
         }
         self.put_json(
             &run_path(run, "run.json"),
@@ -452,10 +449,7 @@ impl Scanner {
                 .await?
                 .ok_or_else(|| ScanError::State(format!("run {run} has no state")))?;
             state.status = RunStatus::Released;
-            state.lines.push(RunLine {
-                record: line,
-                recorded: false,
-            });
+            state.lines.push(RunLine::pending(line));
             self.put_json(
                 &run_path(run, "run.json"),
                 &state,

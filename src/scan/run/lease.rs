@@ -76,6 +76,16 @@ pub struct RunLine {
     pub recorded: bool,
 }
 
+impl RunLine {
+    /// A decision's line, kept with the run until the log holds it.
+    pub fn pending(record: AuditRecord) -> Self {
+        Self {
+            record,
+            recorded: false,
+        }
+    }
+}
+
 pub(super) fn default_page_size() -> u32 {
     DEFAULT_PAGE_SIZE
 }
