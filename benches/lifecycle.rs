@@ -120,6 +120,7 @@ async fn dormant_run(steps: usize) {
     let run = RunId::new(opened);
     let steps_plan = plan(
         PlanShape {
+            subject: dormant::policy::CaseSubject::Member,
             kind: config.tenant_kind,
             has_user_mailbox: false,
             has_direct_licenses: false,

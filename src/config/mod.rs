@@ -189,6 +189,42 @@ pub struct Quarantine {
     pub new_cases_min: u32,
 }
 
+/// `[policy.guests]`: what happens to guests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guests {
+    /// An invitation still `PendingAcceptance` this many days after it was
+    /// sent (its state's change date, else the guest's creation) is
+    /// `inactive` / `pending-invitation`, and deleted on the `delete` phase.
+    pub pending_after_days: u32,
+    /// Accepted guests are inactive after this many days (at least 30).
+    pub inactive_after_days: u32,
+    pub unmanaged: UnmanagedGuests,
+    /// `sendInvitationMessage` of a redemption reset.
+    pub send_invitation_message: bool,
+}
+
+impl Default for Guests {
+    fn default() -> Self {
+        Self {
+            pending_after_days: 30,
+            inactive_after_days: 90,
+            unmanaged: UnmanagedGuests::Report,
+            send_invitation_message: false,
+        }
+    }
+}
+
+/// What dormant does with unmanaged (viral) guests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnmanagedGuests {
+    /// Listed for review with `reset-redemption` recommended.
+    #[default]
+    Report,
+    /// In enforce mode, their redemption is reset (`POST /invitations`,
+    /// `resetRedemption`): they redeem again with a managed identity.
+    Reset,
+}
+
 #[derive(Debug, Clone)]
 pub struct Notify {
     pub mail_from: Option<String>,
@@ -210,6 +246,7 @@ pub struct Policy {
     pub phases: Phases,
     pub quarantine: Quarantine,
     pub notify: Notify,
+    pub guests: Guests,
 }
 
 #[derive(Debug, Clone)]
@@ -366,6 +403,18 @@ struct RawPolicy {
     quarantine: RawQuarantine,
     #[serde(default)]
     notify: RawNotify,
+    #[serde(default)]
+    guests: RawGuests,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuests {
+    pending_after_days: Option<u32>,
+    inactive_after_days: Option<u32>,
+    #[serde(default, deserialize_with = "text")]
+    unmanaged: Option<String>,
+    send_invitation_message: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1013,6 +1062,50 @@ fn pattern(key: &str, given: Option<&str>, default: &str, p: &mut Vec<ConfigProb
     })
 }
 
+fn guests(raw: RawGuests, p: &mut Vec<ConfigProblem>) -> Guests {
+    let defaults = Guests::default();
+    let pending_after_days = raw
+        .pending_after_days
+        .unwrap_or(defaults.pending_after_days);
+    if !(1..=3650).contains(&pending_after_days) {
+        p.push(problem(
+            "policy.guests.pending_after_days",
+            format!("{pending_after_days} is not between 1 and 3650 days"),
+            "give invitees some days to accept (30 is the default)",
+        ));
+    }
+    let inactive_after_days = raw
+        .inactive_after_days
+        .unwrap_or(defaults.inactive_after_days);
+    if !(30..=3650).contains(&inactive_after_days) {
+        p.push(problem(
+            "policy.guests.inactive_after_days",
+            format!("{inactive_after_days} is not between 30 and 3650 days"),
+            "set it to 30 or more (sign-in data can lag and guests come and go)",
+        ));
+    }
+    let unmanaged = match raw.unmanaged.as_deref().map(str::trim) {
+        None | Some("report") => UnmanagedGuests::Report,
+        Some("reset") => UnmanagedGuests::Reset,
+        Some(other) => {
+            p.push(problem(
+                "policy.guests.unmanaged",
+                format!("{other:?} is neither \"report\" nor \"reset\""),
+                "use \"report\" (list them) or \"reset\" (reset their redemption in enforce mode)",
+            ));
+            UnmanagedGuests::Report
+        }
+    };
+    Guests {
+        pending_after_days,
+        inactive_after_days,
+        unmanaged,
+        send_invitation_message: raw
+            .send_invitation_message
+            .unwrap_or(defaults.send_invitation_message),
+    }
+}
+
 fn policy(raw: RawPolicy, kind: TenantKind, p: &mut Vec<ConfigProblem>) -> Option<Policy> {
     let before = p.len();
     let mode = match raw.mode.as_deref().map(str::trim) {
@@ -1250,6 +1343,8 @@ fn policy(raw: RawPolicy, kind: TenantKind, p: &mut Vec<ConfigProblem>) -> Optio
         ));
     }
 
+    let guests = guests(raw.guests, p);
+
     (p.len() == before).then_some(Policy {
         mode,
         inactive_after_days,
@@ -1267,6 +1362,7 @@ fn policy(raw: RawPolicy, kind: TenantKind, p: &mut Vec<ConfigProblem>) -> Optio
             webhook,
             webhook_secret: n.webhook_secret,
         },
+        guests,
     })
 }
 

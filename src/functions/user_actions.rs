@@ -60,13 +60,6 @@ pub async fn handle(
 
     match message.kind {
         ActionKind::GdprErase => erase(ctx, &message).await,
-        // Unmanaged guests are reported (`reset-redemption` in the CSV); the
-        // reset itself is not part of this build: refused honestly,
-        // recorded, never retried forever.
-        ActionKind::ResetRedemption => Err(FunctionError::permanent(
-            "unsupported-kind",
-            "this build does not run `reset-redemption` steps",
-        )),
         ActionKind::Restore => {
             let lifecycle = ctx.lifecycle().await?;
             // The case the message names, not whichever is newest by now.

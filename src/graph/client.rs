@@ -14,8 +14,7 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 use url::Url;
@@ -42,7 +41,7 @@ struct Inner {
     tokens: Arc<dyn TokenProvider>,
     pacer: Arc<Pacer>,
     request_timeout: Duration,
-    pub(crate) realm_cache: Mutex<HashMap<String, super::models::UserRealm>>,
+    pub(crate) realms: super::guests::Realms,
     watch: super::watch::Watch,
 }
 
@@ -176,7 +175,7 @@ impl GraphClient {
                 tokens,
                 pacer,
                 request_timeout: settings.request_timeout,
-                realm_cache: Mutex::new(HashMap::new()),
+                realms: super::guests::Realms::default(),
                 watch: super::watch::Watch::default(),
             }),
         }
@@ -214,8 +213,8 @@ impl GraphClient {
         self.inner.tokens.token().await
     }
 
-    pub(crate) fn realm_cache(&self) -> &Mutex<HashMap<String, super::models::UserRealm>> {
-        &self.inner.realm_cache
+    pub(crate) fn realms(&self) -> &super::guests::Realms {
+        &self.inner.realms
     }
 
     /// `{root}/v1.0/{segments…}`, each segment percent-encoded (ids and UPNs

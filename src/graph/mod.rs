@@ -46,6 +46,7 @@ pub mod batch;
 pub mod client;
 pub mod error;
 pub mod exchange;
+pub mod guests;
 pub mod http;
 pub mod models;
 pub mod ops;

@@ -34,6 +34,7 @@ pub const SCAN_SELECT: &[&str] = &[
     "createdDateTime",
     "creationType",
     "externalUserState",
+    "externalUserStateChangeDateTime",
     "onPremisesSyncEnabled",
     "jobTitle",
     "department",
@@ -514,46 +515,5 @@ impl GraphClient {
         )
         .await
         .map(|_| ())
-    }
-
-    /// The home realm of `email`'s domain:
-    /// `GET {authority}/common/userrealm?user=…&api-version=2.1`
-    /// (unauthenticated, undocumented). The answer is per domain, so it is
-    /// cached per domain for the life of the client.
-    pub async fn user_realm(&self, email: &str) -> Result<UserRealm, GraphError> {
-        let domain = email
-            .rsplit_once('@')
-            .map(|(_, d)| d.to_ascii_lowercase())
-            .filter(|d| !d.is_empty())
-            .ok_or_else(|| GraphError::permanent(0, "InvalidEmail", "not an email address"))?;
-        if let Some(hit) = self
-            .realm_cache()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&domain)
-        {
-            return Ok(hit.clone());
-        }
-        let mut url = self.authority_host().clone();
-        url.set_path("/common/userrealm");
-        // Any mailbox of the domain gives the domain's answer; ask with a
-        // neutral one so no real address leaves the tenant needlessly.
-        let probe = format!("dormant-probe@{domain}");
-        url.query_pairs_mut()
-            .append_pair("user", &probe)
-            .append_pair("api-version", "2.1");
-        let mut req = GraphRequest::new(
-            Method::GET,
-            url,
-            RequestClass::Unmetered,
-            "/common/userrealm",
-        );
-        req.authenticated = false;
-        let realm: UserRealm = self.send(req).await?.json()?;
-        self.realm_cache()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(domain, realm.clone());
-        Ok(realm)
     }
 }

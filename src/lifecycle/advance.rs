@@ -23,7 +23,7 @@ use crate::config::TenantKind;
 use crate::graph::GraphError;
 use crate::ids::{ObjectId, RunId};
 use crate::policy::phases::plan;
-use crate::policy::{Hold, PlanShape, UsageIndex};
+use crate::policy::{CaseSubject, Hold, PlanShape, UsageIndex};
 use crate::store::audit::Outcome;
 use crate::store::{ACTIONS_QUEUE, SendOptions};
 
@@ -42,6 +42,9 @@ pub struct Candidate {
     /// activity newer than it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity: Option<DateTime<Utc>>,
+    /// A member, a guest, a pending invitation, an unmanaged guest to reset.
+    #[serde(default)]
+    pub subject: CaseSubject,
 }
 
 fn enabled_by_default() -> bool {
@@ -52,6 +55,7 @@ impl Candidate {
     pub fn shape(&self, kind: TenantKind) -> PlanShape {
         PlanShape {
             kind,
+            subject: self.subject,
             has_user_mailbox: self.has_user_mailbox,
             has_direct_licenses: self.has_direct_licenses,
         }

@@ -692,6 +692,7 @@ mod tests {
             purge: None,
         };
         let shape = PlanShape {
+            subject: crate::policy::CaseSubject::Member,
             kind: TenantKind::Workforce,
             has_user_mailbox: true,
             has_direct_licenses: true,

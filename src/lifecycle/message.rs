@@ -48,6 +48,7 @@ impl From<Step> for ActionKind {
             Step::RemoveLicenses => Self::RemoveLicenses,
             Step::Delete => Self::Delete,
             Step::Purge => Self::Purge,
+            Step::ResetRedemption => Self::ResetRedemption,
         }
     }
 }

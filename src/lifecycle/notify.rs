@@ -22,7 +22,9 @@ use sha2::Sha256;
 use super::case::Case;
 use super::{ActionKind, LifecycleError};
 use crate::config::{Config, TenantKind};
-use crate::graph::{EmailAddress, GraphClient, ItemBody, MailMessage, Recipient, User};
+use crate::graph::{
+    EmailAddress, GraphClient, GraphError, ItemBody, MailMessage, Recipient, User, UserType,
+};
 
 /// Attempts per webhook delivery.
 const WEBHOOK_ATTEMPTS: u32 = 4;
@@ -71,11 +73,7 @@ pub async fn notify(
     if config.tenant_kind == TenantKind::Workforce
         && let Some(from) = &notify.mail_from
     {
-        let manager = graph.manager(&user.id).await?;
-        let (to, who) = match manager.as_ref().and_then(|m| m.mail.clone()) {
-            Some(mail) => (Some(mail), "mail-manager"),
-            None => (user.mail.clone(), "mail-user"),
-        };
+        let (to, who) = recipient(graph, user, from).await?;
         match to {
             Some(to) => {
                 graph.send_mail(from, &message(case, user, &to)).await?;
@@ -88,6 +86,41 @@ pub async fn notify(
         done.push("no-channel");
     }
     Ok(done.join(";"))
+}
+
+/// Who hears about the user, and the audit detail that says so. Members:
+/// their manager, else themselves. Guests (their own address is outside
+/// the tenant, and often stale): their sponsors, else whoever invited them,
+/// else the governance mailbox dormant sends from.
+async fn recipient(
+    graph: &GraphClient,
+    user: &User,
+    mail_from: &str,
+) -> Result<(Option<String>, &'static str), LifecycleError> {
+    if user.user_type != Some(UserType::Guest) {
+        let manager = graph.manager(&user.id).await?;
+        return Ok(match manager.and_then(|m| m.mail) {
+            Some(mail) => (Some(mail), "mail-manager"),
+            None => (user.mail.clone(), "mail-user"),
+        });
+    }
+    let sponsors: Vec<String> = graph
+        .sponsors(&user.id)
+        .await?
+        .into_iter()
+        .filter_map(|s| s.mail)
+        .collect();
+    if !sponsors.is_empty() {
+        return Ok((Some(sponsors.join(";")), "mail-sponsor"));
+    }
+    if let Some(inviter) = graph.inviter_of(&user.id).await? {
+        match graph.get_user(&inviter, &["id", "mail"]).await {
+            Ok(u) if u.mail.is_some() => return Ok((u.mail, "mail-inviter")),
+            Ok(_) | Err(GraphError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((Some(mail_from.to_owned()), "mail-governance"))
 }
 
 /// The mail to a manager or the user: who, since when, what happens when.
@@ -104,11 +137,23 @@ fn message(case: &Case, user: &User, to: &str) -> MailMessage {
             .map(|d| d.format("%Y-%m-%d").to_string())
             .unwrap_or_else(|| "-".into())
     };
-    MailMessage {
-        subject: format!("Inactive account: {name} will be disabled"),
-        body: ItemBody {
-            content_type: "text".into(),
-            content: format!(
+    let (subject, content) = if case.in_plan(ActionKind::Disable).is_none() {
+        // A pending invitation: nothing to disable, the invitation goes.
+        (
+            format!("Unaccepted invitation: {name} will be removed"),
+            format!(
+                "The guest invitation for {name} ({upn}) has not been accepted.\n\n\
+                 The guest account will be deleted on {delete} unless the invitation is \
+                 accepted or an administrator excludes it. It can be restored for 30 days after.\n\n\
+                 Reference: case {case_id}.",
+                delete = date(ActionKind::Delete),
+                case_id = case.id,
+            ),
+        )
+    } else {
+        (
+            format!("Inactive account: {name} will be disabled"),
+            format!(
                 "The account {name} ({upn}) has not been used for a long time.\n\n\
                  It will be disabled on {disable} and deleted on {delete} unless it is used again \
                  or an administrator excludes it. Signing in keeps the account.\n\n\
@@ -117,12 +162,24 @@ fn message(case: &Case, user: &User, to: &str) -> MailMessage {
                 delete = date(ActionKind::Delete),
                 case_id = case.id,
             ),
+        )
+    };
+    MailMessage {
+        subject,
+        body: ItemBody {
+            content_type: "text".into(),
+            content,
         },
-        to_recipients: vec![Recipient {
-            email_address: EmailAddress {
-                address: to.to_owned(),
-            },
-        }],
+        // Several sponsors: one recipient each.
+        to_recipients: to
+            .split(';')
+            .filter(|a| !a.is_empty())
+            .map(|a| Recipient {
+                email_address: EmailAddress {
+                    address: a.to_owned(),
+                },
+            })
+            .collect(),
     }
 }
 

@@ -49,6 +49,15 @@ pub fn subject_of(user: &User, usage: Option<&UsageIndex>) -> Subject {
         licensed: !user.assigned_licenses.is_empty(),
         on_premises_synced: user.on_premises_sync_enabled == Some(true),
         invitation_accepted: user.external_user_state == Some(ExternalUserState::Accepted),
+        // An invitation not yet redeemed, dated by its state's change (the
+        // invitation or the last redemption reset), else the account.
+        invitation_pending_since: (user.external_user_state
+            == Some(ExternalUserState::PendingAcceptance))
+        .then(|| {
+            user.external_user_state_change_date_time
+                .or(user.created_date_time)
+        })
+        .flatten(),
         unreadable: false,
     }
 }
@@ -77,6 +86,9 @@ pub enum CancelReason {
     DeletedBySomeoneElse,
     /// Restored from deleted items by someone else before the purge.
     RestoredByPerson,
+    /// A guest to reset is no longer unmanaged (reset already, or its
+    /// domain became managed).
+    NotUnmanaged,
 }
 
 impl CancelReason {
@@ -92,6 +104,7 @@ impl CancelReason {
             Self::UserGone => "user-gone",
             Self::DeletedBySomeoneElse => "deleted-by-someone-else",
             Self::RestoredByPerson => "restored-by-person",
+            Self::NotUnmanaged => "not-unmanaged",
         }
     }
 }
@@ -169,7 +182,10 @@ pub async fn recheck(
     }
     let subject = subject_of(&user, usage);
     let activity = policy::classify(&subject, &config.policy, now);
-    if activity.last().is_some_and(|l| l.at > case.opened_at) {
+    // A redemption reset is about the guest's identity, not its activity:
+    // an active unmanaged guest is reset all the same.
+    let reset = case.in_plan(ActionKind::ResetRedemption).is_some();
+    if !reset && activity.last().is_some_and(|l| l.at > case.opened_at) {
         return Ok(Recheck::Cancel(CancelReason::ActiveAgain));
     }
     if let Some(hold) = cases.hold_of(&case.user).await?
@@ -223,7 +239,19 @@ pub async fn recheck(
         enrichment.privileged_role = graph.is_role_eligible(&group.id).await?;
     }
 
+    if reset {
+        // Positive evidence first: still an unmanaged guest, asked now.
+        enrichment.unmanaged_guest = graph.is_unmanaged_guest(&user).await?;
+    }
     let assessment = policy::assess(&subject, activity, &enrichment, &config.policy, now);
+    if reset {
+        return Ok(match (assessment.verdict, assessment.action) {
+            (_, policy::Action::ResetRedemption) => Recheck::Holds(Box::new(user)),
+            (policy::Verdict::Excluded, _) => Recheck::Cancel(CancelReason::Excluded),
+            (_, policy::Action::ManualReview) => Recheck::Cancel(CancelReason::HeldForReview),
+            _ => Recheck::Cancel(CancelReason::NotUnmanaged),
+        });
+    }
     Ok(match assessment.verdict {
         v if v.is_actionable() => Recheck::Holds(Box::new(user)),
         policy::Verdict::Excluded => Recheck::Cancel(CancelReason::Excluded),

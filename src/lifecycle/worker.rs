@@ -26,7 +26,7 @@ use super::ending::{Ended, INTENT_TTL};
 use super::recheck::{CancelReason, Recheck, mailbox_of, recheck};
 use super::{ActionKind, ActionMessage, Lifecycle, LifecycleError, graph_code, notify};
 use crate::graph::exchange::MailboxKind;
-use crate::graph::{DeletedItem, GraphError, User};
+use crate::graph::{DeletedItem, ExternalUserState, GraphError, SCAN_SELECT, User};
 use crate::store::audit::{AuditRecord, Outcome};
 
 /// Re-reads after losing an ETag race before giving the message back.
@@ -35,6 +35,18 @@ pub(crate) const MAX_ATTEMPTS: u32 = 8;
 /// Graph's clock and dormant's may differ this much (deleted items'
 /// `deletedDateTime` against the intent dormant wrote before its delete).
 const CLOCK_SKEW: Duration = Duration::minutes(5);
+
+/// Where a guest lands after redeeming a reset invitation.
+const RESET_REDIRECT_URL: &str = "https://myapps.microsoft.com";
+
+/// Whether the guest's redemption was reset since `started` (the step's
+/// intent): pending again, the state changed after the intent.
+fn reset_landed(user: &User, started: chrono::DateTime<chrono::Utc>) -> bool {
+    user.external_user_state == Some(ExternalUserState::PendingAcceptance)
+        && user
+            .external_user_state_change_date_time
+            .is_some_and(|at| at + CLOCK_SKEW >= started)
+}
 
 /// What became of a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -307,6 +319,20 @@ impl Lifecycle<'_> {
         kind: ActionKind,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Blocked, LifecycleError> {
+        // A reset that landed before a crash hid the answer leaves the guest
+        // pending since the step's intent: the step is found done, not
+        // cancelled as "no longer unmanaged".
+        if kind == ActionKind::ResetRedemption
+            && let Some(started) = case.step(kind).and_then(|s| s.started_at)
+        {
+            match self.graph.get_user(&case.user, SCAN_SELECT).await {
+                Ok(user) if reset_landed(&user, started) => {
+                    return Ok(Blocked::Go(Some(Box::new(user))));
+                }
+                Ok(_) | Err(GraphError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let found = recheck(self.graph, &self.cases(), self.config, case, None, now).await?;
         let user = match found {
             Recheck::Cancel(reason) => return Ok(Blocked::Cancel(reason)),
@@ -710,6 +736,28 @@ impl Lifecycle<'_> {
             (ActionKind::Delete, Some(_)) => {
                 graph.delete_user(id).await?;
                 Ok(Acted::done("soft-deleted"))
+            }
+            (ActionKind::ResetRedemption, Some(user)) => {
+                if case
+                    .step(kind)
+                    .and_then(|s| s.started_at)
+                    .is_some_and(|started| reset_landed(user, started))
+                {
+                    return Ok(Acted::done("redemption-reset;resumed"));
+                }
+                let Some(email) = user.mail.as_deref().filter(|m| m.contains('@')) else {
+                    return Ok(Acted::waiting("no-invitation-address"));
+                };
+                // Object id, groups and app role assignments stay (FACTS).
+                graph
+                    .reset_redemption(
+                        id,
+                        email,
+                        RESET_REDIRECT_URL,
+                        self.config.policy.guests.send_invitation_message,
+                    )
+                    .await?;
+                Ok(Acted::done("redemption-reset"))
             }
             // `blocked` let it through: the deletion is this step's own,
             // made before a crash hid the answer.

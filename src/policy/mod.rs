@@ -11,7 +11,7 @@ pub mod verdict;
 mod verdict_tests;
 
 pub use activity::{LastActivity, ServiceUsage, SignIns, Source};
-pub use phases::{PlanShape, Step};
+pub use phases::{CaseSubject, PlanShape, Step};
 pub use usage::UsageIndex;
 pub use verdict::{
     Action, Activity, Assessment, Enrichment, Hold, HoldKind, MailboxPurpose, RiskFlag, Subject,

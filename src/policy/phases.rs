@@ -5,7 +5,10 @@
 //! and revoke sessions → convert the mailbox to shared → remove licenses →
 //! (30 days) → soft delete → purge. Removing licenses before the shared
 //! conversion breaks the conversion and loses mail. B2C accounts have no
-//! mailbox and no licenses: notify → disable → delete.
+//! mailbox and no licenses: notify → disable → delete. Guests: notify (their
+//! sponsor) → disable → (licenses, if they hold any directly) → delete; a
+//! pending invitation has nothing to disable: notify → delete; an unmanaged
+//! guest dormant resets has one step, the redemption reset.
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -21,6 +24,8 @@ pub enum Step {
     RemoveLicenses,
     Delete,
     Purge,
+    /// An unmanaged guest redeems again with a managed identity.
+    ResetRedemption,
 }
 
 impl Step {
@@ -37,14 +42,30 @@ impl Step {
             Self::RemoveLicenses => Some(phases.remove_licenses),
             Self::Delete => Some(phases.delete),
             Self::Purge => phases.purge,
+            Self::ResetRedemption => Some(0),
         }
     }
+}
+
+/// Whom a case is about, as far as its plan goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaseSubject {
+    #[default]
+    Member,
+    /// An accepted guest.
+    Guest,
+    /// A guest invitation nobody accepted.
+    PendingInvitation,
+    /// An unmanaged (viral) guest whose redemption dormant resets.
+    UnmanagedGuest,
 }
 
 /// What the plan depends on besides the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanShape {
     pub kind: TenantKind,
+    pub subject: CaseSubject,
     /// A user mailbox to convert before licenses go.
     pub has_user_mailbox: bool,
     /// Licenses assigned directly (group-assigned ones cannot be removed
@@ -54,14 +75,25 @@ pub struct PlanShape {
 
 /// The steps of a case, in order, with their day offsets.
 pub fn plan(shape: PlanShape, phases: &Phases) -> Vec<(Step, u32)> {
-    let mut steps = vec![Step::Notify, Step::Disable];
-    if shape.kind == TenantKind::Workforce {
-        if shape.has_user_mailbox {
-            steps.push(Step::ConvertMailbox);
+    let mut steps = match shape.subject {
+        CaseSubject::UnmanagedGuest => return vec![(Step::ResetRedemption, 0)],
+        CaseSubject::PendingInvitation => vec![Step::Notify],
+        CaseSubject::Member | CaseSubject::Guest => vec![Step::Notify, Step::Disable],
+    };
+    match (shape.kind, shape.subject) {
+        (TenantKind::Workforce, CaseSubject::Member) => {
+            if shape.has_user_mailbox {
+                steps.push(Step::ConvertMailbox);
+            }
+            if shape.has_direct_licenses {
+                steps.push(Step::RemoveLicenses);
+            }
         }
-        if shape.has_direct_licenses {
+        // A guest's mailbox is at home; licenses only if it holds any.
+        (TenantKind::Workforce, CaseSubject::Guest) if shape.has_direct_licenses => {
             steps.push(Step::RemoveLicenses);
         }
+        _ => {}
     }
     steps.push(Step::Delete);
     steps.push(Step::Purge);
@@ -106,6 +138,7 @@ mod tests {
     #[test]
     fn workforce_plan_keeps_the_safe_order() {
         let shape = PlanShape {
+            subject: CaseSubject::Member,
             kind: TenantKind::Workforce,
             has_user_mailbox: true,
             has_direct_licenses: true,
@@ -131,6 +164,7 @@ mod tests {
     #[test]
     fn b2c_has_no_mailbox_or_license_steps() {
         let shape = PlanShape {
+            subject: CaseSubject::Member,
             kind: TenantKind::B2c,
             has_user_mailbox: true,
             has_direct_licenses: true,
@@ -144,6 +178,7 @@ mod tests {
         let mut p = phases();
         p.purge = Some(90);
         let shape = PlanShape {
+            subject: CaseSubject::Member,
             kind: TenantKind::B2c,
             has_user_mailbox: false,
             has_direct_licenses: false,
@@ -154,6 +189,7 @@ mod tests {
     #[test]
     fn next_step_walks_in_order_and_dates_from_the_opening() {
         let shape = PlanShape {
+            subject: CaseSubject::Member,
             kind: TenantKind::Workforce,
             has_user_mailbox: false,
             has_direct_licenses: true,

@@ -34,6 +34,11 @@ pub struct Subject {
     /// `Accepted`): redeeming takes a sign-in, so a blank sign-in record
     /// there is a gap in the data, not a guest who never came.
     pub invitation_accepted: bool,
+    /// A guest whose invitation is still `PendingAcceptance`, since when
+    /// (`externalUserStateChangeDateTime`, else `createdDateTime`); `None`
+    /// for everyone else, and for a pending guest without either date
+    /// (nothing to count from: not judged as pending).
+    pub invitation_pending_since: Option<DateTime<Utc>>,
     /// Graph's record of the user could not be read (a `null` collection, a
     /// date that does not parse, an unknown enum value): nothing in it can
     /// speak, so the user is `unknown` and never acted on.
@@ -124,6 +129,12 @@ pub enum Activity {
     /// No activity data that can speak. Never acted on: one real tool
     /// disabled active guests because of a blank date.
     Unknown,
+    /// A guest invitation nobody accepted for `pending_after_days` (or
+    /// more): there is no account to disable, only an invitation to
+    /// withdraw.
+    PendingInvitation {
+        days: i64,
+    },
 }
 
 impl Activity {
@@ -141,7 +152,9 @@ impl Activity {
 
     pub fn days_inactive(&self) -> Option<i64> {
         match self {
-            Self::Active { days, .. } | Self::Inactive { days, .. } => Some(*days),
+            Self::Active { days, .. }
+            | Self::Inactive { days, .. }
+            | Self::PendingInvitation { days } => Some(*days),
             _ => None,
         }
     }
@@ -152,13 +165,32 @@ pub fn classify(subject: &Subject, policy: &Policy, now: DateTime<Utc>) -> Activ
         return Activity::Unknown;
     }
     let last = last_activity(subject.sign_ins(), subject.usage.as_ref());
+    if let (None, Some(since)) = (
+        last,
+        subject
+            .invitation_pending_since
+            .filter(|_| subject.is_guest),
+    ) {
+        // Nobody redeemed it: the invitation's age is all there is to judge.
+        let days = days_between(since, now).max(0);
+        return if days < i64::from(policy.guests.pending_after_days) {
+            Activity::New
+        } else {
+            Activity::PendingInvitation { days }
+        };
+    }
     let new = subject
         .created
         .is_some_and(|c| days_between(c, now) < i64::from(policy.never_signed_in_grace_days));
+    let inactive_after = if subject.is_guest {
+        policy.guests.inactive_after_days
+    } else {
+        policy.inactive_after_days
+    };
     match last {
         Some(last) => {
             let days = days_between(last.at, now).max(0);
-            if days < i64::from(policy.inactive_after_days) || new {
+            if days < i64::from(inactive_after) || new {
                 Activity::Active { last, days }
             } else {
                 Activity::Inactive { last, days }
@@ -231,6 +263,8 @@ pub enum RiskFlag {
     LicensedNeverSignedIn,
     Guest,
     UnmanagedGuest,
+    /// A guest invitation still not accepted after `pending_after_days`.
+    PendingInvitation,
     RecentlyReenabled,
     /// An operator restored the user: held until it is active again.
     Restored,
@@ -249,6 +283,7 @@ impl RiskFlag {
             Self::LicensedNeverSignedIn => "licensed-never-signed-in",
             Self::Guest => "guest",
             Self::UnmanagedGuest => "unmanaged-guest",
+            Self::PendingInvitation => "pending-invitation",
             Self::RecentlyReenabled => "recently-reenabled",
             Self::Restored => "restored",
         }
@@ -365,10 +400,14 @@ pub fn assess(
     );
     flag(enrichment.privileged_role, RiskFlag::PrivilegedRole);
     flag(subject.on_premises_synced, RiskFlag::OnPremisesSynced);
+    let pending = matches!(activity, Activity::PendingInvitation { .. });
+    // A pending invitation has no sign-in data because nobody redeemed it:
+    // its state is the evidence, not a gap.
     flag(
-        subject.unreadable || subject.sign_ins().is_none(),
+        subject.unreadable || (subject.sign_ins().is_none() && !pending),
         RiskFlag::NoSigninData,
     );
+    flag(pending, RiskFlag::PendingInvitation);
     flag(
         activity == Activity::NeverSignedIn && subject.licensed,
         RiskFlag::LicensedNeverSignedIn,
@@ -394,21 +433,33 @@ pub fn assess(
     let held = flags.iter().any(|f| f.holds_for_review());
     let verdict = if excluded {
         Verdict::Excluded
+    } else if enrichment.unmanaged_guest {
+        // The home realm, not activity, is the evidence here: an unmanaged
+        // guest is for review (and a reset) whatever its sign-ins say.
+        Verdict::Review
     } else if activity == Activity::Unknown {
         Verdict::Unknown
     } else if held && (!activity.is_plainly_active() || enrichment.unmanaged_guest) {
         Verdict::Review
     } else {
         match activity {
-            Activity::Inactive { .. } => Verdict::Inactive,
+            Activity::Inactive { .. } | Activity::PendingInvitation { .. } => Verdict::Inactive,
             Activity::NeverSignedIn => Verdict::NeverSignedIn,
             _ => Verdict::Active,
         }
     };
     let action = match verdict {
         Verdict::Active | Verdict::Excluded | Verdict::Unknown => Action::None,
-        Verdict::Review if enrichment.unmanaged_guest => Action::ResetRedemption,
+        // App-only calls cannot reset a guest who holds a directory role
+        // (FACTS): a person must.
+        Verdict::Review
+            if enrichment.unmanaged_guest && !flags.contains(&RiskFlag::PrivilegedRole) =>
+        {
+            Action::ResetRedemption
+        }
         Verdict::Review => Action::ManualReview,
+        // Nothing to disable: the invitation goes (after the sponsor hears).
+        Verdict::Inactive if pending => Action::Delete,
         // A case starts with telling people.
         Verdict::Inactive | Verdict::NeverSignedIn => Action::Notify,
     };

@@ -50,6 +50,7 @@ fn member(last_success_days: Option<i64>) -> Subject {
         licensed: true,
         on_premises_synced: false,
         invitation_accepted: false,
+        invitation_pending_since: None,
         unreadable: false,
     }
 }
@@ -608,4 +609,109 @@ fn names_match_the_contract() {
     );
     assert_eq!(RiskFlag::Restored.as_str(), "restored");
     assert_eq!(RiskFlag::RecentlyReenabled.as_str(), "recently-reenabled");
+}
+
+fn guest(last_success_days: Option<i64>) -> Subject {
+    Subject {
+        upn: "ada_fabrikam.com#EXT#@contoso.onmicrosoft.com".into(),
+        is_guest: true,
+        licensed: false,
+        invitation_accepted: true,
+        ..member(last_success_days)
+    }
+}
+
+fn pending_guest(invited_days_ago: i64) -> Subject {
+    Subject {
+        sign_ins: None,
+        invitation_accepted: false,
+        invitation_pending_since: Some(days_ago(invited_days_ago)),
+        ..guest(None)
+    }
+}
+
+#[test]
+fn a_pending_invitation_is_inactive_on_its_day_with_delete_recommended() {
+    let p = policy(); // pending_after_days 30
+    for (days, verdict) in [
+        (0, Verdict::Active),
+        (29, Verdict::Active),
+        (30, Verdict::Inactive),
+        (400, Verdict::Inactive),
+    ] {
+        let a = verdict_of(&pending_guest(days), &Enrichment::default(), &p);
+        assert_eq!(a.verdict, verdict, "{days} days");
+        if verdict == Verdict::Inactive {
+            assert!(a.flags.contains(&RiskFlag::PendingInvitation), "{a:?}");
+            assert!(a.flags.contains(&RiskFlag::Guest));
+            assert!(
+                !a.flags.contains(&RiskFlag::NoSigninData),
+                "the state is the evidence"
+            );
+            assert_eq!(a.action, Action::Delete);
+            assert_eq!(a.days_inactive, Some(days));
+        }
+    }
+    let p = policy_with(&[("DORMANT_POLICY__GUESTS__PENDING_AFTER_DAYS", "10")]);
+    assert_eq!(
+        verdict_of(&pending_guest(10), &Enrichment::default(), &p).verdict,
+        Verdict::Inactive
+    );
+    // A pending guest with no date to count from is not judged as pending.
+    let undated = Subject {
+        invitation_pending_since: None,
+        created: None,
+        ..pending_guest(100)
+    };
+    assert_eq!(
+        verdict_of(&undated, &Enrichment::default(), &p).verdict,
+        Verdict::Unknown
+    );
+}
+
+#[test]
+fn accepted_guests_have_their_own_threshold_and_no_data_is_unknown() {
+    let p = policy_with(&[("DORMANT_POLICY__GUESTS__INACTIVE_AFTER_DAYS", "60")]);
+    assert_eq!(
+        verdict_of(&guest(Some(59)), &Enrichment::default(), &p).verdict,
+        Verdict::Active
+    );
+    let a = verdict_of(&guest(Some(60)), &Enrichment::default(), &p);
+    assert_eq!(a.verdict, Verdict::Inactive);
+    assert_eq!(a.action, Action::Notify);
+    // Members keep the member threshold (90).
+    assert_eq!(
+        verdict_of(&member(Some(60)), &Enrichment::default(), &p).verdict,
+        Verdict::Active
+    );
+    let blank = Subject {
+        sign_ins: None,
+        ..guest(None)
+    };
+    let a = verdict_of(&blank, &Enrichment::default(), &p);
+    assert_eq!(
+        a.verdict,
+        Verdict::Unknown,
+        "an accepted guest without data"
+    );
+    assert!(a.flags.contains(&RiskFlag::NoSigninData));
+}
+
+#[test]
+fn an_unmanaged_guest_holding_a_role_is_for_a_person_not_a_reset() {
+    let p = policy();
+    let unmanaged = Enrichment {
+        unmanaged_guest: true,
+        ..Enrichment::default()
+    };
+    let a = verdict_of(&guest(Some(5)), &unmanaged, &p);
+    assert_eq!(a.verdict, Verdict::Review);
+    assert_eq!(a.action, Action::ResetRedemption);
+    let with_role = Enrichment {
+        privileged_role: true,
+        ..unmanaged
+    };
+    let a = verdict_of(&guest(Some(5)), &with_role, &p);
+    assert_eq!(a.verdict, Verdict::Review);
+    assert_eq!(a.action, Action::ManualReview);
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::stats::ReportStats;
+use super::stats::{GuestStats, ReportStats};
 use super::summary::Summary;
 
 /// Escapes text for HTML element content and attribute values.
@@ -229,6 +229,10 @@ table{{border-collapse:collapse;width:100%}} td,th{{border-bottom:1px solid #eee
         bar_chart("Licenses held by inactive users", &sku_bars)
     );
 
+    if summary.guests.is_some() {
+        guest_section(&mut html, &stats.guests);
+    }
+
     let review = stats.review_list();
     let _ = write!(
         html,
@@ -259,10 +263,51 @@ table{{border-collapse:collapse;width:100%}} td,th{{border-bottom:1px solid #eee
     html
 }
 
+/// Guests: pending invitations by age, inactive guests, unmanaged guests
+/// by home domain.
+fn guest_section(html: &mut String, g: &GuestStats) {
+    let _ = write!(
+        html,
+        "<h2>Guests</h2><div class=\"cards\" id=\"guests\">\
+         <div class=\"card\"><b>{}</b>pending invitations</div>\
+         <div class=\"card\"><b>{}</b>inactive guests</div>\
+         <div class=\"card\"><b>{}</b>unmanaged guests</div></div>",
+        g.pending, g.inactive, g.unmanaged
+    );
+    let ages: Vec<(String, u64, &str)> = g
+        .pending_by_age
+        .iter()
+        .enumerate()
+        .map(|(i, (lo, n))| {
+            let label = match g.pending_by_age.get(i + 1) {
+                Some((hi, _)) => format!("{lo}–{} days", hi - 1),
+                None => format!("{lo}+ days"),
+            };
+            (label, *n, "#f0ad4e")
+        })
+        .collect();
+    let _ = write!(
+        html,
+        "<figure id=\"guests-pending\">{}</figure>",
+        bar_chart("Pending invitations by age", &ages)
+    );
+    let domains: Vec<(String, u64, &str)> = g
+        .top_domains()
+        .into_iter()
+        .map(|(d, n)| (d, n, "#5bc0de"))
+        .collect();
+    let _ = write!(
+        html,
+        "<figure id=\"guests-unmanaged\">{}</figure>",
+        bar_chart("Unmanaged guests by home domain", &domains)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::{RiskFlag, Verdict};
+    use crate::report::GuestSummary;
     use crate::report::csv::ReportRow;
     use chrono::Utc;
     use std::collections::BTreeMap;
@@ -287,6 +332,7 @@ mod tests {
             data_quality: None,
             dry_run: false,
             warnings: vec![],
+            guests: Some(GuestSummary::default()),
         }
     }
 

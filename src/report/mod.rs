@@ -7,5 +7,5 @@ pub mod stats;
 pub mod summary;
 
 pub use csv::{COLUMNS, CsvChunks, ReportRow};
-pub use stats::ReportStats;
-pub use summary::{CaseCounts, DataQuality, DirectoryQuota, Summary};
+pub use stats::{GuestStats, ReportStats};
+pub use summary::{CaseCounts, DataQuality, DirectoryQuota, GuestSummary, Summary};

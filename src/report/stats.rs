@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use serde::{Deserialize, Serialize};
 
 use super::csv::ReportRow;
-use crate::policy::Verdict;
+use crate::policy::{RiskFlag, Verdict};
 
 /// How many review rows the HTML report lists.
 pub const REVIEW_LIST_LEN: usize = 50;
@@ -34,6 +34,93 @@ pub struct ReportStats {
     /// Licenses held by inactive and never-signed-in users, by SKU.
     pub reclaimable_licenses: BTreeMap<String, u64>,
     review: BinaryHeap<Reverse<ReviewEntry>>,
+    #[serde(default)]
+    pub guests: GuestStats,
+}
+
+/// How many domains `summary.json` names (`guests.byDomain`).
+pub const TOP_DOMAINS: usize = 20;
+
+/// Pending invitations by age: lower bounds of each bucket, in days.
+const PENDING_AGE_EDGES: [i64; 4] = [0, 60, 90, 180];
+
+/// The guest side of a run (rows that are guests).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestStats {
+    /// Invitations still pending past `pending_after_days`.
+    pub pending: u64,
+    /// The same by age: (lower bound in days, count), in order.
+    pub pending_by_age: Vec<(i64, u64)>,
+    /// Accepted guests found inactive.
+    pub inactive: u64,
+    /// Unmanaged (viral) guests.
+    pub unmanaged: u64,
+    /// Unmanaged guests by home domain (all of them; the summary shows the
+    /// largest [`TOP_DOMAINS`]).
+    pub unmanaged_by_domain: BTreeMap<String, u64>,
+}
+
+impl GuestStats {
+    fn add(&mut self, row: &ReportRow) {
+        if !row.risk_flags.contains(&RiskFlag::Guest) {
+            return;
+        }
+        if row.risk_flags.contains(&RiskFlag::PendingInvitation) {
+            self.pending += 1;
+            let days = row.days_inactive.unwrap_or(0);
+            let bucket = PENDING_AGE_EDGES
+                .iter()
+                .rposition(|e| days >= *e)
+                .unwrap_or(0);
+            if self.pending_by_age.is_empty() {
+                self.pending_by_age = PENDING_AGE_EDGES.iter().map(|e| (*e, 0)).collect();
+            }
+            self.pending_by_age[bucket].1 += 1;
+        } else if row.verdict == Some(Verdict::Inactive) {
+            self.inactive += 1;
+        }
+        if row.risk_flags.contains(&RiskFlag::UnmanagedGuest) {
+            self.unmanaged += 1;
+            if let Some(domain) = guest_home_domain(&row.user_principal_name) {
+                *self.unmanaged_by_domain.entry(domain).or_default() += 1;
+            }
+        }
+    }
+
+    fn merge(&mut self, other: GuestStats) {
+        self.pending += other.pending;
+        if self.pending_by_age.is_empty() {
+            self.pending_by_age = other.pending_by_age;
+        } else {
+            for (mine, theirs) in self.pending_by_age.iter_mut().zip(other.pending_by_age) {
+                mine.1 += theirs.1;
+            }
+        }
+        self.inactive += other.inactive;
+        self.unmanaged += other.unmanaged;
+        for (k, v) in other.unmanaged_by_domain {
+            *self.unmanaged_by_domain.entry(k).or_default() += v;
+        }
+    }
+
+    /// The largest domains, most guests first (ties by name).
+    pub fn top_domains(&self) -> Vec<(String, u64)> {
+        let mut all: Vec<(String, u64)> = self
+            .unmanaged_by_domain
+            .iter()
+            .map(|(d, n)| (d.clone(), *n))
+            .collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(TOP_DOMAINS);
+        all
+    }
+}
+
+/// A guest's home domain from its UPN (`ada_fabrikam.com#EXT#@contoso…`).
+pub fn guest_home_domain(upn: &str) -> Option<String> {
+    let local = upn.split_once("#EXT#")?.0;
+    let domain = local.rsplit_once('_')?.1;
+    (!domain.is_empty() && domain.contains('.')).then(|| domain.to_ascii_lowercase())
 }
 
 impl ReportStats {
@@ -67,6 +154,7 @@ impl ReportStats {
         let Some(verdict) = row.verdict else {
             return;
         };
+        self.guests.add(row);
         *self
             .by_verdict
             .entry(verdict.as_str().to_owned())
@@ -114,6 +202,7 @@ impl ReportStats {
             mine.1 += theirs.1;
         }
         self.never_signed_in += other.never_signed_in;
+        self.guests.merge(other.guests);
         for (k, v) in other.reclaimable_licenses {
             *self.reclaimable_licenses.entry(k).or_default() += v;
         }
@@ -136,7 +225,62 @@ impl ReportStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::RiskFlag;
+
+    #[test]
+    fn guest_counts_merge_and_name_home_domains() {
+        let guest = |flags: &[RiskFlag], verdict, days, upn: &str| ReportRow {
+            verdict: Some(verdict),
+            days_inactive: days,
+            user_principal_name: upn.into(),
+            risk_flags: flags.iter().copied().collect(),
+            ..ReportRow::default()
+        };
+        let mut a = ReportStats::new(90);
+        let mut b = ReportStats::new(90);
+        let pending = [RiskFlag::Guest, RiskFlag::PendingInvitation];
+        a.add(&guest(
+            &pending,
+            Verdict::Inactive,
+            Some(45),
+            "a_x.com#EXT#@t.onmicrosoft.com",
+        ));
+        b.add(&guest(
+            &pending,
+            Verdict::Inactive,
+            Some(200),
+            "b_x.com#EXT#@t.onmicrosoft.com",
+        ));
+        a.add(&guest(
+            &[RiskFlag::Guest],
+            Verdict::Inactive,
+            Some(120),
+            "c_y.com#EXT#@t.onmicrosoft.com",
+        ));
+        let viral = [RiskFlag::Guest, RiskFlag::UnmanagedGuest];
+        for upn in [
+            "d_Viral.org#EXT#@t.onmicrosoft.com",
+            "e_viral.org#EXT#@t.onmicrosoft.com",
+            "f_other.net#EXT#@t.onmicrosoft.com",
+        ] {
+            b.add(&guest(&viral, Verdict::Review, Some(3), upn));
+        }
+        // A member is no guest, whatever its name looks like.
+        a.add(&guest(
+            &[],
+            Verdict::Inactive,
+            Some(300),
+            "g_z.com#EXT#@t.onmicrosoft.com",
+        ));
+        a.merge(b);
+        let g = &a.guests;
+        assert_eq!((g.pending, g.inactive, g.unmanaged), (2, 1, 3));
+        assert_eq!(g.pending_by_age, [(0, 1), (60, 0), (90, 0), (180, 1)]);
+        assert_eq!(
+            g.top_domains(),
+            [("viral.org".to_string(), 2), ("other.net".to_string(), 1)]
+        );
+        assert_eq!(guest_home_domain("jane@contoso.com"), None);
+    }
 
     fn row(verdict: Verdict, days: Option<i64>, licenses: &[&str]) -> ReportRow {
         ReportRow {

@@ -63,6 +63,31 @@ pub struct Summary {
     /// What the data-quality breaker compared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_quality: Option<DataQuality>,
+    /// The guest side (workforce tenants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guests: Option<GuestSummary>,
+}
+
+/// `summary.json` `guests`: pending invitations, inactive and unmanaged
+/// guests, unmanaged guests by home domain (the largest domains only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestSummary {
+    pub pending: u64,
+    pub inactive: u64,
+    pub unmanaged: u64,
+    pub by_domain: BTreeMap<String, u64>,
+}
+
+impl GuestSummary {
+    pub fn of(stats: &super::stats::GuestStats) -> Self {
+        Self {
+            pending: stats.pending,
+            inactive: stats.inactive,
+            unmanaged: stats.unmanaged,
+            by_domain: stats.top_domains().into_iter().collect(),
+        }
+    }
 }
 
 /// The data-quality breaker's view of a run against the last good one.
@@ -105,6 +130,7 @@ mod tests {
             dry_run: false,
             warnings: vec![],
             data_quality: None,
+            guests: None,
         };
         let v = serde_json::to_value(&s).expect("json");
         for key in [

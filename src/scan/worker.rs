@@ -13,13 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use super::context::RunContext;
 use super::partition::Partition;
-use crate::config::{Config, Mode, TenantKind};
-use crate::graph::{
-    BatchItem, GraphClient, GraphError, SCAN_SELECT, User, UserQuery, UserRecord, UserType,
-};
+use crate::config::{Config, Mode, TenantKind, UnmanagedGuests};
+use crate::graph::{BatchItem, GraphClient, GraphError, SCAN_SELECT, User, UserQuery, UserRecord};
 use crate::lifecycle::{Candidate, subject_of};
-use crate::policy::UsageIndex;
 use crate::policy::{self, Activity, Enrichment, MailboxPurpose, ServiceUsage, Subject};
+use crate::policy::{CaseSubject, UsageIndex};
 use crate::report::{CsvChunks, ReportRow, ReportStats};
 
 /// Users enriched per `$batch`: one request each (the mailbox kind; the
@@ -208,26 +206,13 @@ async fn scan_once<S: RowSink + Send>(
     out.finish(partition, sink).await
 }
 
-/// A guest homed in another Entra tenant whose realm answers `IsViral`.
-/// The realm lookup is cached per domain; a failed lookup is not a finding.
+/// Whether the guest is unmanaged; a failed realm lookup is not a finding
+/// (the guest is judged like any other, and a reset re-checks it anyway).
 async fn is_unmanaged_guest(graph: &GraphClient, user: &User) -> bool {
-    if user.user_type != Some(UserType::Guest) {
-        return false;
-    }
-    let external = user
-        .identities
-        .iter()
-        .any(|i| i.issuer.as_deref() == Some("ExternalAzureAD"));
-    let Some(mail) = user.mail.as_deref().filter(|_| external) else {
-        return false;
-    };
-    match graph.user_realm(mail).await {
-        Ok(realm) => realm.is_viral == Some(true),
-        Err(e) => {
-            tracing::debug!(error = %e, "userrealm lookup failed; guest not marked unmanaged");
-            false
-        }
-    }
+    graph.is_unmanaged_guest(user).await.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "userrealm lookup failed; guest not marked unmanaged");
+        false
+    })
 }
 
 /// The rows, stats and candidates of one partition.
@@ -306,8 +291,23 @@ impl<'a> Accumulator<'a> {
                     s.sku_id.as_deref() == Some(l.sku_id.as_str()) && s.assigned_by_group.is_some()
                 })
             });
-            if assessment.verdict.is_actionable() {
+            let subject = if assessment.action == policy::Action::ResetRedemption {
+                CaseSubject::UnmanagedGuest
+            } else if assessment
+                .flags
+                .contains(&policy::RiskFlag::PendingInvitation)
+            {
+                CaseSubject::PendingInvitation
+            } else if p.subject.is_guest {
+                CaseSubject::Guest
+            } else {
+                CaseSubject::Member
+            };
+            let resets = subject == CaseSubject::UnmanagedGuest
+                && self.config.policy.guests.unmanaged == UnmanagedGuests::Reset;
+            if assessment.verdict.is_actionable() || resets {
                 self.candidates.push(Candidate {
+                    subject,
                     user: id.clone(),
                     never_signed_in: assessment.verdict == policy::Verdict::NeverSignedIn,
                     has_user_mailbox: looked.mailbox == Some(MailboxPurpose::User),

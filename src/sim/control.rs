@@ -294,6 +294,23 @@ pub fn set_quirk(st: &State, id: &str, quirk: Option<Quirk>) -> bool {
 }
 
 /// Makes the user a PIM-eligible Global Administrator (not active).
+/// Sets (or, with `None`, removes) the guest's sponsor.
+pub fn set_sponsor(st: &State, guest: &str, sponsor: Option<&str>) -> bool {
+    let mut t = st.tenant_write();
+    let Some(g) = t.resolve(guest) else {
+        return false;
+    };
+    let s = match sponsor {
+        Some(id) => match t.resolve(id) {
+            Some(s) => Some(s),
+            None => return false,
+        },
+        None => None,
+    };
+    t.sponsors.insert(g, s);
+    true
+}
+
 pub fn make_eligible(st: &State, id: &str) -> bool {
     let mut t = st.tenant_write();
     let Some(i) = t.resolve(id) else {

@@ -244,6 +244,7 @@ fn graph_inner(st: &State, r: &Req, ids: &RequestIds, v: &str, rest: &[&str]) ->
         (M::POST, ["users", id, "revokeSignInSessions"]) => one(revoke(st, ids, v, id)),
         (M::POST, ["users", id, "assignLicense"]) => one(assign_license(st, r, ids, v, id)),
         (M::GET, ["users", id, "manager"]) => one(manager(st, ids, v, id)),
+        (M::GET, ["users", id, "sponsors"]) => one(sponsors(st, ids, v, id)),
         (M::GET, ["users", id, "mailboxSettings"]) => one(mailbox_settings(st, ids, v, id)),
         (M::GET, ["users", id, "mailboxSettings", "userPurpose"]) => {
             let mut reply = mailbox_settings(st, ids, v, id);
@@ -1377,6 +1378,33 @@ fn manager(st: &State, ids: &RequestIds, v: &str, key: &str) -> Reply {
         return not_found("manager", ids);
     };
     user_entity(st, &t, m, v)
+}
+
+/// `GET /users/{id}/sponsors` (v1.0): the guest's sponsors (users here).
+fn sponsors(st: &State, ids: &RequestIds, v: &str, key: &str) -> Reply {
+    let now = st.now();
+    let Some(i) = lookup(st, key, now) else {
+        return not_found(key, ids);
+    };
+    let t = st.tenant_read();
+    let sel = Selection {
+        props: V1_DEFAULT.iter().map(|s| s.to_string()).collect(),
+        explicit: false,
+    };
+    let values: Vec<Value> = t
+        .sponsor_of(i)
+        .into_iter()
+        .map(|s| {
+            let mut o = Map::new();
+            o.insert("@odata.type".into(), json!("#microsoft.graph.user"));
+            o.extend(render_user(&t, s, &sel));
+            Value::Object(o)
+        })
+        .collect();
+    Reply::json(
+        200,
+        json!({"@odata.context": format!("{}/{v}/$metadata#directoryObjects", st.base_url), "value": values}),
+    )
 }
 
 fn no_mailbox(ids: &RequestIds) -> Reply {

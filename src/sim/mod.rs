@@ -57,7 +57,7 @@ use tokio_util::sync::CancellationToken;
 pub use clock::SimClock;
 pub use report::COLUMNS as USAGE_REPORT_COLUMNS;
 pub use server::{CapturedMail, Faults, StatsSnapshot};
-pub use tenant::{Quirk, Tenant, TenantKind, UserRec};
+pub use tenant::{Archetype, Quirk, Tenant, TenantKind, UserRec};
 pub use throttle::ThrottleConfig;
 
 /// `dormant sim` flags.
@@ -432,6 +432,10 @@ impl Sim {
     /// Graph sends an odd record for the user from now on (`None`: normal).
     pub fn set_quirk(&self, user: &str, quirk: Option<Quirk>) -> bool {
         control::set_quirk(&self.state, user, quirk)
+    }
+    /// Sets (or removes) a guest's sponsor.
+    pub fn set_sponsor(&self, guest: &str, sponsor: Option<&str>) -> bool {
+        control::set_sponsor(&self.state, guest, sponsor)
     }
     /// The user becomes a PIM-eligible Global Administrator.
     pub fn make_eligible(&self, user: &str) -> bool {

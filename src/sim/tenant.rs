@@ -456,6 +456,9 @@ pub struct Tenant {
     pub audits: Vec<AuditEvent>,
     /// Invited guests' email addresses, for users created after generation.
     pub invited_mail: std::collections::HashMap<u32, String>,
+    /// Sponsors set by hand (`/_sim/users/{id}/sponsor`), over the
+    /// generated ones ([`Tenant::sponsor_of`]); `None` = no sponsor.
+    pub sponsors: std::collections::HashMap<u32, Option<u32>>,
     /// UPNs chosen at seeding ([`Tenant::add_users_with_upns`]), by index.
     pub seeded_upn: std::collections::HashMap<u32, String>,
     /// Odd records, by index.
@@ -528,6 +531,7 @@ impl Tenant {
             users,
             audits: Vec::new(),
             invited_mail: Default::default(),
+            sponsors: Default::default(),
             seeded_upn: Default::default(),
             quirks: Default::default(),
             id_key: ids::hash(&[seed, 0x1d]),
@@ -983,6 +987,28 @@ impl Tenant {
 
     /// The user's manager: the nearest person up the generated tree (a shared
     /// mailbox or service account cannot manage anyone), `None` when deleted.
+    /// A guest's sponsor: a third of the generated guests have one (a
+    /// member with a mailbox, chosen by hash), unless set by hand.
+    pub fn sponsor_of(&self, i: u32) -> Option<u32> {
+        if let Some(set) = self.sponsors.get(&i) {
+            return *set;
+        }
+        let u = &self.users[i as usize];
+        if !u.arch.is_guest() {
+            return None;
+        }
+        let h = ids::mix64(u64::from(i) ^ 0x5b0d_5e55);
+        if !h.is_multiple_of(3) {
+            return None;
+        }
+        let n = self.users.len() as u32;
+        let start = (h >> 8) as u32 % n;
+        (0..n.min(500)).map(|k| (start + k) % n).find(|&j| {
+            let c = &self.users[j as usize];
+            c.arch == Archetype::Active && c.enabled() && c.has_mailbox() && !c.is_deleted()
+        })
+    }
+
     pub fn manager_of(&self, i: u32) -> Option<u32> {
         let mut m = self.users[i as usize].manager;
         while m > 0 {

@@ -66,6 +66,7 @@ async fn a_worker_killed_between_acting_and_recording_leaves_one_effect_and_one_
     let opened = Utc::now() - chrono::Duration::days(20);
     let steps = plan(
         PlanShape {
+            subject: dormant::policy::CaseSubject::Member,
             kind: config.tenant_kind,
             has_user_mailbox: false,
             has_direct_licenses: false,

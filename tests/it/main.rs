@@ -9,6 +9,7 @@ mod gdpr;
 mod gdpr_e2e;
 mod graph;
 mod graph_sim;
+mod guests;
 mod harness;
 mod host_fixtures;
 mod host_protocol;

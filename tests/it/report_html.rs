@@ -37,6 +37,27 @@ fn sample() -> (Summary, ReportStats) {
             ..ReportRow::default()
         });
     }
+    // Guests: a pending invitation and two unmanaged guests of one domain.
+    for (i, flags) in [
+        vec![RiskFlag::Guest, RiskFlag::PendingInvitation],
+        vec![RiskFlag::Guest, RiskFlag::UnmanagedGuest],
+        vec![RiskFlag::Guest, RiskFlag::UnmanagedGuest],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        stats.add(&ReportRow {
+            verdict: Some(if i == 0 {
+                Verdict::Inactive
+            } else {
+                Verdict::Review
+            }),
+            user_principal_name: format!("guest{i}_viral.example#EXT#@contoso.onmicrosoft.com"),
+            days_inactive: Some(45),
+            risk_flags: flags.into_iter().collect(),
+            ..ReportRow::default()
+        });
+    }
     let summary = Summary {
         run_id: "20261122T020000Z-a1b2c3".into(),
         tenant_kind: "workforce".into(),
@@ -56,6 +77,7 @@ fn sample() -> (Summary, ReportStats) {
         dry_run: false,
         warnings: vec![],
         data_quality: None,
+        guests: Some(dormant::report::GuestSummary::of(&stats.guests)),
     };
     (summary, stats)
 }
@@ -104,6 +126,9 @@ fn the_report_renders_in_chromium_with_every_section() {
         "review",
         "quarantine",
         "run-id",
+        "guests",
+        "guests-pending",
+        "guests-unmanaged",
     ] {
         assert!(
             dom.contains(&format!("id=\"{id}\"")),
@@ -111,6 +136,7 @@ fn the_report_renders_in_chromium_with_every_section() {
         );
     }
     assert!(dom.contains("Quarantined."));
+    assert!(dom.contains("viral.example"), "unmanaged guests by domain");
     assert!(dom.contains("User &lt;1&gt;"), "names are text, not markup");
 
     let shot = dir.path().join("report.png");

@@ -10,14 +10,14 @@ use serde::{Deserialize, Serialize};
 use super::lease::{LEASE_BLOB, Lease, RunLine, RunState, RunStatus};
 use super::plan::{Recorded, leaf_blob};
 use super::{GraphUse, RunOutcome, ScanError, Scanner, get_state_json, run_path, state_err};
-use crate::config::Mode;
+use crate::config::{Mode, TenantKind};
 use crate::ids::RunId;
 use crate::lifecycle::CaseStore;
 use crate::lifecycle::advance::{Advanced, Listed, Plan};
 use crate::policy;
 use crate::policy::RunFigures;
 use crate::policy::UsageIndex;
-use crate::report::{CaseCounts, CsvChunks, DataQuality, ReportStats, Summary, html};
+use crate::report::{CaseCounts, CsvChunks, DataQuality, GuestSummary, ReportStats, Summary, html};
 use crate::scan::partition::Partition;
 use crate::store::audit::{AuditLog, AuditRecord, Outcome as AuditOutcome};
 use crate::store::{ETag, Precondition, REPORTS_CONTAINER, STATE_CONTAINER};
@@ -343,6 +343,8 @@ impl Scanner {
             dry_run: state.dry_run,
             warnings,
             data_quality: Some(data_quality),
+            guests: (self.config.tenant_kind == TenantKind::Workforce)
+                .then(|| GuestSummary::of(&stats.guests)),
         };
         let summary_bytes = Bytes::from(serde_json::to_vec_pretty(&summary).map_err(state_err)?);
         let html_bytes = Bytes::from(html::render(&summary, &stats));

@@ -1,0 +1,298 @@
+//! Issue 13, the guest side: pending invitations, inactive guests, and
+//! unmanaged (viral) guests, on the simulator with its clock moved.
+
+use dormant::lifecycle::{ActionKind, CaseStatus};
+use dormant::sim::Archetype;
+use dormant::store::audit::Outcome;
+
+use crate::safety::Tenant;
+
+const DAY: f64 = 1.0;
+
+fn of_archetype(t: &Tenant, arch: Archetype) -> Vec<String> {
+    t.sim.with_tenant(|tenant| {
+        (0..tenant.users.len() as u32)
+            .filter(|&i| {
+                tenant.users[i as usize].arch == arch && !tenant.users[i as usize].is_deleted()
+            })
+            .map(|i| tenant.user_id(i))
+            .collect()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_are_judged_and_each_home_domain_is_asked_once() {
+    // Report mode: nothing changes, every guest kind is named.
+    let t = Tenant::start(600, 41, 0, &[("DORMANT_POLICY__MODE", "report")]).await;
+    let summary = t.night().await;
+    let rows = t.rows().await;
+    let pending = of_archetype(&t, Archetype::GuestPending);
+    let viral = of_archetype(&t, Archetype::GuestViral);
+    assert!(
+        pending.len() >= 5 && viral.len() >= 5,
+        "{} {}",
+        pending.len(),
+        viral.len()
+    );
+    let now = t.sim.now();
+    let mut old_pending = 0;
+    for user in &pending {
+        let invited = t.sim.with_tenant(|tenant| {
+            let i = (0..tenant.users.len() as u32)
+                .find(|&i| tenant.user_id(i) == *user)
+                .expect("guest");
+            tenant.users[i as usize].state_changed
+        });
+        let days = (now.timestamp() - invited) / 86_400;
+        match rows.get(user) {
+            Some(row) if days >= 30 => {
+                old_pending += 1;
+                assert_eq!(row.verdict, "inactive", "{user}");
+                assert_eq!(row.action, "delete", "{user}");
+                assert!(
+                    row.flags.contains(&"pending-invitation".to_string()),
+                    "{:?}",
+                    row.flags
+                );
+                assert!(
+                    !row.flags.contains(&"no-signin-data".to_string()),
+                    "{:?}",
+                    row.flags
+                );
+            }
+            None => assert!(days < 30, "{user}: {days} days pending and not listed"),
+            Some(row) => panic!("{user}: {days} days pending listed as {}", row.verdict),
+        }
+    }
+    for user in &viral {
+        if let Some(row) = rows.get(user) {
+            assert!(
+                row.flags.contains(&"unmanaged-guest".to_string()),
+                "{:?}",
+                row.flags
+            );
+            assert_eq!(row.action, "reset-redemption");
+        } else {
+            panic!("unmanaged guest {user} not listed");
+        }
+    }
+    let guests = summary
+        .guests
+        .as_ref()
+        .expect("workforce summary has guests");
+    assert_eq!(guests.pending, old_pending);
+    assert_eq!(guests.unmanaged, viral.len() as u64);
+    assert!(
+        guests
+            .by_domain
+            .keys()
+            .all(|d| d == "adatumstudents.edu" || d == "litwarefreelance.com"),
+        "{:?}",
+        guests.by_domain
+    );
+    // One realm lookup per guest domain, however many guests share it.
+    let lookups = t.sim.stats().realm_lookups;
+    assert!(!lookups.is_empty());
+    for (domain, n) in &lookups {
+        assert_eq!(*n, 1, "{domain} asked {n} times: {lookups:?}");
+    }
+    // A second run in the same process asks again only after the answer
+    // went stale (12 h), not for every run of a busy day.
+    t.night().await;
+    assert!(t.sim.stats().realm_lookups.values().all(|n| *n == 1));
+    t.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmanaged_guests_are_reset_keeping_their_id_and_groups_and_role_holders_are_not() {
+    let t = Tenant::start(
+        600,
+        42,
+        0,
+        &[("DORMANT_POLICY__GUESTS__UNMANAGED", "reset")],
+    )
+    .await;
+    let viral = of_archetype(&t, Archetype::GuestViral);
+    // One holds a directory role (PIM-eligible): app-only cannot reset it.
+    let admin = viral[0].clone();
+    assert!(t.sim.make_eligible(&admin));
+    let groups_before = t
+        .graph()
+        .await
+        .transitive_member_of(&viral[1])
+        .await
+        .expect("groups");
+    let summary = t.day_of_work().await;
+    assert!(!summary.quarantined, "{summary:?}");
+    let rows = t.rows().await;
+    assert_eq!(rows[&admin].action, "manual-review");
+    for user in &viral[1..] {
+        let lines = t.lines_of(user).await;
+        let reset = lines
+            .iter()
+            .find(|l| l.step == "reset-redemption")
+            .unwrap_or_else(|| panic!("{user}: {lines:?}"));
+        assert_eq!(reset.outcome, Outcome::Done, "{reset:?}");
+        assert_eq!(reset.detail.as_deref(), Some("redemption-reset"));
+        let u = t
+            .graph()
+            .await
+            .get_user(user, &["id", "externalUserState"])
+            .await
+            .expect("the same object id answers");
+        assert_eq!(u.id.to_ascii_lowercase(), user.to_ascii_lowercase());
+        assert_eq!(
+            u.external_user_state,
+            Some(dormant::graph::ExternalUserState::PendingAcceptance)
+        );
+        let case = t.closed_case(user).await;
+        assert_eq!(case.status, CaseStatus::Closed, "{user}");
+        assert!(case.in_plan(ActionKind::ResetRedemption).is_some());
+    }
+    let groups_after = t
+        .graph()
+        .await
+        .transitive_member_of(&viral[1])
+        .await
+        .expect("groups");
+    assert_eq!(
+        groups_after.iter().map(|g| &g.id).collect::<Vec<_>>(),
+        groups_before.iter().map(|g| &g.id).collect::<Vec<_>>(),
+        "groups kept"
+    );
+    assert!(
+        t.lines_of(&admin)
+            .await
+            .iter()
+            .all(|l| l.step != "reset-redemption")
+    );
+    // The next night finds them pending, not unmanaged: no second reset.
+    t.days(DAY);
+    t.day_of_work().await;
+    for user in &viral[1..] {
+        let resets = t
+            .lines_of(user)
+            .await
+            .into_iter()
+            .filter(|l| l.step == "reset-redemption")
+            .count();
+        assert_eq!(resets, 1, "{user}");
+    }
+    t.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_invitation_is_deleted_on_its_day_after_its_sponsor_hears_and_can_be_restored() {
+    let t = Tenant::start(
+        400,
+        43,
+        0,
+        &[
+            ("DORMANT_POLICY__PHASES__DISABLE", "1"),
+            ("DORMANT_POLICY__PHASES__CONVERT_MAILBOX", "1"),
+            ("DORMANT_POLICY__PHASES__REMOVE_LICENSES", "1"),
+            ("DORMANT_POLICY__PHASES__DELETE", "31"),
+        ],
+    )
+    .await;
+    t.day_of_work().await;
+    let pending: Vec<String> = {
+        let rows = t.rows().await;
+        of_archetype(&t, Archetype::GuestPending)
+            .into_iter()
+            .filter(|u| {
+                rows.get(u)
+                    .is_some_and(|r| r.flags.contains(&"pending-invitation".to_string()))
+            })
+            .collect()
+    };
+    assert!(!pending.is_empty());
+    let guest = pending[0].clone();
+    // Give the guest a sponsor: the notice goes to the sponsor.
+    let sponsor = t.users_where("active", |u| u.enabled())[0].clone();
+    assert!(t.sim.set_sponsor(&guest, Some(&sponsor)));
+    let case = t
+        .open_case(&guest)
+        .await
+        .expect("a case for the invitation");
+    let kinds: Vec<ActionKind> = case.plan.iter().map(|p| p.kind).collect();
+    assert_eq!(
+        kinds,
+        [ActionKind::Notify, ActionKind::Delete],
+        "nothing to disable"
+    );
+    // The notify ran on day 0 before the sponsor was set; a guest without
+    // one is told to the governance mailbox.
+    let notify = t
+        .lines_of(&guest)
+        .await
+        .into_iter()
+        .find(|l| l.step == "notify")
+        .expect("notified");
+    assert!(
+        matches!(
+            notify.detail.as_deref(),
+            Some("mail-sponsor" | "mail-governance" | "mail-inviter")
+        ),
+        "{notify:?}"
+    );
+    t.days(31.0);
+    t.day_of_work().await;
+    assert!(
+        matches!(
+            t.graph().await.get_user(&guest, &["id"]).await,
+            Err(dormant::graph::GraphError::NotFound)
+        ),
+        "deleted on its day"
+    );
+    let lifecycle = t.ctx.lifecycle().await.expect("lifecycle");
+    let report = lifecycle.restore(&guest, None, "").await.expect("restore");
+    assert_eq!(report.outcome, "done", "{report:?}");
+    t.graph()
+        .await
+        .get_user(&guest, &["id"])
+        .await
+        .expect("back");
+    t.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_notice_goes_to_its_sponsor() {
+    let t = Tenant::start(400, 44, 0, &[]).await;
+    let sponsor = t.users_where("active", |u| u.enabled())[0].clone();
+    let sponsor_mail = t
+        .graph()
+        .await
+        .get_user(&sponsor, &["id", "mail"])
+        .await
+        .expect("sponsor")
+        .mail
+        .expect("a mailbox");
+    // Every guest gets the sponsor, then the night opens their cases.
+    for g in of_archetype(&t, Archetype::GuestPending)
+        .into_iter()
+        .chain(of_archetype(&t, Archetype::GuestAccepted))
+    {
+        t.sim.set_sponsor(&g, Some(&sponsor));
+    }
+    t.day_of_work().await;
+    let mails = t.sim.mail();
+    let to_sponsor = mails
+        .iter()
+        .filter(|m| m.to.contains(&sponsor_mail))
+        .count();
+    assert!(to_sponsor >= 1, "the sponsor heard: {}", mails.len());
+    let lines = t.lines().await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.step == "notify" && l.detail.as_deref() == Some("mail-sponsor"))
+    );
+    assert!(lines.iter().all(|l| {
+        l.detail.as_deref() != Some("mail-user")
+            || !l.user.as_deref().is_some_and(|u| {
+                of_archetype(&t, Archetype::GuestAccepted).contains(&u.to_string())
+            })
+    }));
+    t.sim.shutdown().await;
+}
