@@ -77,6 +77,8 @@ pub enum CancelReason {
     DeletedBySomeoneElse,
     /// Restored from deleted items by someone else before the purge.
     RestoredByPerson,
+    /// The account's owner answered "keep" through a notification's link.
+    Kept,
 }
 
 impl CancelReason {
@@ -92,6 +94,7 @@ impl CancelReason {
             Self::UserGone => "user-gone",
             Self::DeletedBySomeoneElse => "deleted-by-someone-else",
             Self::RestoredByPerson => "restored-by-person",
+            Self::Kept => "kept",
         }
     }
 }
@@ -172,8 +175,13 @@ pub async fn recheck(
     if activity.last().is_some_and(|l| l.at > case.opened_at) {
         return Ok(Recheck::Cancel(CancelReason::ActiveAgain));
     }
+    // An owner answered "keep" (the answer is in the case before the
+    // hold is written, so a crash between the two still stops the case).
+    if case.kept() {
+        return Ok(Recheck::Cancel(CancelReason::Kept));
+    }
     if let Some(hold) = cases.hold_of(&case.user).await?
-        && activity.last().is_none_or(|l| l.at <= hold.since)
+        && hold.in_force(activity.last().map(|l| l.at), now)
     {
         return Ok(Recheck::Cancel(CancelReason::Held));
     }

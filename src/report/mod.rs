@@ -8,4 +8,4 @@ pub mod summary;
 
 pub use csv::{COLUMNS, CsvChunks, ReportRow};
 pub use stats::ReportStats;
-pub use summary::{CaseCounts, DataQuality, DirectoryQuota, Summary};
+pub use summary::{AttestationCounts, CaseCounts, DataQuality, DirectoryQuota, Summary};
