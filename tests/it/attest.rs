@@ -482,3 +482,101 @@ async fn without_a_key_mail_has_no_links_and_the_endpoint_says_it_is_not_configu
     assert_eq!(body["error"]["message"], "attestation is not configured");
     s.t.sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_body_carries_both_links_with_ids_only() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<bytes::Bytes>>> = Arc::default();
+    let seen2 = seen.clone();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: bytes::Bytes| {
+            let seen = seen2.clone();
+            async move {
+                seen.lock().expect("seen").push(body);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let mut settings = SETTINGS.to_vec();
+    settings.push(("DORMANT_POLICY__NOTIFY__WEBHOOK", hook.as_str()));
+    settings.push(("DORMANT_POLICY__NOTIFY__WEBHOOK_SECRET", "whsec-attest"));
+    let s = Scene::start(140, &settings).await;
+    let bodies = seen.lock().expect("seen").clone();
+    let body: serde_json::Value = bodies
+        .iter()
+        .map(|b| serde_json::from_slice::<serde_json::Value>(b).expect("json"))
+        .find(|v| v["case"] == s.case.id.as_str())
+        .expect("the case's webhook");
+    assert_eq!(
+        body["keepUrl"],
+        s.keep.as_str(),
+        "the mail's links, the same"
+    );
+    assert_eq!(body["letGoUrl"], s.let_go.as_str());
+    assert!(body["linksExpireAt"].is_string() && body["disableAt"].is_string());
+    let text = body.to_string();
+    assert!(!text.contains('@'), "ids and URLs only: {text}");
+    // The receiver's link works like the mail's.
+    assert_eq!(s.get(body["keepUrl"].as_str().expect("url")).await.0, 200);
+    s.t.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_stored_before_a_crash_is_finished_by_the_next_night_with_its_line() {
+    let s = Scene::start(141, SETTINGS).await;
+    // The answer is in the case, and then the process died: no line, no
+    // hold, the case still open.
+    let cases = s.t.cases();
+    let (mut case, etag) = cases.open_case(&s.user).await.expect("read").expect("open");
+    let at = s.t.clock.now();
+    let mut record =
+        dormant::store::audit::AuditRecord::new("attest", dormant::store::audit::Outcome::Done);
+    record.time = at;
+    record.case = Some(case.id.clone());
+    record.user = Some(case.user.clone());
+    record.detail = Some("keep".into());
+    case.attestation = Some(dormant::lifecycle::attest::Attestation {
+        answer: Answer::Keep,
+        at,
+        record,
+        recorded: false,
+    });
+    cases.save(&case, &etag).await.expect("save");
+    // A second POST says it was answered, and changes nothing.
+    let (status, body) = s.post_json(&s.keep).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, "already-answered".into())
+    );
+
+    s.t.days(1.0);
+    s.t.day_of_work().await;
+    assert!(s.t.open_case(&s.user).await.is_none());
+    let closed = s.t.closed_case(&s.user).await;
+    assert_eq!(closed.reason.as_deref(), Some("kept"));
+    assert!(closed.attestation.as_ref().is_some_and(|a| a.recorded));
+    let attest: Vec<_> =
+        s.t.lines_of(&s.user)
+            .await
+            .into_iter()
+            .filter(|r| r.step == "attest")
+            .collect();
+    assert_eq!(attest.len(), 1, "the line, once");
+    let hold =
+        s.t.cases()
+            .hold_of(&s.user)
+            .await
+            .expect("hold")
+            .expect("held");
+    assert_eq!((hold.kind, hold.since), (HoldKind::Kept, at));
+    s.t.days(7.0);
+    s.t.day_of_work().await;
+    assert_eq!(s.t.enabled(&s.user).await, Some(true));
+    s.t.sim.shutdown().await;
+}
