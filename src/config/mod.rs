@@ -232,6 +232,16 @@ pub struct Notify {
     pub webhook_secret: Option<SecretString>,
 }
 
+/// `[policy.attest]`: owners answering "keep" through a notification's link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attest {
+    /// How long a "keep" holds the user.
+    pub keep_days: u32,
+}
+
+/// Shortest `DORMANT_ATTEST_KEY` accepted (the key signs every link).
+pub const MIN_ATTEST_KEY_LEN: usize = 32;
+
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub mode: Mode,
@@ -247,6 +257,7 @@ pub struct Policy {
     pub quarantine: Quarantine,
     pub notify: Notify,
     pub guests: Guests,
+    pub attest: Attest,
 }
 
 #[derive(Debug, Clone)]
@@ -285,6 +296,14 @@ pub struct Config {
     pub exchange_url: Option<Url>,
     pub storage: StorageConfig,
     pub gdpr: Option<Gdpr>,
+    /// `DORMANT_ATTEST_KEY`: the key that signs "keep" links, given
+    /// directly (local runs; a Key Vault reference resolves into it too).
+    pub attest_key: Option<SecretString>,
+    /// `DORMANT_ATTEST_KEY_NAME`: the Key Vault secret holding that key.
+    pub attest_key_name: Option<String>,
+    /// `DORMANT_PUBLIC_URL`: the function app's public address, the base of
+    /// the links in notifications. `None`: no links.
+    pub public_url: Option<Url>,
     pub policy: Policy,
 }
 
@@ -373,6 +392,12 @@ struct RawConfig {
     #[serde(default, deserialize_with = "list")]
     gdpr_policies: Option<Vec<String>>,
     #[serde(default)]
+    attest_key: Option<SecretString>,
+    #[serde(default, deserialize_with = "text")]
+    attest_key_name: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    public_url: Option<String>,
+    #[serde(default)]
     policy: RawPolicy,
 }
 
@@ -405,6 +430,8 @@ struct RawPolicy {
     notify: RawNotify,
     #[serde(default)]
     guests: RawGuests,
+    #[serde(default)]
+    attest: RawAttest,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -415,6 +442,12 @@ struct RawGuests {
     #[serde(default, deserialize_with = "text")]
     unmanaged: Option<String>,
     send_invitation_message: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAttest {
+    keep_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -833,6 +866,7 @@ fn validate(raw: RawConfig, sources: &Sources) -> Result<Config, ConfigError> {
 
     let storage = storage_settings(&raw, sources, &mut p);
     let gdpr = gdpr_settings(&raw, tenant_kind, &mut p);
+    let (attest_key_name, public_url) = attest_settings(&raw, keyvault_url.is_some(), &mut p);
     let policy = policy(raw.policy, tenant_kind, &mut p);
 
     if !p.is_empty() {
@@ -854,8 +888,67 @@ fn validate(raw: RawConfig, sources: &Sources) -> Result<Config, ConfigError> {
         exchange_url,
         storage,
         gdpr,
+        attest_key: raw.attest_key,
+        attest_key_name,
+        public_url,
         policy: policy.expect("problems would have returned"),
     })
+}
+
+/// The attestation key's source and the links' public base.
+fn attest_settings(
+    raw: &RawConfig,
+    has_vault: bool,
+    p: &mut Vec<ConfigProblem>,
+) -> (Option<String>, Option<Url>) {
+    use secrecy::ExposeSecret as _;
+    if raw
+        .attest_key
+        .as_ref()
+        .is_some_and(|k| k.expose_secret().len() < MIN_ATTEST_KEY_LEN)
+    {
+        p.push(problem(
+            "attest_key",
+            format!("is shorter than {MIN_ATTEST_KEY_LEN} characters"),
+            "use a random key of at least 32 characters (e.g. `openssl rand -base64 48`), or DORMANT_ATTEST_KEY_NAME to read it from Key Vault",
+        ));
+    }
+    let name = raw
+        .attest_key_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    if name.is_some() && !has_vault {
+        p.push(problem(
+            "attest_key_name",
+            "a Key Vault secret name is set but no vault",
+            "set DORMANT_KEYVAULT_URL=https://<vault>.vault.azure.net",
+        ));
+    }
+    let public_url = raw
+        .public_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .and_then(|u| match Url::parse(u) {
+            Ok(url)
+                if url.host().is_some()
+                    && url.query().is_none()
+                    && (url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&url))) =>
+            {
+                Some(url)
+            }
+            _ => {
+                p.push(problem(
+                    "public_url",
+                    "is not an https:// address without a query",
+                    "give the function app's public address, e.g. https://dormant-func.azurewebsites.net",
+                ));
+                None
+            }
+        });
+    (name, public_url)
 }
 
 fn is_domain(text: &str) -> bool {
@@ -1344,6 +1437,14 @@ fn policy(raw: RawPolicy, kind: TenantKind, p: &mut Vec<ConfigProblem>) -> Optio
     }
 
     let guests = guests(raw.guests, p);
+    let keep_days = raw.attest.keep_days.unwrap_or(180);
+    if !(1..=3650).contains(&keep_days) {
+        p.push(problem(
+            "policy.attest.keep_days",
+            format!("{keep_days} is not between 1 and 3650 days"),
+            "set how many days an owner's \"keep\" holds the account (default 180)",
+        ));
+    }
 
     (p.len() == before).then_some(Policy {
         mode,
@@ -1363,6 +1464,7 @@ fn policy(raw: RawPolicy, kind: TenantKind, p: &mut Vec<ConfigProblem>) -> Optio
             webhook_secret: n.webhook_secret,
         },
         guests,
+        attest: Attest { keep_days },
     })
 }
 
@@ -1440,6 +1542,65 @@ mod tests {
             matches!(c.storage, StorageConfig::Local(ref d) if d == Path::new(DEFAULT_STORE_DIR))
         );
         assert!(c.gdpr.is_none());
+        assert_eq!(p.attest.keep_days, 180);
+        assert!(c.attest_key.is_none() && c.attest_key_name.is_none() && c.public_url.is_none());
+    }
+
+    #[test]
+    fn attestation_settings_are_checked_and_name_their_keys() {
+        let c = load(&[
+            ("DORMANT_POLICY__ATTEST__KEEP_DAYS", "30"),
+            ("DORMANT_ATTEST_KEY", "0123456789abcdef0123456789abcdef"),
+            (
+                "DORMANT_PUBLIC_URL",
+                "https://dormant-func.azurewebsites.net",
+            ),
+        ])
+        .expect("loads");
+        assert_eq!(c.policy.attest.keep_days, 30);
+        assert_eq!(
+            c.public_url.as_ref().map(Url::as_str),
+            Some("https://dormant-func.azurewebsites.net/")
+        );
+        let toml = format!("tenant_id = \"{TENANT}\"\n[policy.attest]\nkeep_days = 90\n");
+        assert_eq!(
+            load_toml(&toml, &[])
+                .expect("loads")
+                .policy
+                .attest
+                .keep_days,
+            90
+        );
+        for bad in ["0", "3651"] {
+            let p = rejects(
+                &[("DORMANT_POLICY__ATTEST__KEEP_DAYS", bad)],
+                "policy.attest.keep_days",
+            );
+            assert_eq!(p.env, "DORMANT_POLICY__ATTEST__KEEP_DAYS");
+        }
+        assert!(load(&[("DORMANT_POLICY__ATTEST__KEEP_DAYS", "3650")]).is_ok());
+        let short = "too-short-key";
+        let p = rejects(&[("DORMANT_ATTEST_KEY", short)], "attest_key");
+        assert_eq!(p.env, "DORMANT_ATTEST_KEY");
+        assert!(!p.to_string().contains(short), "{p}");
+        let p = rejects(&[("DORMANT_ATTEST_KEY_NAME", "k")], "attest_key_name");
+        assert_eq!(p.env, "DORMANT_ATTEST_KEY_NAME");
+        for bad in [
+            "http://dormant.example.com",
+            "not a url",
+            "https://x.example/?a=b",
+        ] {
+            rejects(&[("DORMANT_PUBLIC_URL", bad)], "public_url");
+        }
+        let shown = format!(
+            "{:?}",
+            load(&[(
+                "DORMANT_ATTEST_KEY",
+                "a-secret-attest-key-that-is-long-enough"
+            )])
+            .expect("loads")
+        );
+        assert!(!shown.contains("a-secret-attest-key"), "{shown}");
     }
 
     #[test]

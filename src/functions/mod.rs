@@ -5,6 +5,7 @@
 //! against the `functions/*/function.json` folders the host reads.
 
 pub mod admin;
+pub mod attest;
 pub mod gdpr;
 pub mod nightly_scan;
 pub mod release_run;
@@ -32,6 +33,7 @@ use crate::graph::{
 };
 use crate::host::{FailureRecorder, FunctionError, Functions, PermanentFailure};
 use crate::lifecycle::Lifecycle;
+use crate::lifecycle::attest::{AttestKey, Attestor};
 use crate::scan::run::{ScanError, ScanRuntime, Scanner};
 use crate::store::audit::{AuditLog, AuditRecord, Outcome};
 use crate::store::{StorageConfig, Store};
@@ -64,6 +66,7 @@ pub struct AppContext {
     storage_ready: tokio::sync::OnceCell<()>,
     graph: tokio::sync::OnceCell<GraphClient>,
     exchange: tokio::sync::OnceCell<Option<ExchangeAdmin>>,
+    attest: tokio::sync::OnceCell<Option<Attestor>>,
 }
 
 impl AppContext {
@@ -92,6 +95,15 @@ impl AppContext {
             .gdpr
             .as_ref()
             .map(|g| Arc::new(TokenVerifier::new(g, http.clone())));
+        if config.public_url.is_none() {
+            tracing::warn!(
+                "DORMANT_PUBLIC_URL is not set: notifications go out without keep / let-go links"
+            );
+        } else if config.attest_key.is_none() && config.attest_key_name.is_none() {
+            tracing::warn!(
+                "no attestation key (DORMANT_ATTEST_KEY_NAME or DORMANT_ATTEST_KEY): notifications go out without keep / let-go links"
+            );
+        }
         Ok(Self {
             config,
             store,
@@ -105,7 +117,45 @@ impl AppContext {
             storage_ready: tokio::sync::OnceCell::new(),
             graph: tokio::sync::OnceCell::new(),
             exchange: tokio::sync::OnceCell::new(),
+            attest: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// Signs and checks "keep" links: the key from `DORMANT_ATTEST_KEY`,
+    /// else from Key Vault (`DORMANT_ATTEST_KEY_NAME`), read on first use
+    /// and kept. `None` when no key is configured. A vault that does not
+    /// answer is an error (retried by the next caller), never "no key".
+    pub async fn attestor(&self) -> Result<Option<&Attestor>, GraphError> {
+        self.attest
+            .get_or_try_init(|| async {
+                let c = &self.config;
+                let secret = match (&c.attest_key, &c.attest_key_name) {
+                    (Some(key), _) => key.clone(),
+                    (None, Some(name)) => {
+                        let tokens = EntraTokenProvider::new(
+                            GraphSettings::from_config(c),
+                            self.http.clone(),
+                            None,
+                        )?;
+                        let secret = tokens.read_secret(name).await?;
+                        tracing::info!(secret_name = %name, "read the attestation key from Key Vault");
+                        secret
+                    }
+                    (None, None) => return Ok(None),
+                };
+                let Some(key) = AttestKey::new(secret) else {
+                    tracing::warn!(
+                        "the attestation key is shorter than 32 characters: notifications go out without links and /api/attest answers 503"
+                    );
+                    return Ok(None);
+                };
+                Ok(Some(Attestor {
+                    key,
+                    public_url: c.public_url.clone(),
+                }))
+            })
+            .await
+            .map(Option::as_ref)
     }
 
     /// The GDPR request store over `store`, with this process's hints.
@@ -221,6 +271,10 @@ impl AppContext {
             .exchange()
             .await
             .map_err(|e| FunctionError::Transient(e.into()))?;
+        let attest = self
+            .attestor()
+            .await
+            .map_err(|e| FunctionError::Transient(e.into()))?;
         Ok(Lifecycle {
             graph,
             store,
@@ -229,6 +283,7 @@ impl AppContext {
             clock: &self.clock,
             exchange,
             http: &self.http,
+            attest,
         })
     }
 
@@ -288,6 +343,7 @@ pub fn catalog(ctx: Arc<AppContext>) -> Functions {
     let functions = run_status::register(functions, ctx.clone());
     let functions = restore_user::register(functions, ctx.clone());
     let functions = release_run::register(functions, ctx.clone());
+    let functions = attest::register(functions, ctx.clone());
     gdpr::register(functions, ctx).on_permanent_failure(recorder)
 }
 

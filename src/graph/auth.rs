@@ -215,6 +215,12 @@ impl EntraTokenProvider {
         Ok(c)
     }
 
+    /// Reads another of dormant's secrets from the same vault with the same
+    /// identity as the client credential (the attestation key).
+    pub async fn read_secret(&self, name: &str) -> Result<SecretString, GraphError> {
+        self.read_keyvault(name).await
+    }
+
     /// Reads one Key Vault secret's value.
     async fn read_keyvault(&self, name: &str) -> Result<SecretString, GraphError> {
         let vault = self

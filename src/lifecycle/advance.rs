@@ -76,25 +76,29 @@ const CONCURRENCY: usize = 8;
 pub struct Plan {
     open_users: BTreeSet<String>,
     holds: BTreeMap<String, Hold>,
+    /// When the plan was loaded: a keep that ended by then holds nobody.
+    at: DateTime<Utc>,
     pub new_cases: u64,
 }
 
 impl Plan {
     /// Open cases and holds as the store has them now (a hold placed while
     /// the run scanned counts too).
-    pub async fn load(cases: &CaseStore) -> Result<Plan, LifecycleError> {
+    pub async fn load(cases: &CaseStore, now: DateTime<Utc>) -> Result<Plan, LifecycleError> {
         Ok(Plan {
             open_users: cases.open_users().await?.into_iter().collect(),
             holds: cases.holds().await?,
+            at: now,
             new_cases: 0,
         })
     }
 
-    /// A hold on the user that no activity newer than it has ended.
+    /// A hold on the user that neither activity newer than it nor its own
+    /// end (a keep's) has ended.
     fn is_held(&self, c: &Candidate) -> bool {
         self.holds
             .get(&c.user.to_ascii_lowercase())
-            .is_some_and(|h| c.last_activity.is_none_or(|at| at <= h.since))
+            .is_some_and(|h| h.in_force(c.last_activity, self.at))
     }
 
     /// Whether the run would open a case for `c`.
@@ -279,6 +283,23 @@ impl Lifecycle<'_> {
                     Err(e) => return Err(e.into()),
                 };
             }
+            // An answer whose line a crash kept out of the log.
+            if let Some(record) = case
+                .attestation
+                .as_ref()
+                .filter(|a| !a.recorded)
+                .map(|a| a.record.clone())
+            {
+                self.ensure_recorded(&record).await?;
+                if let Some(a) = case.attestation.as_mut() {
+                    a.recorded = true;
+                }
+                etag = match cases.save(&case, &etag).await {
+                    Ok(e) => e,
+                    Err(e) if e.is_conflict() => continue,
+                    Err(e) => return Err(e.into()),
+                };
+            }
             if case.pending_end.is_some() && !acting {
                 match self.carry_out_pending_end(case, &etag).await? {
                     Ended::Conflict => continue,
@@ -291,6 +312,9 @@ impl Lifecycle<'_> {
 
             let now = self.clock.now();
             let verdict = match candidate {
+                // The owner said "keep" (the answer's own request ends the
+                // case; this finishes it after a crash).
+                _ if case.kept() => Ok(Some(CancelReason::Kept)),
                 // The scan judged the user inactive; whoever enabled it since
                 // the case opened still decides (the scan does not know how
                 // the account stood then).

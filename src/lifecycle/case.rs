@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::graph::AssignedLicense;
 use crate::ids::RunId;
 use crate::lifecycle::ActionKind;
+use crate::lifecycle::attest::{Answer, Attestation};
 use crate::policy::phases::due_at;
 use crate::policy::{Hold, HoldKind, Step};
 use crate::store::audit::AuditRecord;
@@ -199,6 +200,9 @@ pub struct Case {
     /// See [`PendingEnd`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_end: Option<PendingEnd>,
+    /// The owner's answer through a notification's link (one per case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<Attestation>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -237,6 +241,7 @@ impl Case {
             restore: None,
             undo: None,
             pending_end: None,
+            attestation: None,
             updated_at: now,
         }
     }
@@ -330,6 +335,12 @@ pub struct CaseView {
     /// Why it waits (or the code of a pending end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The notification carried "keep" / "let go" links.
+    #[serde(default)]
+    pub attestation_asked: bool,
+    /// What the owner answered, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Answer>,
 }
 
 impl Case {
@@ -341,6 +352,8 @@ impl Case {
             next_due: next.map(|p| due_at(self.opened_at, p.day)),
             waiting: self.status == CaseStatus::Waiting,
             reason: self.reason.clone(),
+            attestation_asked: self.attestation_asked(),
+            answer: self.attestation.as_ref().map(|a| a.answer),
         }
     }
 }
@@ -358,7 +371,8 @@ fn hold_name(user: &str) -> String {
 
 /// A hold as stored. Holds written before kinds existed held for a fixed
 /// time (`until`, set to the re-enable plus `inactive_after_days`): they
-/// read as a re-enable hold from 90 days before it.
+/// read as a re-enable hold from 90 days before it. A hold with a kind
+/// ends at its `until`, if it has one (a keep).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct StoredHold {
@@ -375,19 +389,21 @@ impl From<Hold> for StoredHold {
         Self {
             kind: Some(h.kind),
             since: Some(h.since),
-            until: None,
+            until: h.until,
         }
     }
 }
 
 impl StoredHold {
     fn hold(&self) -> Option<Hold> {
-        let since = self
-            .since
-            .or_else(|| self.until.map(|u| u - Duration::days(90)))?;
+        let Some(kind) = self.kind else {
+            let since = self.until.map(|u| u - Duration::days(90))?;
+            return Some(Hold::open_ended(HoldKind::ReEnabled, since));
+        };
         Some(Hold {
-            kind: self.kind.unwrap_or(HoldKind::ReEnabled),
-            since,
+            kind,
+            since: self.since?,
+            until: self.until,
         })
     }
 }
@@ -755,10 +771,7 @@ mod tests {
         let since = DateTime::parse_from_rfc3339("2026-11-20T08:00:00Z")
             .expect("date")
             .with_timezone(&Utc);
-        let hold = Hold {
-            kind: HoldKind::Restored,
-            since,
-        };
+        let hold = Hold::open_ended(HoldKind::Restored, since);
         cases.hold(user, hold).await.expect("hold");
         assert_eq!(cases.hold_of(user).await.expect("read"), Some(hold));
         assert_eq!(cases.holds().await.expect("holds").len(), 1);
@@ -778,11 +791,13 @@ mod tests {
                 .hold_of(&user.to_ascii_lowercase())
                 .await
                 .expect("read"),
-            Some(Hold {
-                kind: HoldKind::ReEnabled,
-                since,
-            })
+            Some(Hold::open_ended(HoldKind::ReEnabled, since))
         );
+        // A keep ends at its own date, kept with it.
+        let kept = Hold::kept(since, 180);
+        cases.hold(user, kept).await.expect("keep");
+        assert_eq!(cases.hold_of(user).await.expect("read"), Some(kept));
+        assert_eq!(kept.until.map(|u| u - since), Some(Duration::days(180)));
         assert!(cases.lift_hold(user).await.expect("lift"));
         assert!(!cases.lift_hold(user).await.expect("lift again"));
         assert_eq!(cases.hold_of(user).await.expect("read"), None);

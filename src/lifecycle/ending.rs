@@ -154,6 +154,18 @@ impl Lifecycle<'_> {
         run: &str,
     ) -> Result<Ended, LifecycleError> {
         let now = self.clock.now();
+        // A keep holds the user from the answer on, whoever ends the case
+        // and whenever (the hold first: no scan opens a new case meanwhile).
+        if reason == Some(CancelReason::Kept.code())
+            && let Some(answer) = &case.attestation
+        {
+            self.cases()
+                .hold(
+                    &case.user,
+                    Hold::kept(answer.at, self.config.policy.attest.keep_days),
+                )
+                .await?;
+        }
         if self.acting_step(&case).is_some() {
             case.pending_end = Some(PendingEnd {
                 status,
@@ -230,6 +242,7 @@ impl Lifecycle<'_> {
                     Hold {
                         kind: HoldKind::ReEnabled,
                         since: now,
+                        until: None,
                     },
                 )
                 .await?;
@@ -314,6 +327,10 @@ impl Lifecycle<'_> {
                 self.ensure_recorded(record).await?;
                 state.recorded = true;
             }
+        }
+        if let Some(answer) = case.attestation.as_mut().filter(|a| !a.recorded) {
+            self.ensure_recorded(&answer.record).await?;
+            answer.recorded = true;
         }
         cases.archive_final(&case).await?;
         Ok(case)

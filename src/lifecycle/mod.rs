@@ -5,9 +5,11 @@
 //!   enqueue due steps, close);
 //! - [`worker`]: one queued step, exactly once in effect; restore;
 //! - [`recheck`]: does a case still hold, right before a step;
-//! - [`notify`]: mail and webhook notifications.
+//! - [`notify`]: mail and webhook notifications;
+//! - [`attest`]: the owners' "keep" / "let go" answers through signed links.
 
 pub mod advance;
+pub mod attest;
 pub mod case;
 pub mod ending;
 pub mod message;
@@ -44,6 +46,9 @@ pub struct Lifecycle<'a> {
     pub exchange: Option<&'a ExchangeAdmin>,
     /// For the notification webhook.
     pub http: &'a reqwest::Client,
+    /// Signs the "keep" / "let go" links of notifications; `None` when no
+    /// key is configured (notifications go out without links).
+    pub attest: Option<&'a attest::Attestor>,
 }
 
 #[derive(Debug, thiserror::Error)]

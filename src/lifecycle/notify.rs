@@ -19,6 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use sha2::Sha256;
 
+use super::attest::{self, Attestor, Links};
 use super::case::Case;
 use super::{ActionKind, LifecycleError};
 use crate::config::{Config, TenantKind};
@@ -44,18 +45,50 @@ fn iso(t: Option<DateTime<Utc>>) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-/// What the step did, as the audit detail (`mail-manager;webhook`, …).
+/// The "keep" / "let go" links of `case`'s notification, if links go out.
+fn links_of(attest: Option<&Attestor>, case: &Case) -> Option<Links> {
+    attest.and_then(|a| a.links(case))
+}
+
+/// The webhook's link fields (URLs only; the receiver shows them to the
+/// user, who owns a B2C account).
+fn add_links(body: &mut serde_json::Value, links: Option<&Links>) {
+    if let (Some(links), Some(fields)) = (links, body.as_object_mut()) {
+        fields.insert("keepUrl".into(), json!(links.keep_url));
+        fields.insert("letGoUrl".into(), json!(links.let_go_url));
+        fields.insert("linksExpireAt".into(), iso(Some(links.until)));
+    }
+}
+
+/// The mail's paragraph with the links, empty without them.
+fn links_paragraph(links: Option<&Links>) -> String {
+    match links {
+        Some(l) => format!(
+            "If the account is still needed, keep it (no sign-in needed):\n{keep}\n\n\
+             If it is no longer needed, let it go:\n{let_go}\n\n\
+             The links work until {until}.\n\n",
+            keep = l.keep_url,
+            let_go = l.let_go_url,
+            until = l.until.format("%Y-%m-%d"),
+        ),
+        None => String::new(),
+    }
+}
+
+/// What the step did, as the audit detail (`mail-manager;webhook;links`, …).
 pub async fn notify(
     graph: &GraphClient,
     http: &reqwest::Client,
     config: &Config,
+    attest: Option<&Attestor>,
     case: &Case,
     user: &User,
 ) -> Result<String, LifecycleError> {
     let mut done = Vec::new();
     let notify = &config.policy.notify;
+    let links = links_of(attest, case);
     if let (Some(url), Some(secret)) = (&notify.webhook, &notify.webhook_secret) {
-        let body = json!({
+        let mut body = json!({
             "v": 1,
             "event": "account-inactive",
             "idempotencyKey": format!("{}:notify", case.id),
@@ -66,6 +99,7 @@ pub async fn notify(
             "disableAt": iso(case.due_at(ActionKind::Disable)),
             "deleteAt": iso(case.due_at(ActionKind::Delete)),
         });
+        add_links(&mut body, links.as_ref());
         let body = serde_json::to_vec(&body).expect("a JSON value serialises");
         post_webhook(http, url, secret, body).await?;
         done.push("webhook");
@@ -76,7 +110,9 @@ pub async fn notify(
         let (to, who) = recipient(graph, user, from).await?;
         match to {
             Some(to) => {
-                graph.send_mail(from, &message(case, user, &to)).await?;
+                graph
+                    .send_mail(from, &message(case, user, &to, links.as_ref()))
+                    .await?;
                 done.push(who);
             }
             None => done.push("mail-no-recipient"),
@@ -84,6 +120,8 @@ pub async fn notify(
     }
     if done.is_empty() {
         done.push("no-channel");
+    } else if links.is_some() {
+        done.push(attest::LINKS_DETAIL);
     }
     Ok(done.join(";"))
 }
@@ -125,45 +163,34 @@ async fn recipient(
 
 /// The mail to a manager or the user: who, since when, what happens when.
 /// (The mail names the person; logs and the audit record never do.)
-fn message(case: &Case, user: &User, to: &str) -> MailMessage {
+fn message(case: &Case, user: &User, to: &str, links: Option<&Links>) -> MailMessage {
     let name = user
         .display_name
         .clone()
         .or_else(|| user.user_principal_name.clone())
         .unwrap_or_else(|| user.id.clone());
     let upn = user.user_principal_name.clone().unwrap_or_default();
-    let date = |k| {
-        case.due_at(k)
-            .map(|d| d.format("%Y-%m-%d").to_string())
-            .unwrap_or_else(|| "-".into())
-    };
-    let (subject, content) = if case.in_plan(ActionKind::Disable).is_none() {
+    let (subject, opening) = if case.in_plan(ActionKind::Disable).is_none() {
         // A pending invitation: nothing to disable, the invitation goes.
         (
             format!("Unaccepted invitation: {name} will be removed"),
-            format!(
-                "The guest invitation for {name} ({upn}) has not been accepted.\n\n\
-                 The guest account will be deleted on {delete} unless the invitation is \
-                 accepted or an administrator excludes it. It can be restored for 30 days after.\n\n\
-                 Reference: case {case_id}.",
-                delete = date(ActionKind::Delete),
-                case_id = case.id,
-            ),
+            format!("The guest invitation for {name} ({upn}) has not been accepted."),
         )
     } else {
         (
             format!("Inactive account: {name} will be disabled"),
-            format!(
-                "The account {name} ({upn}) has not been used for a long time.\n\n\
-                 It will be disabled on {disable} and deleted on {delete} unless it is used again \
-                 or an administrator excludes it. Signing in keeps the account.\n\n\
-                 Reference: case {case_id}.",
-                disable = date(ActionKind::Disable),
-                delete = date(ActionKind::Delete),
-                case_id = case.id,
-            ),
+            format!("The account {name} ({upn}) has not been used for a long time."),
         )
     };
+    let content = format!(
+        "{opening}\n\n\
+         Unless it is used again or an administrator excludes it, {happens}. \
+         Signing in keeps the account.\n\n\
+         {links}Reference: case {case_id}.",
+        happens = attest::what_happens(case),
+        links = links_paragraph(links),
+        case_id = case.id,
+    );
     MailMessage {
         subject,
         body: ItemBody {

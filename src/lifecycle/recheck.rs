@@ -89,6 +89,8 @@ pub enum CancelReason {
     /// A guest to reset is no longer unmanaged (reset already, or its
     /// domain became managed).
     NotUnmanaged,
+    /// The account's owner answered "keep" through a notification's link.
+    Kept,
 }
 
 impl CancelReason {
@@ -105,6 +107,7 @@ impl CancelReason {
             Self::DeletedBySomeoneElse => "deleted-by-someone-else",
             Self::RestoredByPerson => "restored-by-person",
             Self::NotUnmanaged => "not-unmanaged",
+            Self::Kept => "kept",
         }
     }
 }
@@ -188,8 +191,13 @@ pub async fn recheck(
     if !reset && activity.last().is_some_and(|l| l.at > case.opened_at) {
         return Ok(Recheck::Cancel(CancelReason::ActiveAgain));
     }
+    // An owner answered "keep" (the answer is in the case before the
+    // hold is written, so a crash between the two still stops the case).
+    if case.kept() {
+        return Ok(Recheck::Cancel(CancelReason::Kept));
+    }
     if let Some(hold) = cases.hold_of(&case.user).await?
-        && activity.last().is_none_or(|l| l.at <= hold.since)
+        && hold.in_force(activity.last().map(|l| l.at), now)
     {
         return Ok(Recheck::Cancel(CancelReason::Held));
     }

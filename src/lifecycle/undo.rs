@@ -229,6 +229,7 @@ impl Lifecycle<'_> {
                     Hold {
                         kind: HoldKind::Restored,
                         since: now,
+                        until: None,
                     },
                 )
                 .await?;

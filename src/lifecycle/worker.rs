@@ -406,7 +406,17 @@ impl Lifecycle<'_> {
         if !self.deleted_by_this_case(case, &item) {
             return Ok(Some(CancelReason::DeletedBySomeoneElse));
         }
-        if self.cases().hold_of(&case.user).await?.is_some() {
+        if case.kept() {
+            return Ok(Some(CancelReason::Kept));
+        }
+        // A deleted user shows no activity: only a hold's own end ends it.
+        let now = self.clock.now();
+        if self
+            .cases()
+            .hold_of(&case.user)
+            .await?
+            .is_some_and(|h| h.in_force(None, now))
+        {
             return Ok(Some(CancelReason::Held));
         }
         // A deleted user's UPN is prefixed with its object id (no dashes).
@@ -664,7 +674,8 @@ impl Lifecycle<'_> {
         let id = case.user.as_str();
         match (kind, user) {
             (ActionKind::Notify, Some(user)) => {
-                let detail = notify::notify(graph, self.http, self.config, case, user).await?;
+                let detail =
+                    notify::notify(graph, self.http, self.config, self.attest, case, user).await?;
                 Ok(Acted::done(detail))
             }
             (ActionKind::Disable, Some(user)) => {

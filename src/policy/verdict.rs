@@ -61,13 +61,46 @@ pub enum HoldKind {
     ReEnabled,
     /// An operator restored the user (`dormant restore`, `RestoreUser`).
     Restored,
+    /// The person who owns the account (manager, sponsor) answered "keep"
+    /// through the link of a notification: held for `policy.attest.keep_days`.
+    Kept,
 }
 
-/// A hold on a user, from `since`.
+/// A hold on a user, from `since`: it ends with activity newer than
+/// `since`, or at `until` when the decision was for a time (a keep).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Hold {
     pub kind: HoldKind,
     pub since: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Hold {
+    /// A hold with no end date (a restore, a re-enable by a person).
+    pub fn open_ended(kind: HoldKind, since: DateTime<Utc>) -> Self {
+        Self {
+            kind,
+            since,
+            until: None,
+        }
+    }
+
+    /// An owner's "keep" at `since`, for `keep_days`.
+    pub fn kept(since: DateTime<Utc>, keep_days: u32) -> Self {
+        Self {
+            kind: HoldKind::Kept,
+            since,
+            until: Some(since + chrono::Duration::days(i64::from(keep_days))),
+        }
+    }
+
+    /// Whether the hold still holds at `now` for a user whose newest
+    /// trustworthy activity is `last_activity`. The one rule every reader of
+    /// a hold uses (the scan, the nightly advance, every re-check).
+    pub fn in_force(&self, last_activity: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+        last_activity.is_none_or(|at| at <= self.since) && self.until.is_none_or(|end| now < end)
+    }
 }
 
 /// What a scan looks up for users who are not plainly active.
@@ -268,6 +301,8 @@ pub enum RiskFlag {
     RecentlyReenabled,
     /// An operator restored the user: held until it is active again.
     Restored,
+    /// An owner answered "keep" through a notification's link.
+    Kept,
 }
 
 impl RiskFlag {
@@ -286,6 +321,7 @@ impl RiskFlag {
             Self::PendingInvitation => "pending-invitation",
             Self::RecentlyReenabled => "recently-reenabled",
             Self::Restored => "restored",
+            Self::Kept => "kept",
         }
     }
 
@@ -301,6 +337,7 @@ impl RiskFlag {
                 | Self::UnmanagedGuest
                 | Self::RecentlyReenabled
                 | Self::Restored
+                | Self::Kept
         )
     }
 }
@@ -414,10 +451,11 @@ pub fn assess(
     );
     flag(subject.is_guest, RiskFlag::Guest);
     flag(enrichment.unmanaged_guest, RiskFlag::UnmanagedGuest);
-    // A hold lasts until the user shows activity newer than it.
+    // A hold lasts until the user shows activity newer than it (or, for a
+    // keep, until its end).
     let hold = enrichment
         .hold
-        .filter(|h| activity.last().is_none_or(|l| l.at <= h.since));
+        .filter(|h| h.in_force(activity.last().map(|l| l.at), now));
     flag(
         enrichment.reenabled_at.is_some_and(|t| {
             let days = days_between(t, now);
@@ -428,6 +466,10 @@ pub fn assess(
     flag(
         hold.is_some_and(|h| h.kind == HoldKind::Restored),
         RiskFlag::Restored,
+    );
+    flag(
+        hold.is_some_and(|h| h.kind == HoldKind::Kept),
+        RiskFlag::Kept,
     );
 
     let held = flags.iter().any(|f| f.holds_for_review());

@@ -244,6 +244,7 @@ fn a_hold_keeps_the_user_for_review_until_it_is_active_again() {
         hold: Some(Hold {
             kind: HoldKind::Restored,
             since: days_ago(10),
+            until: None,
         }),
         ..Enrichment::default()
     };
@@ -257,6 +258,7 @@ fn a_hold_keeps_the_user_for_review_until_it_is_active_again() {
         hold: Some(Hold {
             kind: HoldKind::Restored,
             since: days_ago(300),
+            until: None,
         }),
         ..Enrichment::default()
     };
@@ -274,12 +276,48 @@ fn a_hold_keeps_the_user_for_review_until_it_is_active_again() {
         hold: Some(Hold {
             kind: HoldKind::ReEnabled,
             since: days_ago(200),
+            until: None,
         }),
         ..Enrichment::default()
     };
     let a = verdict_of(&member(Some(400)), &reenabled, &policy());
     assert_eq!(a.verdict, Verdict::Review);
     assert!(a.flags.contains(&RiskFlag::RecentlyReenabled));
+}
+
+#[test]
+fn a_keep_holds_the_user_for_review_until_keep_days_or_new_activity() {
+    let kept = |since_days: i64| Enrichment {
+        hold: Some(Hold::kept(days_ago(since_days), 180)),
+        ..Enrichment::default()
+    };
+    // Inactive 400 days, kept 10 days ago: held, flagged `kept`.
+    let a = verdict_of(&member(Some(400)), &kept(10), &policy());
+    assert_eq!(a.verdict, Verdict::Review);
+    assert_eq!(a.action, Action::ManualReview);
+    assert!(a.flags.contains(&RiskFlag::Kept));
+    assert_eq!(RiskFlag::Kept.as_str(), "kept");
+    // Kept 179 days ago: still held; 180 days ago: the keep has ended.
+    assert!(
+        verdict_of(&member(Some(400)), &kept(179), &policy())
+            .flags
+            .contains(&RiskFlag::Kept)
+    );
+    let a = verdict_of(&member(Some(400)), &kept(180), &policy());
+    assert_eq!(a.verdict, Verdict::Inactive);
+    assert!(!a.flags.contains(&RiskFlag::Kept));
+    // Activity newer than the keep ends it early.
+    let a = verdict_of(&member(Some(100)), &kept(150), &policy());
+    assert_eq!(a.verdict, Verdict::Inactive);
+    assert!(!a.flags.contains(&RiskFlag::Kept));
+    // The rule itself, for the readers that do not go through `assess`.
+    let hold = Hold::kept(days_ago(10), 180);
+    assert!(hold.in_force(None, now()));
+    assert!(hold.in_force(Some(days_ago(11)), now()));
+    assert!(!hold.in_force(Some(days_ago(9)), now()));
+    assert!(!hold.in_force(None, days_ago(10) + Duration::days(180)));
+    let open = Hold::open_ended(HoldKind::Restored, days_ago(1000));
+    assert!(open.in_force(None, now()));
 }
 
 #[test]

@@ -232,6 +232,7 @@ table{{border-collapse:collapse;width:100%}} td,th{{border-bottom:1px solid #eee
     if summary.guests.is_some() {
         guest_section(&mut html, &stats.guests);
     }
+    attestation_section(&mut html, &summary.attestation);
 
     let review = stats.review_list();
     let _ = write!(
@@ -303,6 +304,24 @@ fn guest_section(html: &mut String, g: &GuestStats) {
     );
 }
 
+/// Owners' answers through the notifications' links (no names: counts).
+fn attestation_section(html: &mut String, a: &super::summary::AttestationCounts) {
+    let bars = [
+        ("kept".to_owned(), a.kept, "#5cb85c"),
+        ("let go".to_owned(), a.let_go, "#d9534f"),
+        ("no answer".to_owned(), a.no_answer, "#777777"),
+    ];
+    let _ = write!(
+        html,
+        "<h2>Owners' answers</h2><section id=\"attestation\"><p>{} asked through keep / let-go links: {} kept, {} let go, {} no answer yet.</p><figure>{}</figure></section>",
+        a.asked,
+        a.kept,
+        a.let_go,
+        a.no_answer,
+        bar_chart("Answers to keep / let-go links", &bars)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +352,7 @@ mod tests {
             dry_run: false,
             warnings: vec![],
             guests: Some(GuestSummary::default()),
+            attestation: Default::default(),
         }
     }
 
@@ -366,5 +386,24 @@ mod tests {
         let html = render(&summary(false), &ReportStats::new(90));
         assert!(html.contains("No user is held for review."));
         assert!(html.contains("Not quarantined"));
+        assert!(html.contains("id=\"attestation\""));
+    }
+
+    #[test]
+    fn the_attestation_section_shows_the_answers() {
+        let mut s = summary(false);
+        s.attestation = crate::report::summary::AttestationCounts {
+            asked: 7,
+            kept: 2,
+            let_go: 1,
+            no_answer: 4,
+        };
+        let html = render(&s, &ReportStats::new(90));
+        assert!(
+            html.contains(
+                "7 asked through keep / let-go links: 2 kept, 1 let go, 4 no answer yet."
+            ),
+            "{html}"
+        );
     }
 }

@@ -8,4 +8,6 @@ pub mod summary;
 
 pub use csv::{COLUMNS, CsvChunks, ReportRow};
 pub use stats::{GuestStats, ReportStats};
-pub use summary::{CaseCounts, DataQuality, DirectoryQuota, GuestSummary, Summary};
+pub use summary::{
+    AttestationCounts, CaseCounts, DataQuality, DirectoryQuota, GuestSummary, Summary,
+};

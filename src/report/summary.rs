@@ -32,6 +32,21 @@ pub struct CaseCounts {
     pub failed: u64,
 }
 
+/// Owners' answers through the "keep" / "let go" links, counted over the
+/// cases open when the run started and the users a keep holds then:
+/// `asked` = `kept` + `letGo` + `noAnswer`; `kept` = users an owner's keep
+/// holds now (their cases ended with the answer); `letGo` and `noAnswer` =
+/// open cases whose notification carried links, answered "let go" or not
+/// answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttestationCounts {
+    pub asked: u64,
+    pub kept: u64,
+    pub let_go: u64,
+    pub no_answer: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
@@ -66,6 +81,9 @@ pub struct Summary {
     /// The guest side (workforce tenants).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guests: Option<GuestSummary>,
+    /// See [`AttestationCounts`].
+    #[serde(default)]
+    pub attestation: AttestationCounts,
 }
 
 /// `summary.json` `guests`: pending invitations, inactive and unmanaged
@@ -131,8 +149,18 @@ mod tests {
             warnings: vec![],
             data_quality: None,
             guests: None,
+            attestation: AttestationCounts {
+                asked: 3,
+                kept: 1,
+                let_go: 1,
+                no_answer: 1,
+            },
         };
         let v = serde_json::to_value(&s).expect("json");
+        assert_eq!(
+            v["attestation"],
+            serde_json::json!({"asked": 3, "kept": 1, "letGo": 1, "noAnswer": 1})
+        );
         for key in [
             "runId",
             "tenantKind",

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one shared harness.
 
 mod architecture;
+mod attest;
 mod audit_wiring;
 mod azurite;
 mod config_files;

@@ -78,6 +78,12 @@ fn sample() -> (Summary, ReportStats) {
         warnings: vec![],
         data_quality: None,
         guests: Some(dormant::report::GuestSummary::of(&stats.guests)),
+        attestation: dormant::report::AttestationCounts {
+            asked: 5,
+            kept: 2,
+            let_go: 1,
+            no_answer: 2,
+        },
     };
     (summary, stats)
 }
@@ -129,6 +135,7 @@ fn the_report_renders_in_chromium_with_every_section() {
         "guests",
         "guests-pending",
         "guests-unmanaged",
+        "attestation",
     ] {
         assert!(
             dom.contains(&format!("id=\"{id}\"")),
@@ -138,6 +145,10 @@ fn the_report_renders_in_chromium_with_every_section() {
     assert!(dom.contains("Quarantined."));
     assert!(dom.contains("viral.example"), "unmanaged guests by domain");
     assert!(dom.contains("User &lt;1&gt;"), "names are text, not markup");
+    assert!(
+        dom.contains("5 asked through keep / let-go links: 2 kept, 1 let go, 2 no answer yet."),
+        "the attestation section shows the answers"
+    );
 
     let shot = dir.path().join("report.png");
     let out = headless(

@@ -185,7 +185,7 @@ impl Scanner {
         // First pass: totals, the parts to concatenate, and the new cases
         // (the quarantine decides on them before anything is written).
         let cases = CaseStore::new(self.store.clone());
-        let mut case_plan = Plan::load(&cases).await?;
+        let mut case_plan = Plan::load(&cases, self.clock.now()).await?;
         let mut stats = ReportStats::new(self.config.policy.inactive_after_days);
         let mut planned = 0u64;
         let mut gaps = 0u64;
@@ -345,6 +345,7 @@ impl Scanner {
             data_quality: Some(data_quality),
             guests: (self.config.tenant_kind == TenantKind::Workforce)
                 .then(|| GuestSummary::of(&stats.guests)),
+            attestation: attestation_counts(&ctx, self.clock.now()),
         };
         let summary_bytes = Bytes::from(serde_json::to_vec_pretty(&summary).map_err(state_err)?);
         let html_bytes = Bytes::from(html::render(&summary, &stats));
@@ -433,7 +434,7 @@ impl Scanner {
         let (_ctx, usage) = self.load_context(run).await?;
         let leaves = self.covered(run).await?;
         let cases = CaseStore::new(self.store.clone());
-        let plan = Plan::load(&cases).await?;
+        let plan = Plan::load(&cases, self.clock.now()).await?;
         let audit = AuditLog::new(self.store.clone());
         let advanced = self
             .advance_cases(&audit, run, &plan, &leaves, usage.as_ref())
@@ -546,6 +547,42 @@ fn case_counts(a: &Advanced) -> CaseCounts {
         waiting: a.waiting,
         failed: a.failed,
     }
+}
+
+/// The owners' answers (see [`AttestationCounts`]): from the open cases and
+/// holds the run read when it started.
+fn attestation_counts(
+    ctx: &crate::scan::context::RunContext,
+    now: chrono::DateTime<chrono::Utc>,
+) -> crate::report::AttestationCounts {
+    use crate::lifecycle::attest::Answer;
+    let mut counts = crate::report::AttestationCounts {
+        kept: ctx
+            .holds
+            .values()
+            .filter(|h| h.kind == crate::policy::HoldKind::Kept && h.in_force(None, now))
+            .count() as u64,
+        ..Default::default()
+    };
+    for (user, view) in ctx.cases.iter().filter(|(_, v)| v.attestation_asked) {
+        match view.answer {
+            Some(Answer::LetGo) => counts.let_go += 1,
+            // A keep ends its case at once; one still open is ending (its
+            // hold, if written already, is counted above).
+            Some(Answer::Keep)
+                if !ctx
+                    .holds
+                    .get(user)
+                    .is_some_and(|h| h.kind == crate::policy::HoldKind::Kept) =>
+            {
+                counts.kept += 1
+            }
+            Some(Answer::Keep) => {}
+            None => counts.no_answer += 1,
+        }
+    }
+    counts.asked = counts.kept + counts.let_go + counts.no_answer;
+    counts
 }
 
 #[cfg(test)]

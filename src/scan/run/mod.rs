@@ -308,6 +308,8 @@ impl Scanner {
             clock: &self.clock,
             exchange: self.exchange.as_ref(),
             http: self.graph.http(),
+            // The scan enqueues steps and never notifies itself.
+            attest: None,
         }
     }
 
