@@ -17,11 +17,9 @@ use reqwest::Method;
 use tokio::sync::{OnceCell, Semaphore};
 use tokio::time::Instant;
 
-use super::client::{GraphClient, GraphRequest, odata_quote};
+use super::client::{GraphClient, GraphRequest};
 use super::error::GraphError;
-use super::models::{
-    DirectoryAudit, DirectoryObject, ExternalUserState, User, UserRealm, UserType,
-};
+use super::models::{DirectoryObject, ExternalUserState, User, UserRealm, UserType};
 use super::pacer::RequestClass;
 
 /// How long a domain's answer is kept: longer than a scan, shorter than
@@ -156,26 +154,27 @@ impl GraphClient {
     }
 
     /// Who invited the guest: the `Invite external user` audit naming it
-    /// (kept 30 days by Entra, so an older invitation has none).
-    pub async fn inviter_of(&self, id: &str) -> Result<Option<String>, GraphError> {
-        let filter = format!(
-            "activityDisplayName eq {} and targetResources/any(t:t/id eq {})",
-            odata_quote(INVITE_EXTERNAL_USER),
-            odata_quote(id)
-        );
-        let url = self.url_with_query(&["auditLogs", "directoryAudits"], &[("$filter", &filter)]);
-        let audits: Vec<DirectoryAudit> = self
-            .items(self.listing(
-                url,
-                RequestClass::DirectoryAudit,
-                "/auditLogs/directoryAudits",
-            ))
-            .try_collect()
+    /// (kept 30 days by Entra, so an older invitation has none). The
+    /// tenant's invitations are read once a minute for every guest
+    /// (directory audits allow 5 requests per 10 s), `now` on dormant's
+    /// clock.
+    pub async fn inviter_of(
+        &self,
+        id: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<String>, GraphError> {
+        let audits = self
+            .audits_since(INVITE_EXTERNAL_USER, now - chrono::Duration::days(30), now)
             .await?;
         Ok(audits
-            .into_iter()
-            .filter_map(|a| a.initiated_by.user.and_then(|u| u.id))
-            .next())
+            .iter()
+            .filter(|a| {
+                a.target_resources
+                    .iter()
+                    .any(|t| t.id.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(id)))
+            })
+            .filter_map(|a| a.initiated_by.user.as_ref().and_then(|u| u.id.clone()))
+            .next_back())
     }
 }
 

@@ -35,12 +35,14 @@ pub const ENABLE_ACCOUNT: &str = "Enable account";
 
 #[derive(Debug, Default)]
 pub(crate) struct Watch {
-    enables: tokio::sync::Mutex<Option<Enables>>,
+    /// One kept answer per audit activity (`Enable account`, `Invite
+    /// external user`).
+    audits: tokio::sync::Mutex<std::collections::HashMap<&'static str, KeptAudits>>,
     own_app: tokio::sync::OnceCell<Option<String>>,
 }
 
 #[derive(Debug)]
-struct Enables {
+struct KeptAudits {
     /// On the caller's clock (dormant's, which tests move).
     fetched: DateTime<Utc>,
     since: DateTime<Utc>,
@@ -59,9 +61,20 @@ impl GraphClient {
         since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Arc<Vec<DirectoryAudit>>, GraphError> {
-        let mut slot = self.watch().enables.lock().await;
-        let reusable = slot
-            .as_ref()
+        self.audits_since(ENABLE_ACCOUNT, since, now).await
+    }
+
+    /// Every audit of `activity` since `since`, kept and refreshed as
+    /// [`enable_audits_since`](Self::enable_audits_since) describes.
+    pub async fn audits_since(
+        &self,
+        activity: &'static str,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<Vec<DirectoryAudit>>, GraphError> {
+        let mut slots = self.watch().audits.lock().await;
+        let reusable = slots
+            .get(activity)
             .filter(|e| e.since <= since && now >= e.fetched);
         if let Some(e) = reusable
             && now - e.fetched < AUDITS_FRESH_FOR
@@ -80,17 +93,20 @@ impl GraphClient {
             None => (since, Vec::new()),
         };
         let fresh: Vec<DirectoryAudit> = self
-            .directory_audits_of_activity(ENABLE_ACCOUNT, from)
+            .directory_audits_of_activity(activity, from)
             .try_collect()
             .await?;
         let known: std::collections::HashSet<String> = kept.iter().map(|a| a.id.clone()).collect();
         kept.extend(fresh.into_iter().filter(|a| !known.contains(&a.id)));
         let audits = Arc::new(kept);
-        *slot = Some(Enables {
-            fetched: now,
-            since,
-            audits: audits.clone(),
-        });
+        slots.insert(
+            activity,
+            KeptAudits {
+                fetched: now,
+                since,
+                audits: audits.clone(),
+            },
+        );
         Ok(audits)
     }
 

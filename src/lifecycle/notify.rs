@@ -83,6 +83,7 @@ pub async fn notify(
     attest: Option<&Attestor>,
     case: &Case,
     user: &User,
+    now: DateTime<Utc>,
 ) -> Result<String, LifecycleError> {
     let mut done = Vec::new();
     let notify = &config.policy.notify;
@@ -107,7 +108,7 @@ pub async fn notify(
     if config.tenant_kind == TenantKind::Workforce
         && let Some(from) = &notify.mail_from
     {
-        let (to, who) = recipient(graph, user, from).await?;
+        let (to, who) = recipient(graph, user, from, now).await?;
         match to {
             Some(to) => {
                 graph
@@ -134,6 +135,7 @@ async fn recipient(
     graph: &GraphClient,
     user: &User,
     mail_from: &str,
+    now: DateTime<Utc>,
 ) -> Result<(Option<String>, &'static str), LifecycleError> {
     if user.user_type != Some(UserType::Guest) {
         let manager = graph.manager(&user.id).await?;
@@ -151,7 +153,7 @@ async fn recipient(
     if !sponsors.is_empty() {
         return Ok((Some(sponsors.join(";")), "mail-sponsor"));
     }
-    if let Some(inviter) = graph.inviter_of(&user.id).await? {
+    if let Some(inviter) = graph.inviter_of(&user.id, now).await? {
         match graph.get_user(&inviter, &["id", "mail"]).await {
             Ok(u) if u.mail.is_some() => return Ok((u.mail, "mail-inviter")),
             Ok(_) | Err(GraphError::NotFound) => {}

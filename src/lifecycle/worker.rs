@@ -674,8 +674,16 @@ impl Lifecycle<'_> {
         let id = case.user.as_str();
         match (kind, user) {
             (ActionKind::Notify, Some(user)) => {
-                let detail =
-                    notify::notify(graph, self.http, self.config, self.attest, case, user).await?;
+                let detail = notify::notify(
+                    graph,
+                    self.http,
+                    self.config,
+                    self.attest,
+                    case,
+                    user,
+                    self.clock.now(),
+                )
+                .await?;
                 Ok(Acted::done(detail))
             }
             (ActionKind::Disable, Some(user)) => {
