@@ -294,6 +294,18 @@ pub fn set_quirk(st: &State, id: &str, quirk: Option<Quirk>) -> bool {
 }
 
 /// Makes the user a PIM-eligible Global Administrator (not active).
+/// Records that `inviter` (a person) invited `guest` now: the `Invite
+/// external user` audit Entra writes.
+pub fn record_invitation(st: &State, guest: &str, inviter: &str) -> bool {
+    let now = st.now();
+    let mut t = st.tenant_write();
+    let (Some(g), Some(by)) = (t.resolve(guest), t.resolve(inviter)) else {
+        return false;
+    };
+    t.push_audit(now, "Invite external user", g, Some(by), "", "");
+    true
+}
+
 /// Sets (or, with `None`, removes) the guest's sponsor.
 pub fn set_sponsor(st: &State, guest: &str, sponsor: Option<&str>) -> bool {
     let mut t = st.tenant_write();

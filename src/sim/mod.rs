@@ -433,6 +433,10 @@ impl Sim {
     pub fn set_quirk(&self, user: &str, quirk: Option<Quirk>) -> bool {
         control::set_quirk(&self.state, user, quirk)
     }
+    /// A person invited the guest now (an `Invite external user` audit).
+    pub fn record_invitation(&self, guest: &str, inviter: &str) -> bool {
+        control::record_invitation(&self.state, guest, inviter)
+    }
     /// Sets (or removes) a guest's sponsor.
     pub fn set_sponsor(&self, guest: &str, sponsor: Option<&str>) -> bool {
         control::set_sponsor(&self.state, guest, sponsor)

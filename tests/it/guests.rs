@@ -296,3 +296,70 @@ async fn a_guest_notice_goes_to_its_sponsor() {
     }));
     t.sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_without_a_sponsor_is_told_to_its_inviter_else_the_governance_mailbox() {
+    let t = Tenant::start(400, 45, 0, &[]).await;
+    let members = t.users_where("active", |u| u.enabled());
+    let inviter = members[1].clone();
+    let inviter_mail = t
+        .graph()
+        .await
+        .get_user(&inviter, &["id", "mail"])
+        .await
+        .expect("inviter")
+        .mail
+        .expect("a mailbox");
+    let guests: Vec<String> = of_archetype(&t, Archetype::GuestPending)
+        .into_iter()
+        .chain(of_archetype(&t, Archetype::GuestAccepted))
+        .collect();
+    for g in &guests {
+        t.sim.set_sponsor(g, None);
+    }
+    // Half were invited by a person lately (the audit is there); the rest
+    // long ago (Entra keeps audits 30 days): nobody to name.
+    let invited: Vec<&String> = guests.iter().step_by(2).collect();
+    for g in &invited {
+        assert!(t.sim.record_invitation(g, &inviter));
+    }
+    t.day_of_work().await;
+    let lines = t.lines().await;
+    let notices: Vec<_> = lines
+        .iter()
+        .filter(|l| l.step == "notify" && l.user.as_ref().is_some_and(|u| guests.contains(u)))
+        .collect();
+    assert!(!notices.is_empty());
+    for n in &notices {
+        let user = n.user.clone().unwrap_or_default();
+        let want = if invited.contains(&&user) {
+            "mail-inviter"
+        } else {
+            "mail-governance"
+        };
+        assert!(
+            n.detail.as_deref().is_some_and(|d| d.starts_with(want)),
+            "{user}: {:?}",
+            n.detail
+        );
+    }
+    let mails = t.sim.mail();
+    assert!(
+        mails.iter().any(|m| m.to.contains(&inviter_mail)),
+        "the inviter heard"
+    );
+    // Directory audits are asked once for every guest, not once each.
+    let audits = t
+        .sim
+        .stats()
+        .by_route
+        .get("GET auditLogs/directoryAudits")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        (1..=6).contains(&audits),
+        "{audits} directory-audit requests for {} notices",
+        notices.len()
+    );
+    t.sim.shutdown().await;
+}
