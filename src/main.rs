@@ -188,7 +188,25 @@ struct ServeArgs {
 /// Exit code for bad usage or bad configuration (CONTRACT).
 const EXIT_USAGE: u8 = 2;
 
+/// glibc gives every thread that allocates its own malloc arena (up to
+/// 8 per core) and keeps what they freed: a worker's live heap stays under
+/// 2 MiB for thousands of steps while its resident size climbs past
+/// 45 MiB (BENCHMARKS.md, lifecycle). dormant waits on Graph, not on
+/// malloc, so two arenas lose nothing and bound the growth. An explicit
+/// `MALLOC_ARENA_MAX` in the environment still wins.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called first thing in `main`, before any other thread
+        // exists; mallopt only changes allocator tuning.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
