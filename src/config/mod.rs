@@ -173,6 +173,20 @@ pub struct Phases {
     pub purge: Option<u32>,
 }
 
+impl Default for Phases {
+    /// CONTRACT's defaults.
+    fn default() -> Self {
+        Self {
+            notify: 0,
+            disable: 14,
+            convert_mailbox: 14,
+            remove_licenses: 21,
+            delete: 51,
+            purge: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Quarantine {
     pub max_new_cases: u32,
@@ -1297,12 +1311,13 @@ fn policy(raw: RawPolicy, kind: TenantKind, p: &mut Vec<ConfigProblem>) -> Optio
     );
 
     let ph = raw.phases;
+    let d = Phases::default();
     let phases = Phases {
-        notify: ph.notify.unwrap_or(0),
-        disable: ph.disable.unwrap_or(14),
-        convert_mailbox: ph.convert_mailbox.unwrap_or(14),
-        remove_licenses: ph.remove_licenses.unwrap_or(21),
-        delete: ph.delete.unwrap_or(51),
+        notify: ph.notify.unwrap_or(d.notify),
+        disable: ph.disable.unwrap_or(d.disable),
+        convert_mailbox: ph.convert_mailbox.unwrap_or(d.convert_mailbox),
+        remove_licenses: ph.remove_licenses.unwrap_or(d.remove_licenses),
+        delete: ph.delete.unwrap_or(d.delete),
         purge: ph.purge,
     };
     let order = [

@@ -125,14 +125,7 @@ mod tests {
     use super::*;
 
     fn phases() -> Phases {
-        Phases {
-            notify: 0,
-            disable: 14,
-            convert_mailbox: 14,
-            remove_licenses: 21,
-            delete: 51,
-            purge: None,
-        }
+        Phases::default()
     }
 
     #[test]

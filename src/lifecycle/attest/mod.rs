@@ -352,14 +352,7 @@ mod tests {
     }
 
     fn case() -> Case {
-        let phases = Phases {
-            notify: 0,
-            disable: 14,
-            convert_mailbox: 14,
-            remove_licenses: 21,
-            delete: 51,
-            purge: None,
-        };
+        let phases = Phases::default();
         let shape = PlanShape {
             subject: crate::policy::CaseSubject::Member,
             kind: TenantKind::Workforce,
