@@ -214,6 +214,15 @@ impl Lifecycle<'_> {
                     "the case changed nothing in the directory",
                 ));
             }
+            if !scope.is_empty() && scope.iter().all(|k| *k == ActionKind::ResetRedemption) {
+                // Graph has no way back from a redemption reset; it kept
+                // the object id, groups and app roles, and the guest
+                // redeems again with its own identity.
+                return Err(LifecycleError::refused(
+                    "cannot-be-undone",
+                    "a redemption reset has no undo: the guest keeps its object id, groups and app roles and redeems again",
+                ));
+            }
             if let Some(last) = case.last_destructive_at()
                 && now - last > super::case::RESTORE_WINDOW
             {

@@ -149,6 +149,13 @@ async fn unmanaged_guests_are_reset_keeping_their_id_and_groups_and_role_holders
         assert_eq!(case.status, CaseStatus::Closed, "{user}");
         assert!(case.in_plan(ActionKind::ResetRedemption).is_some());
     }
+    // Graph has no undo for a reset: restore says so instead of "done".
+    let lifecycle = t.ctx.lifecycle().await.expect("lifecycle");
+    let refused = lifecycle
+        .restore(&viral[1], None, "")
+        .await
+        .expect_err("no undo for a reset");
+    assert!(refused.to_string().contains("no undo"), "{refused}");
     let groups_after = t
         .graph()
         .await
