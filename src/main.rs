@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dormant::config::{Config, Sources};
 use dormant::functions::{self, AppContext};
 use dormant::host::{Application, server::shutdown_signal};
-use dormant::scan::run::{Progress, ScanOptions};
+use dormant::scan::run::{Progress, ScanOptions, ScanScope};
 use dormant::store::{REPORTS_CONTAINER, StorageConfig};
 use dormant::telemetry::{self, LogTarget};
 
@@ -119,6 +119,11 @@ struct ScanArgs {
     /// Plan, but enqueue nothing.
     #[arg(long)]
     dry_run: bool,
+    /// The separate guest audit (workforce tenants): pages guests only,
+    /// judges and advances their cases, leaves members' cases and
+    /// `latest/` alone (its report also goes to `latest-guests/`).
+    #[arg(long)]
+    guests_only: bool,
     /// Configuration file (default: $DORMANT_CONFIG, else ./dormant.toml if present).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -357,8 +362,19 @@ fn scan(args: ScanArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
+    if args.guests_only && config.tenant_kind == dormant::config::TenantKind::B2c {
+        eprintln!(
+            "dormant: --guests-only is the workforce guest audit; a B2C tenant's guests are judged by every scan. Fix: run `dormant scan` without --guests-only"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
     let options = ScanOptions {
         dry_run: args.dry_run,
+        scope: if args.guests_only {
+            ScanScope::Guests
+        } else {
+            ScanScope::All
+        },
         concurrency: args.concurrency,
         ..ScanOptions::default()
     };
@@ -469,10 +485,21 @@ async fn run_scan(config: Config, options: ScanOptions) -> ExitCode {
     match scanner.run(&options, progress).await {
         Ok(outcome) => {
             let s = &outcome.summary;
+            if s.scope != options.scope.as_str() {
+                eprintln!(
+                    "dormant: run {} was unfinished and was resumed instead (scope {}); run the command again for the scan you asked for",
+                    outcome.run, s.scope
+                );
+            }
             eprintln!(
-                "dormant: run {} scanned {} users: {}",
+                "dormant: run {} scanned {} {}: {}",
                 outcome.run,
                 s.scanned,
+                if s.scope == "guests" {
+                    "guests"
+                } else {
+                    "users"
+                },
                 s.by_verdict
                     .iter()
                     .map(|(k, v)| format!("{v} {k}"))

@@ -24,7 +24,10 @@ pub async fn run(
         tracing::info!("the nightly scan is past due (the app was down at 02:00); starting now");
     }
     let scanner = ctx.scanner().await?;
-    let return_value = match scanner.begin(false, &ctx.scan).await {
+    let return_value = match scanner
+        .begin(false, crate::scan::run::ScanScope::All, &ctx.scan)
+        .await
+    {
         Ok(begun) => {
             tracing::info!(run = %begun.run, resumed = begun.resumed, "nightly scan queued");
             json!({"runId": begun.run.as_str(), "resumed": begun.resumed})

@@ -84,6 +84,7 @@ pub fn render(view: &RunView) -> serde_json::Value {
         "runId": s.run.as_str(),
         "status": s.status.as_str(),
         "dryRun": s.dry_run,
+        "scope": s.scope.as_str(),
         "startedAt": s.started_at,
         "finishedAt": s.finished_at,
         "partitions": {

@@ -1,5 +1,5 @@
-//! `StartScan` (`POST /api/scans[?dryRun=true]`, admin key checked by the
-//! host): queues a scan and answers `202` with the run id and a `Location`
+//! `StartScan` (`POST /api/scans[?dryRun=true][&guestsOnly=true]`, admin
+//! key checked by the host): queues a scan and answers `202` with the run id and a `Location`
 //! to `RunStatus` at once. The scan itself runs on the queue: a forwarded
 //! HTTP answer is cut at 230 s, far shorter than a big tenant's scan.
 
@@ -13,8 +13,9 @@ use axum::routing::post;
 use serde_json::json;
 
 use super::AppContext;
+use crate::config::TenantKind;
 use crate::host::Functions;
-use crate::scan::run::ScanError;
+use crate::scan::run::{ScanError, ScanScope};
 
 pub const NAME: &str = "StartScan";
 pub const ROUTE: &str = "scans";
@@ -57,7 +58,11 @@ fn unavailable(e: &dyn std::fmt::Display) -> Response {
 /// `dryRun` as `true`/`false` (any case); absent means false; `None` for
 /// anything else.
 fn dry_run(query: &HashMap<String, String>) -> Option<bool> {
-    match query.get("dryRun").map(|v| v.to_ascii_lowercase()) {
+    flag(query, "dryRun")
+}
+
+fn flag(query: &HashMap<String, String>, name: &str) -> Option<bool> {
+    match query.get(name).map(|v| v.to_ascii_lowercase()) {
         None => Some(false),
         Some(v) if v == "true" => Some(true),
         Some(v) if v == "false" => Some(false),
@@ -76,14 +81,32 @@ async fn start(
             "dryRun must be true or false",
         );
     };
+    let scope = match flag(&query, "guestsOnly") {
+        Some(false) => ScanScope::All,
+        Some(true) if ctx.config.tenant_kind == TenantKind::Workforce => ScanScope::Guests,
+        Some(true) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "guestsOnly is the workforce guest audit; a B2C tenant's guests are judged by every scan",
+            );
+        }
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "guestsOnly must be true or false",
+            );
+        }
+    };
     let scanner = match ctx.scanner().await {
         Ok(s) => s,
         Err(e) => return unavailable(&e),
     };
-    match scanner.begin(dry_run, &ctx.scan).await {
+    match scanner.begin(dry_run, scope, &ctx.scan).await {
         Ok(begun) => {
             let run = begun.run.as_str();
-            tracing::info!(run = %run, dry_run = begun.dry_run, resumed = begun.resumed, "scan requested");
+            tracing::info!(run = %run, dry_run = begun.dry_run, scope = begun.scope.as_str(), resumed = begun.resumed, "scan requested");
             (
                 StatusCode::ACCEPTED,
                 [(header::LOCATION, location(run))],
@@ -91,6 +114,7 @@ async fn start(
                     "runId": run,
                     "status": "running",
                     "dryRun": begun.dry_run,
+                    "scope": begun.scope.as_str(),
                     "resumed": begun.resumed,
                 })),
             )

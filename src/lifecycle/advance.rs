@@ -181,17 +181,25 @@ impl Lifecycle<'_> {
         Ok(total)
     }
 
-    /// Advances the open cases whose users no run partition listed: each is
-    /// re-checked against Graph (with `usage`) before it goes on.
+    /// Advances the open cases whose users no run partition listed (of
+    /// those in `only`, lower-case ids, when given: a run that paged only
+    /// some users): each is re-checked against Graph (with `usage`)
+    /// before it goes on.
     pub async fn advance_unlisted(
         &self,
         run: &RunId,
         plan: &Plan,
         listed: &Listed,
+        only: Option<&BTreeSet<String>>,
         usage: Option<&UsageIndex>,
     ) -> Result<Advanced, LifecycleError> {
         let mut total = Advanced::default();
-        let unlisted = plan.open_users.difference(&listed.0).cloned();
+        let unlisted: Vec<String> = plan
+            .open_users
+            .difference(&listed.0)
+            .filter(|u| only.is_none_or(|only| only.contains(*u)))
+            .cloned()
+            .collect();
         let results: Vec<Advanced> = futures::stream::iter(unlisted)
             .map(|user| async move { self.advance_open(run, &user, None, usage).await })
             .buffer_unordered(CONCURRENCY)

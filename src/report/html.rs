@@ -99,7 +99,12 @@ table{{border-collapse:collapse;width:100%}} td,th{{border-bottom:1px solid #eee
     );
     let _ = write!(
         html,
-        "<h1>Inactive accounts</h1><p class=\"muted\">Run <code id=\"run-id\">{}</code> · {} tenant · mode <b id=\"mode\">{}</b>{} · {} → {}</p>",
+        "<h1>{}</h1><p class=\"muted\">Run <code id=\"run-id\">{}</code> · {} tenant · mode <b id=\"mode\">{}</b>{} · {} → {}</p>",
+        if summary.scope == "guests" {
+            "Guest audit: inactive and unmanaged guests"
+        } else {
+            "Inactive accounts"
+        },
         escape(&summary.run_id),
         escape(&summary.tenant_kind),
         escape(&summary.mode),
@@ -353,6 +358,7 @@ mod tests {
             warnings: vec![],
             guests: Some(GuestSummary::default()),
             attestation: Default::default(),
+            scope: "all".into(),
         }
     }
 

@@ -84,6 +84,14 @@ pub struct Summary {
     /// See [`AttestationCounts`].
     #[serde(default)]
     pub attestation: AttestationCounts,
+    /// `all` (the nightly scan) or `guests` (`dormant scan --guests-only`:
+    /// guests only, members' cases untouched).
+    #[serde(default = "scope_all")]
+    pub scope: String,
+}
+
+fn scope_all() -> String {
+    "all".to_owned()
 }
 
 /// `summary.json` `guests`: pending invitations, inactive and unmanaged
@@ -155,6 +163,7 @@ mod tests {
                 let_go: 1,
                 no_answer: 1,
             },
+            scope: "all".into(),
         };
         let v = serde_json::to_value(&s).expect("json");
         assert_eq!(

@@ -68,6 +68,9 @@ pub struct RunContext {
     /// splits, so this is also the split threshold.
     #[serde(default = "default_page_size")]
     pub page_size: u32,
+    /// Every user, or guests only (the run's own scope).
+    #[serde(default, skip_serializing_if = "crate::scan::run::ScanScope::is_all")]
+    pub scope: crate::scan::run::ScanScope,
 }
 
 fn default_page_size() -> u32 {
@@ -121,6 +124,7 @@ impl RunContext {
             cases: BTreeMap::new(),
             warnings: Vec::new(),
             page_size: default_page_size(),
+            scope: Default::default(),
         };
 
         if config.tenant_kind == TenantKind::Workforce {

@@ -58,6 +58,12 @@ pub struct PartitionResult {
     /// Where those records failed (property paths, a few), for the warning.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub unreadable_paths: BTreeSet<String>,
+    /// A guest audit's users (lower-case ids) that had an open case when
+    /// the run started, listed or not: the open cases it may advance (a
+    /// full run advances every open case; a guest audit only those of the
+    /// guests it saw).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paged_with_case: Vec<String>,
 }
 
 /// Paths of unreadable records kept per partition for the summary.
@@ -131,7 +137,10 @@ async fn scan_once<S: RowSink + Send>(
 ) -> Result<PartitionResult, PartitionError> {
     let query = UserQuery {
         select: SCAN_SELECT.iter().map(|s| s.to_string()).collect(),
-        filter: Some(partition.filter()),
+        filter: Some(match ctx.scope.filter() {
+            Some(scope) => format!("{scope} and {}", partition.filter()),
+            None => partition.filter(),
+        }),
         top: Some(ctx.page_size),
         // B2C users have no manager to report (and no enrichment at all).
         expand: (config.tenant_kind == TenantKind::Workforce).then(|| MANAGER_EXPAND.to_owned()),
@@ -154,6 +163,7 @@ async fn scan_once<S: RowSink + Send>(
                 enrichment_gaps: 0,
                 unreadable: 0,
                 unreadable_paths: BTreeSet::new(),
+                paged_with_case: Vec::new(),
             });
         }
         first_page = false;
@@ -180,6 +190,12 @@ async fn scan_once<S: RowSink + Send>(
                 continue;
             }
             out.stats.count_scanned();
+            if !ctx.scope.is_all() {
+                let id = user.id.to_ascii_lowercase();
+                if ctx.cases.contains_key(&id) {
+                    out.paged_with_case.push(id);
+                }
+            }
             let mut subject = subject_of(&user, usage);
             subject.unreadable = unreadable;
             let activity = policy::classify(&subject, &config.policy, ctx.now);
@@ -226,6 +242,7 @@ struct Accumulator<'a> {
     enrichment_gaps: u64,
     unreadable: u64,
     unreadable_paths: BTreeSet<String>,
+    paged_with_case: Vec<String>,
 }
 
 /// Manager and mailbox kind of one user, from a `$batch`.
@@ -249,6 +266,7 @@ impl<'a> Accumulator<'a> {
             enrichment_gaps: 0,
             unreadable: 0,
             unreadable_paths: BTreeSet::new(),
+            paged_with_case: Vec::new(),
         }
     }
 
@@ -466,6 +484,7 @@ impl<'a> Accumulator<'a> {
             enrichment_gaps: self.enrichment_gaps,
             unreadable: self.unreadable,
             unreadable_paths: self.unreadable_paths,
+            paged_with_case: self.paged_with_case,
         })
     }
 }

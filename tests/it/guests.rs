@@ -370,3 +370,97 @@ async fn a_guest_without_a_sponsor_is_told_to_its_inviter_else_the_governance_ma
     );
     t.sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guests_only_audit_judges_guests_and_leaves_members_cases_and_latest_alone() {
+    use dormant::scan::run::{ScanOptions, ScanScope};
+    use dormant::store::{REPORTS_CONTAINER, STATE_CONTAINER};
+    let t = Tenant::start(600, 43, 0, &[]).await;
+    t.day_of_work().await;
+    let store = &t.ctx.store;
+    let latest = store
+        .get(REPORTS_CONTAINER, "latest/summary.json")
+        .await
+        .expect("latest")
+        .body;
+    let baseline = store
+        .get(STATE_CONTAINER, "scan-baseline.json")
+        .await
+        .expect("baseline")
+        .body;
+    // A member and a guest with open cases sign in again.
+    let open = t.cases().open_users().await.expect("cases");
+    let is_guest = |id: &str| {
+        t.sim.with_tenant(|tenant| {
+            (0..tenant.users.len() as u32)
+                .find(|&i| tenant.user_id(i).eq_ignore_ascii_case(id))
+                .is_some_and(|i| tenant.users[i as usize].arch.is_guest())
+        })
+    };
+    let member = open.iter().find(|u| !is_guest(u)).expect("a member case");
+    let accepted = of_archetype(&t, Archetype::GuestAccepted);
+    let guest = open
+        .iter()
+        .find(|u| accepted.iter().any(|a| a.eq_ignore_ascii_case(u)))
+        .expect("an accepted guest's case");
+    assert!(t.sim.record_sign_in(member, true, true));
+    assert!(t.sim.record_sign_in(guest, true, true));
+    t.days(0.5);
+
+    let outcome = t
+        .ctx
+        .scanner()
+        .await
+        .expect("scanner")
+        .run(
+            &ScanOptions {
+                scope: ScanScope::Guests,
+                ..ScanOptions::default()
+            },
+            std::sync::Arc::new(()),
+        )
+        .await
+        .expect("guest audit");
+    let summary = &outcome.summary;
+    assert_eq!(summary.scope, "guests");
+    let guests = t.sim.with_tenant(|tenant| {
+        tenant
+            .users
+            .iter()
+            .filter(|u| u.arch.is_guest() && !u.is_deleted())
+            .count() as u64
+    });
+    assert_eq!(summary.scanned, guests, "every guest and no one else paged");
+    let rows = t.rows_in(&outcome.csv).await;
+    assert!(!rows.is_empty());
+    for user in rows.keys() {
+        assert!(is_guest(user), "{user} is not a guest");
+    }
+    // The nightly report and yardstick are the full scan's still.
+    let store = t.ctx.store.clone();
+    let after = |container: &'static str, name: &'static str| {
+        let store = store.clone();
+        async move { store.get(container, name).await.expect(name).body }
+    };
+    assert_eq!(
+        after(REPORTS_CONTAINER, "latest/summary.json").await,
+        latest
+    );
+    assert_eq!(after(STATE_CONTAINER, "scan-baseline.json").await, baseline);
+    let guest_latest: dormant::report::Summary =
+        serde_json::from_slice(&after(REPORTS_CONTAINER, "latest-guests/summary.json").await)
+            .expect("guest summary");
+    assert_eq!(guest_latest.run_id, summary.run_id);
+    after(STATE_CONTAINER, "scan-baseline-guests.json").await;
+    // The guest it saw active again is let go; the member it never saw
+    // keeps the case until the next full run judges it.
+    assert!(t.open_case(guest).await.is_none(), "guest case still open");
+    assert_eq!(t.closed_case(guest).await.status, CaseStatus::Cancelled);
+    assert!(t.open_case(member).await.is_some(), "member case touched");
+    t.night().await;
+    assert!(
+        t.open_case(member).await.is_none(),
+        "the full run lets it go"
+    );
+    t.sim.shutdown().await;
+}

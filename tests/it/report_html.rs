@@ -84,6 +84,7 @@ fn sample() -> (Summary, ReportStats) {
             let_go: 1,
             no_answer: 2,
         },
+        scope: "all".into(),
     };
     (summary, stats)
 }

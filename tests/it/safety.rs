@@ -248,10 +248,15 @@ impl Tenant {
 
     /// The newest report's rows, by user id.
     pub async fn rows(&self) -> BTreeMap<String, Row> {
+        self.rows_in("latest/inactive-users.csv").await
+    }
+
+    /// A report's rows (`dormant-reports/` blob `name`), by user id.
+    pub async fn rows_in(&self, name: &str) -> BTreeMap<String, Row> {
         let blob = self
             .ctx
             .store
-            .get(REPORTS_CONTAINER, "latest/inactive-users.csv")
+            .get(REPORTS_CONTAINER, name)
             .await
             .expect("report");
         let mut reader = csv::Reader::from_reader(blob.body.as_ref());

@@ -755,3 +755,36 @@ fn the_scan_functions_are_declared_as_the_contract_says() {
     let timeout = timeout[0] * 3600 + timeout[1] * 60 + timeout[2];
     assert!(dormant::scan::run::DEFAULT_TIME_BUDGET.as_secs() * 10 <= timeout * 7);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_scan_with_guests_only_runs_the_guest_audit_on_the_queue() {
+    let sim = tenant(TenantKind::Workforce, 400).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (one, store) = lone_instance(&sim, dir.path(), &[]).await;
+
+    let (status, body, _) = post(&one.base, "/api/scans?guestsOnly=maybe").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "bad-request");
+
+    let (status, body, _) = post(&one.base, "/api/scans?guestsOnly=true").await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["scope"], "guests");
+    let run = body["runId"].as_str().expect("runId").to_owned();
+    let deliveries = drain(std::slice::from_ref(&one), &store, once).await;
+    assert!(deliveries.iter().all(|d| d.status == 200), "{deliveries:?}");
+
+    let (status, view, _) = get(&one.base, &format!("/api/runs/{run}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(view["status"], "done", "{view}");
+    assert_eq!(view["scope"], "guests");
+    let guests = sim.with_tenant(|t| t.users.iter().filter(|u| u.arch.is_guest()).count());
+    assert!(guests > 0);
+    assert_eq!(view["counts"]["scanned"], guests as u64);
+    let reports = dir.path().join("dormant-reports");
+    assert!(reports.join("latest-guests/summary.json").exists());
+    assert!(
+        !reports.join("latest").exists(),
+        "a guest audit is not the newest full report"
+    );
+    sim.shutdown().await;
+}

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use futures::{StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
 
-use super::lease::{LEASE_BLOB, Lease, RunLine, RunState, RunStatus};
+use super::lease::{LEASE_BLOB, Lease, RunLine, RunState, RunStatus, ScanScope};
 use super::plan::{Recorded, leaf_blob};
 use super::{GraphUse, RunOutcome, ScanError, Scanner, get_state_json, run_path, state_err};
 use crate::config::{Mode, TenantKind};
@@ -149,11 +149,14 @@ impl Scanner {
     }
 
     /// Opens and advances cases per `plan`, reading the candidates again a
-    /// partition at a time; then the open cases no partition listed.
+    /// partition at a time; then the open cases no partition listed (a
+    /// guest audit: only those of guests it paged; it never saw the
+    /// members, whose cases wait for the next full run).
     pub(super) async fn advance_cases(
         &self,
         audit: &AuditLog,
         run: &RunId,
+        scope: ScanScope,
         plan: &Plan,
         leaves: &[Partition],
         usage: Option<&UsageIndex>,
@@ -161,16 +164,19 @@ impl Scanner {
         let lifecycle = self.lifecycle(audit);
         let mut listed = Listed::default();
         let mut total = Advanced::default();
+        let mut paged = std::collections::BTreeSet::new();
         let mut records = self.leaf_records(run, leaves);
         while let Some(record) = records.try_next().await? {
+            paged.extend(record.result.paged_with_case);
             let done = lifecycle
                 .advance_listed(run, plan, record.result.candidates, &mut listed)
                 .await?;
             total.add(&done);
         }
+        let only = (!scope.is_all()).then_some(&paged);
         total.add(
             &lifecycle
-                .advance_unlisted(run, plan, &listed, usage)
+                .advance_unlisted(run, plan, &listed, only, usage)
                 .await?,
         );
         tracing::info!(run = %run, opened = total.opened, cancelled = total.cancelled, enqueued = total.enqueued, closed = total.closed, "cases advanced");
@@ -236,7 +242,7 @@ impl Scanner {
                 .unwrap_or(0),
             new_cases: case_plan.new_cases,
         };
-        let baseline = self.baseline().await?;
+        let baseline = self.baseline(state.scope).await?;
         let reason = policy::quarantine(
             &figures,
             baseline.as_ref().map(|b| &b.figures),
@@ -263,6 +269,7 @@ impl Scanner {
         // 1 MiB blocks (two uploads at once; 50,000 blocks still allow
         // 48 GiB, a hundred times a 10-million-user report).
         let [csv_name, json_name, html_name] = report_names(run);
+        let latest_folder = state.scope.latest_folder();
         let mut by_run = self
             .store
             .upload_with_block_size(
@@ -276,7 +283,7 @@ impl Scanner {
             .store
             .upload_with_block_size(
                 REPORTS_CONTAINER,
-                "latest/inactive-users.csv",
+                &format!("{latest_folder}/inactive-users.csv"),
                 Precondition::None,
                 REPORT_BLOCK,
             )
@@ -308,8 +315,15 @@ impl Scanner {
         // create-only and a queued step is not queued twice.
         let audit = AuditLog::new(self.store.clone());
         let advanced = if may_enqueue(enforce, actionable, quarantined, state.dry_run) {
-            self.advance_cases(&audit, run, &case_plan, &leaves, usage.as_ref())
-                .await?
+            self.advance_cases(
+                &audit,
+                run,
+                state.scope,
+                &case_plan,
+                &leaves,
+                usage.as_ref(),
+            )
+            .await?
         } else {
             Advanced::default()
         };
@@ -346,17 +360,18 @@ impl Scanner {
             guests: (self.config.tenant_kind == TenantKind::Workforce)
                 .then(|| GuestSummary::of(&stats.guests)),
             attestation: attestation_counts(&ctx, self.clock.now()),
+            scope: state.scope.as_str().to_owned(),
         };
         let summary_bytes = Bytes::from(serde_json::to_vec_pretty(&summary).map_err(state_err)?);
         let html_bytes = Bytes::from(html::render(&summary, &stats));
         for (name, body) in [
-            (json_name.as_str(), &summary_bytes),
-            ("latest/summary.json", &summary_bytes),
-            (html_name.as_str(), &html_bytes),
-            ("latest/report.html", &html_bytes),
+            (json_name.clone(), &summary_bytes),
+            (format!("{latest_folder}/summary.json"), &summary_bytes),
+            (html_name.clone(), &html_bytes),
+            (format!("{latest_folder}/report.html"), &html_bytes),
         ] {
             self.store
-                .put(REPORTS_CONTAINER, name, body.clone(), Precondition::None)
+                .put(REPORTS_CONTAINER, &name, body.clone(), Precondition::None)
                 .await?;
         }
 
@@ -383,7 +398,7 @@ impl Scanner {
         )
         .await?;
         if actionable && reason.is_none() {
-            self.set_baseline(run, figures).await?;
+            self.set_baseline(run, state.scope, figures).await?;
         }
         self.record_run_lines(run).await?;
         tracing::info!(run = %run, scanned = summary.scanned, rows = stats.by_verdict.values().sum::<u64>(), quarantined, "scan finished");
@@ -437,7 +452,7 @@ impl Scanner {
         let plan = Plan::load(&cases, self.clock.now()).await?;
         let audit = AuditLog::new(self.store.clone());
         let advanced = self
-            .advance_cases(&audit, run, &plan, &leaves, usage.as_ref())
+            .advance_cases(&audit, run, state.scope, &plan, &leaves, usage.as_ref())
             .await?;
         if state.status != RunStatus::Released {
             let mut line = AuditRecord::new("release", AuditOutcome::Done);
@@ -463,7 +478,7 @@ impl Scanner {
         // A person looked at this run and let it go: its figures are the
         // next runs' yardstick.
         if let Some(figures) = state.figures {
-            self.set_baseline(run, figures).await?;
+            self.set_baseline(run, state.scope, figures).await?;
         }
         self.record_run_lines(run).await?;
         self.release_lease(run).await?;
@@ -503,11 +518,21 @@ pub(super) struct Baseline {
 }
 
 const BASELINE_BLOB: &str = "scan-baseline.json";
+/// A guest audit's yardstick is the last guest audit: its figures (guests
+/// only) would make every full run look like a jump, and the other way round.
+const GUEST_BASELINE_BLOB: &str = "scan-baseline-guests.json";
+
+fn baseline_blob(scope: ScanScope) -> &'static str {
+    match scope {
+        ScanScope::All => BASELINE_BLOB,
+        ScanScope::Guests => GUEST_BASELINE_BLOB,
+    }
+}
 
 impl Scanner {
-    pub(super) async fn baseline(&self) -> Result<Option<Baseline>, ScanError> {
+    pub(super) async fn baseline(&self, scope: ScanScope) -> Result<Option<Baseline>, ScanError> {
         Ok(self
-            .get_json::<Baseline>(BASELINE_BLOB)
+            .get_json::<Baseline>(baseline_blob(scope))
             .await?
             .map(|(b, _)| b))
     }
@@ -516,9 +541,11 @@ impl Scanner {
     pub(super) async fn set_baseline(
         &self,
         run: &RunId,
+        scope: ScanScope,
         figures: RunFigures,
     ) -> Result<(), ScanError> {
-        let (pre, current) = match self.get_json::<Baseline>(BASELINE_BLOB).await? {
+        let blob = baseline_blob(scope);
+        let (pre, current) = match self.get_json::<Baseline>(blob).await? {
             Some((b, etag)) => (Precondition::IfMatch(etag), Some(b.run)),
             None => (Precondition::IfNoneMatch, None),
         };
@@ -529,7 +556,7 @@ impl Scanner {
             run: run.clone(),
             figures,
         };
-        match self.put_json(BASELINE_BLOB, &baseline, pre).await {
+        match self.put_json(blob, &baseline, pre).await {
             // Someone else set one at the same moment: theirs stands.
             Err(ScanError::Store(e)) if e.is_conflict() => Ok(()),
             other => other.map(|_| ()),

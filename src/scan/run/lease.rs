@@ -43,12 +43,58 @@ impl RunStatus {
     }
 }
 
+/// What a run pages: every user (the nightly scan), or guests only (the
+/// separate guest audit, `dormant scan --guests-only`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScanScope {
+    #[default]
+    All,
+    /// Pages `userType eq 'Guest'` only. It judges and advances the guests
+    /// it lists and nothing else: an open case it did not list (every
+    /// member's) waits for the next full run, its figures are compared
+    /// with the last guest audit's (never the full scan's), and it never
+    /// replaces `latest/`.
+    Guests,
+}
+
+impl ScanScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Guests => "guests",
+        }
+    }
+
+    pub fn is_all(&self) -> bool {
+        *self == Self::All
+    }
+
+    /// The filter ANDed with each partition's (`None`: every user).
+    pub fn filter(self) -> Option<&'static str> {
+        match self {
+            Self::All => None,
+            Self::Guests => Some("userType eq 'Guest'"),
+        }
+    }
+
+    /// `dormant-reports/` folder of the newest run of this scope.
+    pub fn latest_folder(self) -> &'static str {
+        match self {
+            Self::All => "latest",
+            Self::Guests => "latest-guests",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunState {
     pub run: RunId,
     pub status: RunStatus,
     pub dry_run: bool,
+    #[serde(default, skip_serializing_if = "ScanScope::is_all")]
+    pub scope: ScanScope,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     /// `$top` of the run's partition pages.
@@ -101,6 +147,7 @@ impl Scanner {
         &self,
         now: DateTime<Utc>,
         dry_run: bool,
+        scope: ScanScope,
         page_size: u32,
     ) -> Result<RunId, ScanError> {
         let run = RunId::new(now);
@@ -109,6 +156,7 @@ impl Scanner {
             run: run.clone(),
             status: RunStatus::Running,
             dry_run,
+            scope,
             started_at: now,
             finished_at: None,
             page_size: page_size.clamp(1, DEFAULT_PAGE_SIZE),
@@ -122,7 +170,7 @@ impl Scanner {
             Precondition::IfNoneMatch,
         )
         .await?;
-        tracing::info!(run = %run, dry_run, "scan run created");
+        tracing::info!(run = %run, dry_run, scope = scope.as_str(), "scan run created");
         Ok(run)
     }
 

@@ -37,7 +37,7 @@ mod plan;
 use finalize::Claim;
 pub use finalize::{may_enqueue, report_names};
 use lease::{LEASE_BLOB, Lease};
-pub use lease::{RunState, RunStatus};
+pub use lease::{RunState, RunStatus, ScanScope};
 use plan::{Children, recordings};
 
 use std::sync::{Arc, Mutex};
@@ -127,6 +127,7 @@ struct GraphUse {
 #[derive(Debug, Clone)]
 pub struct ScanOptions {
     pub dry_run: bool,
+    pub scope: ScanScope,
     /// Partitions paged at once.
     pub concurrency: usize,
     /// `$top` of partition pages (smaller splits sooner; tests).
@@ -137,6 +138,7 @@ impl Default for ScanOptions {
     fn default() -> Self {
         Self {
             dry_run: false,
+            scope: ScanScope::All,
             concurrency: 16,
             page_size: DEFAULT_PAGE_SIZE,
         }
@@ -220,6 +222,8 @@ pub struct Begun {
     pub resumed: bool,
     /// The run's own setting (a resumed run keeps the one it started with).
     pub dry_run: bool,
+    /// The run's own scope (likewise).
+    pub scope: ScanScope,
 }
 
 /// What one step did (the invocation's ReturnValue).
@@ -330,7 +334,7 @@ impl Scanner {
                 run
             }
             None => {
-                self.create_run(now, options.dry_run, options.page_size)
+                self.create_run(now, options.dry_run, options.scope, options.page_size)
                     .await?
             }
         };
@@ -371,7 +375,12 @@ impl Scanner {
     /// the run record and its `start` message; the work happens in
     /// [`step`](Self::step) invocations. A stalled unfinished run (its
     /// lease lapsed: a lost or poisoned message) is swept up instead.
-    pub async fn begin(&self, dry_run: bool, rt: &ScanRuntime) -> Result<Begun, ScanError> {
+    pub async fn begin(
+        &self,
+        dry_run: bool,
+        scope: ScanScope,
+        rt: &ScanRuntime,
+    ) -> Result<Begun, ScanError> {
         self.store.ensure_defaults().await?;
         self.ensure_scan_queue(rt).await?;
         let now = self.clock.now();
@@ -397,15 +406,17 @@ impl Scanner {
                     run,
                     resumed: true,
                     dry_run: state.dry_run,
+                    scope: state.scope,
                 };
                 (begun, ScanStep::Sweep)
             }
             None => {
-                let run = self.create_run(now, dry_run, rt.page_size).await?;
+                let run = self.create_run(now, dry_run, scope, rt.page_size).await?;
                 let begun = Begun {
                     run,
                     resumed: false,
                     dry_run,
+                    scope,
                 };
                 (begun, ScanStep::Start)
             }
@@ -587,6 +598,7 @@ impl Scanner {
         let (mut ctx, usage) =
             RunContext::gather(&self.graph, &self.config, run.clone(), state.started_at).await?;
         ctx.page_size = state.page_size;
+        ctx.scope = state.scope;
         let cases = CaseStore::new(self.store.clone());
         ctx.cases = cases.views().await.map_err(LifecycleError::from)?;
         ctx.holds = cases.holds().await.map_err(LifecycleError::from)?;
