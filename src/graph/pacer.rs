@@ -8,6 +8,7 @@
 
 use super::settings::{GraphSettings, TenantKind, TenantSize};
 use rand::Rng;
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -96,7 +97,10 @@ impl RequestClass {
             RequestClass::ReadList => vec![(Budget::IdentityAccess, 2)],
             RequestClass::Write => vec![(Budget::IdentityAccess, 3), (Budget::Writes, 1)],
             RequestClass::DirectoryAudit => vec![(Budget::DirectoryAudits, 1)],
-            RequestClass::Invitation => vec![(Budget::Invitations, 1), (Budget::Writes, 1)],
+            // The invitation manager is its own service with its own limit
+            // (150 per 5 s per tenant, Microsoft's throttling table): not
+            // the directory's write quota.
+            RequestClass::Invitation => vec![(Budget::Invitations, 1)],
             RequestClass::Report => vec![(Budget::Reports, 1)],
             RequestClass::Unmetered => return RequestCost(Vec::new()),
         };
@@ -139,12 +143,23 @@ struct BucketState {
     tokens: f64,
     last: Instant,
     paused_until: Option<Instant>,
+    /// What was spent in the last `window`, oldest first, and its sum.
+    spent: VecDeque<(Instant, f64)>,
+    spent_sum: f64,
 }
 
+/// One budget: at most `capacity` in any `window` (a sliding window, as
+/// Graph counts: a token bucket alone lets a full bucket plus a window's
+/// refill through, twice the limit, in the first window after a quiet
+/// spell), smoothed by a token bucket of half the capacity refilled at the
+/// budget's rate, so a backlog goes out evenly instead of in window-sized
+/// bursts. The steady rate is the whole budget.
 #[derive(Debug)]
 struct Bucket {
     capacity: f64,
+    burst: f64,
     per_sec: f64,
+    window: Duration,
     state: Mutex<BucketState>,
 }
 
@@ -152,18 +167,23 @@ impl Bucket {
     fn new(amount: f64, window: Duration, share: f64) -> Self {
         // At least one token, or a small share of "5 per 10 s" would never pass.
         let capacity = (amount * share).max(1.0);
+        let burst = (capacity / 2.0).max(1.0);
         Self {
             capacity,
+            burst,
             per_sec: capacity / window.as_secs_f64(),
+            window,
             state: Mutex::new(BucketState {
-                tokens: capacity,
+                tokens: burst,
                 last: Instant::now(),
                 paused_until: None,
+                spent: VecDeque::new(),
+                spent_sum: 0.0,
             }),
         }
     }
 
-    /// Takes `cost` tokens, or says how long to wait before asking again.
+    /// Takes `cost`, or says how long to wait before asking again.
     fn try_take(&self, cost: f64, now: Instant) -> Result<(), Duration> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(until) = st.paused_until {
@@ -173,15 +193,64 @@ impl Bucket {
             st.paused_until = None;
         }
         let elapsed = now.saturating_duration_since(st.last).as_secs_f64();
-        st.tokens = (st.tokens + elapsed * self.per_sec).min(self.capacity);
+        st.tokens = (st.tokens + elapsed * self.per_sec).min(self.burst);
         st.last = now;
+        while let Some(&(at, c)) = st.spent.front() {
+            if at + self.window > now {
+                break;
+            }
+            st.spent.pop_front();
+            st.spent_sum -= c;
+        }
+        if st.spent.is_empty() {
+            // No drift from float sums.
+            st.spent_sum = 0.0;
+        }
         let cost = cost.min(self.capacity);
-        if st.tokens >= cost {
-            st.tokens -= cost;
+        let token_cost = cost.min(self.burst);
+        let token_wait = (token_cost - st.tokens).max(0.0) / self.per_sec;
+        let window_wait = {
+            let need = st.spent_sum + cost - self.capacity;
+            if need <= 1e-9 {
+                0.0
+            } else {
+                let mut freed = 0.0;
+                let mut at = now + self.window;
+                for &(t, c) in &st.spent {
+                    freed += c;
+                    if freed + 1e-9 >= need {
+                        at = t + self.window;
+                        break;
+                    }
+                }
+                at.saturating_duration_since(now).as_secs_f64()
+            }
+        };
+        if token_wait <= 0.0 && window_wait <= 0.0 {
+            st.tokens -= token_cost;
+            st.spent.push_back((now, cost));
+            st.spent_sum += cost;
             Ok(())
         } else {
-            let wait = (cost - st.tokens) / self.per_sec;
-            Err(Duration::from_secs_f64(wait.max(0.001)))
+            Err(Duration::from_secs_f64(
+                token_wait.max(window_wait).max(0.001),
+            ))
+        }
+    }
+
+    /// Undoes a [`try_take`](Self::try_take) of `cost` made at `now`
+    /// (another budget of the same request was short).
+    fn give_back(&self, cost: f64, now: Instant) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let cost = cost.min(self.capacity);
+        st.tokens = (st.tokens + cost.min(self.burst)).min(self.burst);
+        if let Some(i) = st
+            .spent
+            .iter()
+            .rposition(|&(t, c)| t == now && (c - cost).abs() < 1e-9)
+            && let Some((_, c)) = st.spent.remove(i)
+        {
+            st.spent_sum -= c;
         }
     }
 
@@ -278,9 +347,7 @@ impl Pacer {
                 Some(w) => {
                     // Give back what we took so a starved budget does not waste the others.
                     for (budget, units) in taken {
-                        let b = &self.buckets[budget.index()];
-                        let mut st = b.state.lock().unwrap_or_else(|p| p.into_inner());
-                        st.tokens = (st.tokens + f64::from(units)).min(b.capacity);
+                        self.buckets[budget.index()].give_back(f64::from(units), now);
                     }
                     tokio::time::sleep(w).await;
                 }
@@ -373,17 +440,46 @@ mod tests {
     async fn reports_budget_allows_14_per_10_minutes() {
         let p = pacer(1.0, TenantKind::Workforce);
         let start = Instant::now();
-        for _ in 0..14 {
+        // Half the budget at once, then one per 600/14 s.
+        for _ in 0..7 {
             p.acquire(RequestClass::Report).await;
         }
         assert!(start.elapsed() < Duration::from_millis(1));
         p.acquire(RequestClass::Report).await;
-        // One token refills in 600/14 s.
         let waited = start.elapsed();
         assert!(
             waited >= Duration::from_secs(42) && waited <= Duration::from_secs(44),
             "{waited:?}"
         );
+    }
+
+    /// Graph counts a sliding window: after a quiet spell a token bucket
+    /// alone would let a full bucket and a window's refill through in one
+    /// window, twice the limit.
+    #[tokio::test(start_paused = true)]
+    async fn no_window_ever_holds_more_than_the_budget() {
+        let p = pacer(1.0, TenantKind::Workforce);
+        let start = Instant::now();
+        let mut sent = Vec::new();
+        for _ in 0..600 {
+            p.acquire(RequestClass::Invitation).await;
+            sent.push(start.elapsed());
+        }
+        // 150 per 5 s, in every 5 s window.
+        for (i, at) in sent.iter().enumerate() {
+            let within = sent[i..]
+                .iter()
+                .take_while(|t| **t < *at + Duration::from_secs(5))
+                .count();
+            assert!(within <= 150, "{within} invitations in 5 s from {at:?}");
+        }
+        // And the whole budget is used: 600 in about 20 s.
+        let took = start.elapsed();
+        assert!(took <= Duration::from_millis(17_600), "{took:?}");
+        // Invitations are the invitation manager's own budget, not writes.
+        let start = Instant::now();
+        p.acquire(RequestClass::Write).await;
+        assert!(start.elapsed() < Duration::from_millis(1));
     }
 
     #[tokio::test(start_paused = true)]
@@ -398,10 +494,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn identity_budget_refills_per_10s() {
-        // Small tenant: 3,500 units / 10 s; a list costs 2 → 1,750 lists, then wait.
+        // Small tenant: 3,500 units / 10 s; a list costs 2 → half of 1,750
+        // lists at once, then one per 2/350 s.
         let p = pacer(1.0, TenantKind::Workforce);
         let start = Instant::now();
-        for _ in 0..1_750 {
+        for _ in 0..875 {
             p.acquire(RequestClass::ReadList).await;
         }
         assert!(start.elapsed() < Duration::from_millis(1));

@@ -245,6 +245,7 @@ fn graph_inner(st: &State, r: &Req, ids: &RequestIds, v: &str, rest: &[&str]) ->
         (M::POST, ["users", id, "assignLicense"]) => one(assign_license(st, r, ids, v, id)),
         (M::GET, ["users", id, "manager"]) => one(manager(st, ids, v, id)),
         (M::GET, ["users", id, "sponsors"]) => one(sponsors(st, ids, v, id)),
+        (M::GET, ["users", id, "appRoleAssignments"]) => one(app_role_assignments(st, ids, v, id)),
         (M::GET, ["users", id, "mailboxSettings"]) => one(mailbox_settings(st, ids, v, id)),
         (M::GET, ["users", id, "mailboxSettings", "userPurpose"]) => {
             let mut reply = mailbox_settings(st, ids, v, id);
@@ -1407,6 +1408,41 @@ fn sponsors(st: &State, ids: &RequestIds, v: &str, key: &str) -> Reply {
     )
 }
 
+/// `GET /users/{id}/appRoleAssignments` (v1.0): the apps a user was
+/// assigned to. Two of three users hold one to the tenant's expenses app;
+/// the assignment belongs to the object, so a redemption reset keeps it.
+fn app_role_assignments(st: &State, ids: &RequestIds, v: &str, key: &str) -> Reply {
+    let now = st.now();
+    let Some(i) = lookup(st, key, now) else {
+        return not_found(key, ids);
+    };
+    let t = st.tenant_read();
+    let u = &t.users[i as usize];
+    let principal = t.user_id(i);
+    let holds = !crate::sim::ids::mix64(u64::from(u.name_key) ^ 0xa55).is_multiple_of(3);
+    let values: Vec<Value> = holds
+        .then(|| {
+            json!({
+                "id": crate::sim::ids::named_guid(t.seed, &format!("assignment-{i}")),
+                "appRoleId": crate::sim::ids::named_guid(t.seed, "expenses-submitter"),
+                "principalId": principal,
+                "principalType": "User",
+                "principalDisplayName": t.display_name(i),
+                "resourceId": crate::sim::ids::named_guid(t.seed, "expenses-sp"),
+                "resourceDisplayName": "Contoso Expenses",
+                "createdDateTime": chrono::DateTime::from_timestamp(u.created, 0)
+                    .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                "deletedDateTime": null,
+            })
+        })
+        .into_iter()
+        .collect();
+    Reply::json(
+        200,
+        json!({"@odata.context": format!("{}/{v}/$metadata#users('{principal}')/appRoleAssignments", st.base_url), "value": values}),
+    )
+}
+
 fn no_mailbox(ids: &RequestIds) -> Reply {
     graph_error(
         404,
@@ -2215,10 +2251,10 @@ pub fn userrealm(st: &State, r: &Req) -> Reply {
         *m.entry(domain.clone()).or_default() += 1;
     }
     let t = st.tenant_read();
-    let known = GUEST_DOMAINS.iter().find(|(d, _)| *d == domain);
+    let known = t.is_viral_domain(&domain);
     let ours = domain == t.domain;
     let (ns, viral) = match known {
-        Some((_, viral)) => ("Managed", *viral),
+        Some(viral) => ("Managed", viral),
         None if ours => ("Managed", false),
         None => ("Unknown", false),
     };

@@ -113,6 +113,13 @@ pub struct SimArgs {
     /// repeatable), e.g. to hold UPNs starting with `'`, `#` or `~`.
     #[arg(long = "add-upn", value_name = "UPN")]
     pub add_upns: Vec<String>,
+    /// Also add this many unmanaged (viral) guests (workforce), spread over
+    /// `--viral-domains` home domains of their own.
+    #[arg(long, default_value_t = 0)]
+    pub viral_guests: u32,
+    /// Home domains of the `--viral-guests`.
+    #[arg(long, default_value_t = 300)]
+    pub viral_domains: u32,
 }
 
 /// In-process configuration.
@@ -137,6 +144,10 @@ pub struct SimConfig {
     /// Members added with exactly these UPNs (local parts; the tenant's
     /// domain is appended when a UPN has no `@`).
     pub extra_upns: Vec<String>,
+    /// Unmanaged guests added over `viral_domains` domains of their own
+    /// ([`Tenant::add_viral_guests`]).
+    pub viral_guests: u32,
+    pub viral_domains: u32,
 }
 
 impl Default for SimConfig {
@@ -156,6 +167,8 @@ impl Default for SimConfig {
             write_truth: true,
             quota_total: None,
             extra_upns: Vec::new(),
+            viral_guests: 0,
+            viral_domains: 1,
         }
     }
 }
@@ -187,6 +200,8 @@ impl From<SimArgs> for SimConfig {
             write_truth: true,
             quota_total: None,
             extra_upns: a.add_upns,
+            viral_guests: a.viral_guests,
+            viral_domains: a.viral_domains,
         }
     }
 }
@@ -236,8 +251,15 @@ impl Sim {
         let users = cfg.users;
         let (kind, seed) = (cfg.kind, cfg.seed);
         let extra = cfg.extra_upns.clone();
+        let (viral, viral_domains) = (cfg.viral_guests, cfg.viral_domains);
+        if viral > 0 && kind != TenantKind::Workforce {
+            anyhow::bail!("--viral-guests: unmanaged guests are a workforce tenant's");
+        }
         let tenant = tokio::task::spawn_blocking(move || {
             let mut t = Tenant::generate(kind, users, seed, start);
+            if viral > 0 {
+                t.add_viral_guests(viral, viral_domains);
+            }
             let upns: Vec<String> = extra
                 .iter()
                 .map(|u| match u.contains('@') {

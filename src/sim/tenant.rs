@@ -463,6 +463,10 @@ pub struct Tenant {
     pub seeded_upn: std::collections::HashMap<u32, String>,
     /// Odd records, by index.
     pub quirks: std::collections::HashMap<u32, Quirk>,
+    /// Unmanaged home domains added by [`Tenant::add_viral_guests`]
+    /// (all viral), and their guests' domain, by user index.
+    pub viral_domains: Vec<String>,
+    pub viral_domain_of: std::collections::HashMap<u32, u32>,
     pub id_key: u64,
     pub upn_key: u64,
     /// The first [`UPN_HEAD`] bytes of every UPN, ASCII-lowercased and
@@ -534,6 +538,8 @@ impl Tenant {
             sponsors: Default::default(),
             seeded_upn: Default::default(),
             quirks: Default::default(),
+            viral_domains: Vec::new(),
+            viral_domain_of: Default::default(),
             id_key: ids::hash(&[seed, 0x1d]),
             upn_key: ids::hash(&[seed, 0x0b2c]),
             upn_heads: Vec::new(),
@@ -682,7 +688,10 @@ impl Tenant {
         format!("{f}.{l}{i}@{}", self.guest_domain(i))
     }
 
-    pub fn guest_domain(&self, i: u32) -> &'static str {
+    pub fn guest_domain(&self, i: u32) -> &str {
+        if let Some(k) = self.viral_domain_of.get(&i) {
+            return &self.viral_domains[*k as usize];
+        }
         if let Some(m) = self.invited_mail.get(&i) {
             let d = m.rsplit('@').next().unwrap_or("");
             return GUEST_DOMAINS
@@ -880,6 +889,44 @@ impl Tenant {
         self.invited_mail.insert(i, mail.to_ascii_lowercase());
         self.upn_heads.push(upn_head(&self.upn(i)));
         i
+    }
+
+    /// Adds `n` unmanaged (viral) guests from `domains` unmanaged home
+    /// domains of their own (`campus000.example.edu`, …), dealt round robin:
+    /// a realm-lookup and reset-redemption load. Their realm answers
+    /// `IsViral: true`.
+    pub fn add_viral_guests(&mut self, n: u32, domains: u32) {
+        let domains = domains.max(1);
+        let first = self.viral_domains.len() as u32;
+        self.viral_domains
+            .extend((first..first + domains).map(|k| format!("campus{k:03}.example.edu")));
+        for j in 0..n {
+            let i = self.users.len() as u32;
+            self.users.push(generate_user(
+                self.kind,
+                self.seed,
+                self.t0,
+                i,
+                i + 1,
+                Some(Archetype::GuestViral),
+            ));
+            self.viral_domain_of.insert(i, first + j % domains);
+            self.upn_heads.push(upn_head(&self.upn(i)));
+        }
+    }
+
+    /// Whether `domain` (lower case) is an unmanaged home realm.
+    pub fn is_viral_domain(&self, domain: &str) -> Option<bool> {
+        GUEST_DOMAINS
+            .iter()
+            .find(|(d, _)| *d == domain)
+            .map(|(_, viral)| *viral)
+            .or_else(|| {
+                self.viral_domains
+                    .iter()
+                    .any(|d| d == domain)
+                    .then_some(true)
+            })
     }
 
     /// Adds members with these exact UPNs (say, one per legal first

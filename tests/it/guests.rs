@@ -20,10 +20,47 @@ fn of_archetype(t: &Tenant, arch: Archetype) -> Vec<String> {
     })
 }
 
+/// `GET /users/{id}/appRoleAssignments`: (resource, app role) pairs.
+async fn app_role_assignments(t: &Tenant, user: &str) -> Vec<(String, String)> {
+    let graph = t.graph().await;
+    let page: serde_json::Value = graph
+        .get_json(
+            graph.url(&["users", user, "appRoleAssignments"]),
+            dormant::graph::RequestClass::ReadList,
+            "/users/{id}/appRoleAssignments",
+        )
+        .await
+        .expect("app role assignments");
+    let mut out: Vec<(String, String)> = page["value"]
+        .as_array()
+        .expect("value")
+        .iter()
+        .map(|a| {
+            (
+                a["resourceId"].as_str().unwrap_or("").to_owned(),
+                a["appRoleId"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guests_are_judged_and_each_home_domain_is_asked_once() {
-    // Report mode: nothing changes, every guest kind is named.
-    let t = Tenant::start(600, 41, 0, &[("DORMANT_POLICY__MODE", "report")]).await;
+    // Report mode: nothing changes, every guest kind is named; one home
+    // domain holds 500 unmanaged guests.
+    let t = Tenant::start_with(
+        dormant::sim::SimConfig {
+            users: 600,
+            seed: 41,
+            viral_guests: 500,
+            viral_domains: 1,
+            ..dormant::sim::SimConfig::default()
+        },
+        &[("DORMANT_POLICY__MODE", "report")],
+    )
+    .await;
     let summary = t.night().await;
     let rows = t.rows().await;
     let pending = of_archetype(&t, Archetype::GuestPending);
@@ -83,16 +120,20 @@ async fn guests_are_judged_and_each_home_domain_is_asked_once() {
     assert_eq!(guests.pending, old_pending);
     assert_eq!(guests.unmanaged, viral.len() as u64);
     assert!(
-        guests
-            .by_domain
-            .keys()
-            .all(|d| d == "adatumstudents.edu" || d == "litwarefreelance.com"),
+        guests.by_domain.keys().all(|d| d == "adatumstudents.edu"
+            || d == "litwarefreelance.com"
+            || d == "campus000.example.edu"),
         "{:?}",
         guests.by_domain
     );
+    assert_eq!(guests.by_domain["campus000.example.edu"], 500);
     // One realm lookup per guest domain, however many guests share it.
     let lookups = t.sim.stats().realm_lookups;
-    assert!(!lookups.is_empty());
+    assert_eq!(
+        lookups.get("campus000.example.edu"),
+        Some(&1),
+        "{lookups:?}"
+    );
     for (domain, n) in &lookups {
         assert_eq!(*n, 1, "{domain} asked {n} times: {lookups:?}");
     }
@@ -104,7 +145,8 @@ async fn guests_are_judged_and_each_home_domain_is_asked_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unmanaged_guests_are_reset_keeping_their_id_and_groups_and_role_holders_are_not() {
+async fn unmanaged_guests_are_reset_keeping_their_id_groups_and_app_roles_and_role_holders_are_not()
+{
     let t = Tenant::start(
         600,
         42,
@@ -122,6 +164,14 @@ async fn unmanaged_guests_are_reset_keeping_their_id_and_groups_and_role_holders
         .transitive_member_of(&viral[1])
         .await
         .expect("groups");
+    let mut assignments_before = Vec::new();
+    for user in &viral[1..] {
+        assignments_before.push(app_role_assignments(&t, user).await);
+    }
+    assert!(
+        assignments_before.iter().any(|a| !a.is_empty()),
+        "some reset guests hold an app role"
+    );
     let summary = t.day_of_work().await;
     assert!(!summary.quarantined, "{summary:?}");
     let rows = t.rows().await;
@@ -167,6 +217,13 @@ async fn unmanaged_guests_are_reset_keeping_their_id_and_groups_and_role_holders
         groups_before.iter().map(|g| &g.id).collect::<Vec<_>>(),
         "groups kept"
     );
+    for (user, before) in viral[1..].iter().zip(&assignments_before) {
+        assert_eq!(
+            &app_role_assignments(&t, user).await,
+            before,
+            "{user}: app roles kept"
+        );
+    }
     assert!(
         t.lines_of(&admin)
             .await

@@ -65,19 +65,31 @@ impl Tenant {
         kind: dormant::sim::TenantKind,
         extra: &[(&str, &str)],
     ) -> Self {
+        Self::start_with(
+            SimConfig {
+                users,
+                seed,
+                kind,
+                sign_in_lag_secs: lag_secs,
+                ..SimConfig::default()
+            },
+            extra,
+        )
+        .await
+    }
+
+    /// A tenant from `cfg` (its truth file and throttling switched off).
+    pub async fn start_with(cfg: SimConfig, extra: &[(&str, &str)]) -> Self {
+        let kind = cfg.kind;
         let sim = Sim::start(SimConfig {
-            users,
-            seed,
-            kind,
             write_truth: false,
-            sign_in_lag_secs: lag_secs,
             // These tests move the clock days at a time in seconds of real
             // time; Graph's budgets are tested elsewhere.
             throttle: dormant::sim::ThrottleConfig {
                 enabled: false,
                 ..dormant::sim::ThrottleConfig::default()
             },
-            ..SimConfig::default()
+            ..cfg
         })
         .await
         .expect("simulator");
