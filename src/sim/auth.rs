@@ -52,6 +52,9 @@ pub struct AuthState {
     pub secret_name: String,
     /// Key Vault versions of the secret: (version, value, created).
     pub versions: Vec<(String, String, i64)>,
+    /// Other secrets of the vault (`Sim::set_vault_secret`), by lower-case
+    /// name: (version, value, created).
+    pub other_secrets: HashMap<String, (String, String, i64)>,
     pub tokens: HashMap<String, TokenInfo>,
     pub token_lifetime_secs: i64,
     /// The App Service managed identity secret (`IDENTITY_HEADER`).
@@ -76,6 +79,7 @@ impl AuthState {
             secret: secret.clone(),
             secret_name: "dormant-client-secret".to_string(),
             versions: vec![(uuid::Uuid::new_v4().simple().to_string(), secret, now)],
+            other_secrets: HashMap::new(),
             tokens: HashMap::new(),
             token_lifetime_secs,
             identity_header: uuid::Uuid::new_v4().simple().to_string(),
@@ -452,7 +456,9 @@ pub fn keyvault(st: &State, r: &Req, rest: &[&str]) -> Reply {
             Some(v) => auth.versions.iter().find(|(id, _, _)| id == v),
         }
     } else {
-        None
+        auth.other_secrets
+            .get(&name.to_ascii_lowercase())
+            .filter(|(id, _, _)| version.is_none_or(|v| v.is_empty() || v == id))
     };
     let Some((ver, value, created)) = found else {
         return kv_error(
@@ -467,7 +473,7 @@ pub fn keyvault(st: &State, r: &Req, rest: &[&str]) -> Reply {
         200,
         json!({
             "value": value,
-            "id": format!("{}/secrets/{}/{ver}", st.base_url, auth.secret_name),
+            "id": format!("{}/secrets/{name}/{ver}", st.base_url),
             "attributes": {
                 "enabled": true,
                 "created": created,

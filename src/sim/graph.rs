@@ -184,7 +184,7 @@ pub fn route(
     }
     super::control::apply_due_sign_ins(st);
     let route_name = format!("{} {}", r.method, route_label(rest));
-    st.stats.bump_route(route_name);
+    st.stats.bump_route(route_name.clone());
     if rest == ["$batch"] {
         return batch(st, r, ids, version);
     }
@@ -197,6 +197,9 @@ pub fn route(
         .lock(&st.throttle)
         .charge(st.clock.now_millis(), &cost, users, b2c);
     if let Err(t) = charged {
+        if let Ok(mut m) = st.stats.throttled_by_route.lock() {
+            *m.entry(route_name).or_default() += 1;
+        }
         return (
             throttled_reply(st, t.retry_after, t.information, t.limit, ids),
             0,

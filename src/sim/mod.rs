@@ -395,6 +395,18 @@ impl Sim {
     pub fn client_secret(&self) -> String {
         self.state.lock(&self.state.auth).secret.clone()
     }
+    /// Stores another secret in the simulated Key Vault (a new version).
+    pub fn set_vault_secret(&self, name: &str, value: &str) {
+        let now = self.state.clock.now_secs();
+        self.state.lock(&self.state.auth).other_secrets.insert(
+            name.to_ascii_lowercase(),
+            (
+                uuid::Uuid::new_v4().simple().to_string(),
+                value.to_owned(),
+                now,
+            ),
+        );
+    }
     /// The simulated clock.
     pub fn clock(&self) -> SimClock {
         self.state.clock.clone()

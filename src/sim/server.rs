@@ -120,6 +120,8 @@ pub struct Stats {
     pub report_downloads: AtomicU64,
     pub report_downloads_with_auth: AtomicU64,
     pub by_route: Mutex<BTreeMap<String, u64>>,
+    /// Requests of each route answered 429 (a subset of `by_route`).
+    pub throttled_by_route: Mutex<BTreeMap<String, u64>>,
     pub realm_lookups: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -136,6 +138,7 @@ pub struct StatsSnapshot {
     pub report_downloads: u64,
     pub report_downloads_with_auth: u64,
     pub by_route: BTreeMap<String, u64>,
+    pub throttled_by_route: BTreeMap<String, u64>,
     pub realm_lookups: BTreeMap<String, u64>,
 }
 
@@ -152,6 +155,11 @@ impl Stats {
             report_downloads: l(&self.report_downloads),
             report_downloads_with_auth: l(&self.report_downloads_with_auth),
             by_route: self.by_route.lock().map(|m| m.clone()).unwrap_or_default(),
+            throttled_by_route: self
+                .throttled_by_route
+                .lock()
+                .map(|m| m.clone())
+                .unwrap_or_default(),
             realm_lookups: self
                 .realm_lookups
                 .lock()
@@ -174,6 +182,9 @@ impl Stats {
             a.store(0, Ordering::SeqCst);
         }
         if let Ok(mut m) = self.by_route.lock() {
+            m.clear();
+        }
+        if let Ok(mut m) = self.throttled_by_route.lock() {
             m.clear();
         }
         if let Ok(mut m) = self.realm_lookups.lock() {

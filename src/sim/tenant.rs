@@ -915,6 +915,13 @@ impl Tenant {
         }
     }
 
+    /// Whether guest `i`'s invitation waits for its redemption
+    /// (`externalUserState = PendingAcceptance`).
+    pub fn is_pending(&self, i: u32) -> bool {
+        let u = &self.users[i as usize];
+        u.arch.is_guest() && u.flags & F_PENDING != 0
+    }
+
     /// Whether `domain` (lower case) is an unmanaged home realm.
     pub fn is_viral_domain(&self, domain: &str) -> Option<bool> {
         GUEST_DOMAINS
