@@ -187,12 +187,11 @@ async fn dormant_run(guests: u32, domains: u32) {
         println!("other reset lines: {other:?}");
     }
     let viral_domains = |m: &BTreeMap<String, u64>| {
-        m.keys()
-            .filter(|d| {
-                d.ends_with(".example.edu")
-                    || sim.with_tenant(|t| t.is_viral_domain(d) == Some(true))
-            })
-            .count()
+        sim.with_tenant(|t| {
+            m.keys()
+                .filter(|d| t.is_viral_domain(d) == Some(true))
+                .count()
+        })
     };
     println!(
         "dormant scan: {} users in {scan_wall:.1} s, {scan_requests} Graph requests; userrealm: {} calls for {} domains ({} unmanaged, the most for one domain {}); peak RSS {scan_peak:.1} MiB",
@@ -221,35 +220,7 @@ async fn dormant_run(guests: u32, domains: u32) {
 async fn peer_run(guests: u32, domains: u32) {
     let sim = start_sim(guests, domains, 32).await;
     let users = viral(&sim);
-    let ca = reqwest::Certificate::from_pem(sim.ca_pem().as_bytes()).expect("CA");
-    let http = reqwest::Client::builder()
-        .add_root_certificate(ca)
-        .build()
-        .expect("client");
-    let token: serde_json::Value = http
-        .post(format!(
-            "{}/{}/oauth2/v2.0/token",
-            sim.base_url(),
-            sim.tenant_id()
-        ))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(
-            url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs([
-                    ("grant_type", "client_credentials"),
-                    ("client_id", sim.client_id().as_str()),
-                    ("client_secret", sim.client_secret().as_str()),
-                    ("scope", "https://graph.microsoft.com/.default"),
-                ])
-                .finish(),
-        )
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("token body");
-    let bearer = format!("Bearer {}", token["access_token"].as_str().expect("token"));
+    let (http, bearer) = support::sim_client(&sim).await;
     sim.reset_stats();
     let base = sim.base_url();
     let queue = Arc::new(std::sync::Mutex::new(users.clone()));

@@ -235,35 +235,7 @@ async fn dormant_run(steps: usize) {
 async fn peer_run(steps: usize) {
     let sim = start_sim(steps as u32 * 20 + 2_000, 22).await;
     let users = plain_inactive(&sim, steps);
-    let ca = reqwest::Certificate::from_pem(sim.ca_pem().as_bytes()).expect("CA");
-    let http = reqwest::Client::builder()
-        .add_root_certificate(ca)
-        .build()
-        .expect("client");
-    let token: serde_json::Value = http
-        .post(format!(
-            "{}/{}/oauth2/v2.0/token",
-            sim.base_url(),
-            sim.tenant_id()
-        ))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(
-            url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs([
-                    ("grant_type", "client_credentials"),
-                    ("client_id", sim.client_id().as_str()),
-                    ("client_secret", sim.client_secret().as_str()),
-                    ("scope", "https://graph.microsoft.com/.default"),
-                ])
-                .finish(),
-        )
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("token body");
-    let bearer = format!("Bearer {}", token["access_token"].as_str().expect("token"));
+    let (http, bearer) = support::sim_client(&sim).await;
     sim.reset_stats();
     let base = sim.base_url();
     let queue = Arc::new(std::sync::Mutex::new(users.clone()));

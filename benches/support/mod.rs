@@ -33,3 +33,38 @@ pub fn status_mib(pid: u32, field: &str) -> f64 {
         .unwrap_or(0.0)
         / 1024.0
 }
+
+/// A peer's HTTP client trusting the simulator's CA, and its Graph bearer
+/// (client credentials against the simulator's token endpoint).
+pub async fn sim_client(sim: &dormant::sim::Sim) -> (reqwest::Client, String) {
+    let ca = reqwest::Certificate::from_pem(sim.ca_pem().as_bytes()).expect("CA");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .expect("client");
+    let token: serde_json::Value = http
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            sim.base_url(),
+            sim.tenant_id()
+        ))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs([
+                    ("grant_type", "client_credentials"),
+                    ("client_id", sim.client_id().as_str()),
+                    ("client_secret", sim.client_secret().as_str()),
+                    ("scope", "https://graph.microsoft.com/.default"),
+                ])
+                .finish(),
+        )
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("token body");
+    let bearer = format!("Bearer {}", token["access_token"].as_str().expect("token"));
+    (http, bearer)
+}
